@@ -1,0 +1,5 @@
+import sys
+
+from semalign.cli import main
+
+sys.exit(main())

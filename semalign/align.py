@@ -1,0 +1,423 @@
+"""Latent space translation between two encoders by semantic alignment.
+
+The method of Maiorca et al., "Latent Space Translation via Semantic Alignment"
+(NeurIPS 2023), as used by Di Folco et al. (2025) for unimodal medical text and
+vision encoders. Two encoders X and Y embed the same n *anchor* items, giving
+paired rows ``x_anchor`` (n × d_x) and ``y_anchor`` (n × d_y). An at most affine
+map is estimated in scaled space and applied to new points of X:
+
+    T(x) = (((x − μ_x) / σ_x) W + b) ⊙ σ_y + μ_y
+
+where μ, σ are the anchors' own per-dimension statistics (``scaling``) and
+(W, b) comes from one of ``KINDS``:
+
+* ``affine``  – x W + b by full-batch Adam on the MSE, as Maiorca et al.
+  (:func:`fit_affine_gd`), or in closed form with ``affine_fit="lstsq"``
+  (:func:`fit_affine_lstsq`). Under standard scaling both anchor sets have zero
+  mean, so the closed form has b = 0 and equals ``linear`` (minimum-norm when
+  n < d); the gradient-descent fit differs mainly by the implicit
+  regularisation of 300 small steps from a random start when anchors are few.
+* ``linear``  – x W with W = lstsq(X_a, Y_a), minimum-norm when n < d_x.
+* ``l-ortho`` – the linear W replaced by its nearest (semi-)orthogonal matrix.
+* ``ortho``   – orthogonal Procrustes on both sides zero-padded to max(d_x, d_y).
+* ``naive``   – no transform at all: X's raw embeddings are fed to Y's side
+  unchanged, zero-padded or truncated to d_y. ``scaling`` is ignored, because
+  naive stitching means using X's embeddings where Y's are expected.
+
+For ``ortho`` and ``l-ortho`` with n < max(d_x, d_y) the orthogonal solution is
+not unique: the anchors leave part of the map undetermined (the least-squares W
+when n ≤ d_x; the Procrustes rotation whenever X_aᵀY_a has rank below
+min(d_x, d_y)) and the returned solution is the one LAPACK's SVD happens to pick.
+
+Fitting runs on the CPU in float64 (the gradient-descent fit in float32 by
+default, like ``nn.Linear``); :meth:`Aligner.transform` runs on the input's
+device and returns the input's array type and floating dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from semalign.cache import atomic_path
+from semalign.errors import SemalignError
+
+KINDS = ("affine", "linear", "l-ortho", "ortho", "naive")
+SCALINGS = ("standard", "center", "none")
+AFFINE_FITS = ("gd", "lstsq")
+ANCHOR_STRATEGIES = ("random", "stratified", "diverse")
+
+# Below this a dimension's anchor std counts as zero; it is then left unscaled
+# rather than blown up by division.
+MIN_STD = 1e-8
+_STATE_KEYS = ("x_mean", "x_scale", "weight", "bias", "y_mean", "y_scale")
+_FILE_FORMAT = 1
+
+
+class AlignmentInputError(SemalignError, ValueError):
+    """Bad input to the aligner: a ``ValueError`` the command line also reports cleanly."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
+    if value not in valid:
+        raise AlignmentInputError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+def _check_matrix(a: np.ndarray | torch.Tensor, name: str) -> None:
+    """Raise unless ``a`` is a 2-D array of finite numbers (numpy or torch)."""
+    if a.ndim != 2:
+        raise AlignmentInputError(f"{name} must be a 2-D array (rows × dims); got shape {tuple(a.shape)}")
+    finite = torch.isfinite(a).all() if isinstance(a, torch.Tensor) else np.isfinite(a).all()
+    if not finite:
+        raise AlignmentInputError(f"{name} contains NaN or inf")
+
+
+def as_matrix(a, name: str) -> np.ndarray:
+    """``a`` (numpy, torch or nested lists) as a checked float64 numpy matrix."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    matrix = np.asarray(a, dtype=np.float64)
+    _check_matrix(matrix, name)
+    return matrix
+
+
+def _anchor_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 anchors: 2-D, finite, paired rows, at least two of them."""
+    x, y = as_matrix(x, "x_anchor"), as_matrix(y, "y_anchor")
+    if len(x) != len(y):
+        raise AlignmentInputError(
+            f"x_anchor has {len(x)} rows but y_anchor has {len(y)}; anchor rows must be paired"
+        )
+    if len(x) < 2:
+        raise AlignmentInputError(f"need at least 2 anchors to fit an alignment; got {len(x)}")
+    return x, y
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def standard_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean μ and population std σ (ddof=0) of the rows of ``a``.
+
+    A dimension with σ < ``MIN_STD`` (constant over the anchors) gets σ = 1, so
+    standardising, (a − μ) / σ, maps it to zero instead of dividing by zero.
+    """
+    a = as_matrix(a, "a")
+    std = a.std(axis=0)
+    return a.mean(axis=0), np.where(std < MIN_STD, 1.0, std)
+
+
+def scaling_stats(a: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) for ``scaling``: standard (μ, σ), center (μ, 1) or none (0, 1)."""
+    _check_choice(scaling, SCALINGS, "scaling")
+    a = as_matrix(a, "a")
+    if scaling == "standard":
+        return standard_stats(a)
+    ones = np.ones(a.shape[1])
+    return (a.mean(axis=0) if scaling == "center" else np.zeros(a.shape[1])), ones
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def fit_linear(x, y) -> np.ndarray:
+    """W = argmin ‖x W − y‖_F, the minimum-norm solution when x is rank-deficient (n < d_x)."""
+    x, y = _anchor_pair(x, y)
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def fit_affine_lstsq(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form affine map: [W; bᵀ] = argmin ‖[x 1] [W; bᵀ] − y‖_F (minimum-norm).
+
+    When x and y have zero column means (standard or center scaling) the ones
+    column is orthogonal to x, so b = mean(y) = 0 and W equals :func:`fit_linear`.
+    """
+    x, y = _anchor_pair(x, y)
+    with_ones = np.hstack([x, np.ones((len(x), 1))])
+    solution = np.linalg.lstsq(with_ones, y, rcond=None)[0]
+    return solution[:-1], solution[-1]
+
+
+def fit_l_ortho(x, y) -> np.ndarray:
+    """Nearest (semi-)orthogonal matrix to the least-squares map: W = U Vᵀ where U S Vᵀ = fit_linear(x, y).
+
+    U Vᵀ is the orthogonal polar factor, argmin over Q with orthonormal rows or
+    columns of ‖Q − W‖_F. Not unique when W has rank below min(d_x, d_y).
+    """
+    u, _, vt = np.linalg.svd(fit_linear(x, y), full_matrices=False)
+    return u @ vt
+
+
+def fit_procrustes(x, y) -> np.ndarray:
+    """Orthogonal Procrustes on zero-padded anchors, returned as the block that acts on x.
+
+    With both sides zero-padded to d = max(d_x, d_y) columns,
+    R = argmin over orthogonal d × d R of ‖x_pad R − y_pad‖_F = U Vᵀ, where
+    U S Vᵀ = x_padᵀ y_pad. Since x_pad R keeps its first d_y columns, the map is
+    x ↦ x R[:d_x, :d_y]. Not unique when x_padᵀ y_pad has rank below min(d_x, d_y).
+    """
+    x, y = _anchor_pair(x, y)
+    d_x, d_y = x.shape[1], y.shape[1]
+    cross = np.zeros((max(d_x, d_y),) * 2)
+    cross[:d_x, :d_y] = x.T @ y  # x_padᵀ y_pad: zero outside this block
+    u, _, vt = np.linalg.svd(cross)
+    return (u @ vt)[:d_x, :d_y]
+
+
+def _linear_layer_init(d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype):
+    """``nn.Linear.reset_parameters`` drawn from ``generator``; weight returned as (d_in, d_out)."""
+    weight = torch.empty(d_out, d_in, dtype=dtype)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    bound = 1 / math.sqrt(d_in)
+    bias = torch.empty(d_out, dtype=dtype)
+    nn.init.uniform_(bias, -bound, bound, generator=generator)
+    return weight.T.contiguous(), bias
+
+
+def _gram_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype):
+    """MSE gradient from sufficient statistics xᵀx, xᵀ1, xᵀy, yᵀ1: d_x² d_y per call."""
+    n, d_y = y.shape
+    scale = 2.0 / (n * d_y)
+    # Accumulated once in float64 so that the n-term sums add no rounding of their own.
+    gram, cross = (torch.from_numpy(m).to(dtype) for m in (x.T @ x, x.T @ y))
+    x_sum, y_sum = (torch.from_numpy(m.sum(axis=0)).to(dtype) for m in (x, y))
+
+    def gradient(weight: torch.Tensor, bias: torch.Tensor):
+        grad_weight = torch.addmm(cross, gram, weight, beta=-1).addr_(x_sum, bias).mul_(scale)
+        grad_bias = torch.addmv(y_sum, weight.T, x_sum, beta=-1).add_(bias, alpha=n).mul_(scale)
+        return grad_weight, grad_bias
+
+    return gradient
+
+
+def _direct_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype):
+    """MSE gradient through the residual x W + b − y: n d_x d_y per call."""
+    x_t, y_t = torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype)
+    scale = 2.0 / y.size
+
+    def gradient(weight: torch.Tensor, bias: torch.Tensor):
+        residual = torch.addmm(bias, x_t, weight).sub_(y_t)
+        return (x_t.T @ residual).mul_(scale), residual.sum(dim=0).mul_(scale)
+
+    return gradient
+
+
+def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
+                  dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Affine map x W + b fitted by full-batch Adam on the MSE, as Maiorca et al. (2023).
+
+    Minimises L(W, b) = mean((x W + 1 bᵀ − y)²) over all n·d_y entries (like
+    ``nn.MSELoss``) with ``torch.optim.Adam(lr=lr)`` for ``steps`` full-batch
+    steps, from ``nn.Linear``'s default initialisation drawn from
+    ``torch.Generator().manual_seed(seed)`` (the global RNG is not touched).
+    The trajectory equals the autograd loop nn.Linear + nn.MSELoss + Adam up to
+    float rounding; only the gradient is computed differently,
+
+        ∂L/∂W = c (xᵀx W + xᵀ1 bᵀ − xᵀy),  ∂L/∂b = c (Wᵀ xᵀ1 + n b − yᵀ1),  c = 2 / (n d_y),
+
+    from statistics precomputed once when n > d_x (d_x² d_y per step instead of
+    n d_x d_y), and through the residual otherwise. Returns W (d_x × d_y) and
+    b (d_y,) as float64.
+    """
+    x, y = _anchor_pair(x, y)
+    if steps < 0 or lr <= 0:
+        raise AlignmentInputError(f"need steps >= 0 and lr > 0; got steps={steps}, lr={lr}")
+    n, d_x = x.shape
+    weight, bias = _linear_layer_init(d_x, y.shape[1], torch.Generator().manual_seed(seed), dtype)
+    gradient = _gram_gradient(x, y, dtype) if n > d_x else _direct_gradient(x, y, dtype)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    for _ in range(steps):
+        weight.grad, bias.grad = gradient(weight, bias)
+        optimizer.step()
+    return weight.double().numpy(), bias.double().numpy()
+
+
+# --------------------------------------------------------------------------- aligner
+
+
+class Aligner:
+    """Estimate T with T(x_anchor) ≈ y_anchor, then translate new points of X into Y's space.
+
+    ``Aligner(kind, scaling, seed).fit(x_anchor, y_anchor).transform(x)``; see the
+    module docstring for the kinds. ``seed``, ``affine_fit``, ``steps`` and ``lr``
+    only matter for ``kind="affine"``. The fitted state is six float64 arrays
+    (``x_mean``, ``x_scale``, ``weight``, ``bias``, ``y_mean``, ``y_scale``).
+    """
+
+    def __init__(self, kind: str = "ortho", scaling: str = "standard", seed: int = 0,
+                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3):
+        _check_choice(kind, KINDS, "kind")
+        _check_choice(scaling, SCALINGS, "scaling")
+        _check_choice(affine_fit, AFFINE_FITS, "affine_fit")
+        self.kind, self.scaling, self.seed = kind, scaling, int(seed)
+        self.affine_fit, self.steps, self.lr = affine_fit, int(steps), float(lr)
+        self.state: dict[str, np.ndarray] | None = None
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "scaling": self.scaling, "seed": self.seed,
+                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr}
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"Aligner({arguments})"
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(d_x, d_y) of the fitted map."""
+        self._require_fitted()
+        return self.state["weight"].shape
+
+    def fit(self, x_anchor, y_anchor) -> Aligner:
+        """Estimate the map from paired anchor rows; returns ``self``."""
+        x, y = _anchor_pair(x_anchor, y_anchor)
+        d_x, d_y = x.shape[1], y.shape[1]
+        if self.kind == "naive":
+            self.state = {"x_mean": np.zeros(d_x), "x_scale": np.ones(d_x), "weight": np.eye(d_x, d_y),
+                          "bias": np.zeros(d_y), "y_mean": np.zeros(d_y), "y_scale": np.ones(d_y)}
+            return self
+        x_mean, x_scale = scaling_stats(x, self.scaling)
+        y_mean, y_scale = scaling_stats(y, self.scaling)
+        weight, bias = self._fit_scaled((x - x_mean) / x_scale, (y - y_mean) / y_scale)
+        self.state = {"x_mean": x_mean, "x_scale": x_scale, "weight": weight,
+                      "bias": bias, "y_mean": y_mean, "y_scale": y_scale}
+        return self
+
+    def _fit_scaled(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "affine" and self.affine_fit == "gd":
+            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed)
+        if self.kind == "affine":
+            return fit_affine_lstsq(x, y)
+        fit = {"linear": fit_linear, "l-ortho": fit_l_ortho, "ortho": fit_procrustes}[self.kind]
+        return fit(x, y), np.zeros(y.shape[1])
+
+    def transform(self, x):
+        """T(x) for the rows of ``x``: numpy in, numpy out; torch in, torch out on the same device.
+
+        Computed in float64; the result has the input's floating dtype (float64
+        for integer input).
+        """
+        self._require_fitted()
+        if isinstance(x, torch.Tensor):
+            self._check_input(x)
+            params = {key: torch.from_numpy(value).to(x.device) for key, value in self.state.items()}
+            out_dtype = x.dtype if x.is_floating_point() else torch.float64
+            return self._apply(x.to(torch.float64), params).to(out_dtype)
+        x = np.asarray(x)
+        self._check_input(x)
+        out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+        return self._apply(x.astype(np.float64), self.state).astype(out_dtype, copy=False)
+
+    @staticmethod
+    def _apply(x, p):
+        # Operators only, so the same line serves numpy arrays and torch tensors.
+        return (((x - p["x_mean"]) / p["x_scale"]) @ p["weight"] + p["bias"]) * p["y_scale"] + p["y_mean"]
+
+    def _check_input(self, x) -> None:
+        _check_matrix(x, "x")
+        expected = self.dims[0]
+        if x.shape[1] != expected:
+            raise AlignmentInputError(
+                f"x has the wrong dimensionality: expected {expected} columns (as x_anchor), got {x.shape[1]}"
+            )
+
+    def _require_fitted(self) -> None:
+        if self.state is None:
+            raise AlignmentInputError("Aligner is not fitted; call fit(x_anchor, y_anchor) first")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config and fitted arrays to an ``.npz`` readable with ``allow_pickle=False``."""
+        self._require_fitted()
+        config = json.dumps({"format": _FILE_FORMAT, **self.config()})
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, config=np.array(config), **self.state)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Aligner:
+        """An Aligner as written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in ("config", *_STATE_KEYS) if key not in data.files]
+            if missing:
+                raise AlignmentInputError(f"{path} is not a saved Aligner: missing {', '.join(missing)}")
+            config = json.loads(str(data["config"]))
+            state = {key: data[key].astype(np.float64) for key in _STATE_KEYS}
+        if config.pop("format", None) != _FILE_FORMAT:
+            raise AlignmentInputError(f"{path}: unsupported Aligner file format (expected {_FILE_FORMAT})")
+        aligner = cls(**config)
+        aligner.state = state
+        return aligner
+
+
+# --------------------------------------------------------------------------- anchor choice
+
+
+def _pool_size(labels, features, pool_size) -> int:
+    sizes = {name: size for name, size in (("labels", None if labels is None else len(labels)),
+                                           ("features", None if features is None else len(features)),
+                                           ("pool_size", pool_size)) if size is not None}
+    if not sizes:
+        raise AlignmentInputError("give pool_size, labels or features to define the pool of candidates")
+    if len(set(sizes.values())) > 1:
+        raise AlignmentInputError(f"inconsistent pool sizes: {sizes}")
+    return int(next(iter(sizes.values())))
+
+
+def _stratified(n: int, labels, rng: np.random.Generator) -> np.ndarray:
+    """Proportional allocation by class (largest remainder), random within each class."""
+    _, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    quota, remainder = np.divmod(n * counts, counts.sum())  # integers: no rounding surprises
+    # The anchors floor() left over go to the largest remainders; ties to the earlier class.
+    quota[np.argsort(-remainder, kind="stable")[: n - quota.sum()]] += 1
+    return np.concatenate([rng.choice(np.flatnonzero(inverse == label), size=take, replace=False)
+                           for label, take in enumerate(quota)])
+
+
+def _farthest_points(n: int, features, rng: np.random.Generator) -> np.ndarray:
+    """Farthest-point sampling (Euclidean) from a seeded random start: n · pool · d work."""
+    points = as_matrix(features, "features")
+    chosen = [int(rng.integers(len(points)))]
+    nearest = ((points - points[chosen[0]]) ** 2).sum(axis=1)
+    for _ in range(n - 1):
+        nearest[chosen[-1]] = -np.inf  # never pick a point twice, even among duplicates
+        chosen.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, ((points - points[chosen[-1]]) ** 2).sum(axis=1))
+    return np.array(chosen)
+
+
+def select_anchors(n: int, strategy: str = "random", seed: int = 0, labels=None, features=None,
+                   pool_size: int | None = None) -> np.ndarray:
+    """Sorted indices of ``n`` anchors drawn from a pool; deterministic for a given seed.
+
+    The pool is ``range(pool_size)``, or the rows of ``labels`` / ``features``.
+
+    * ``random``: uniform without replacement — the method's setting, in which
+      anchors are unlabelled.
+    * ``stratified``: class proportions of ``labels`` kept (largest remainder),
+      random within a class. Uses labels, so it is an option for analysis only.
+    * ``diverse``: farthest-point sampling on ``features`` (Euclidean; normalise
+      rows first for cosine geometry) from a seeded random first point. It
+      spreads anchors over all clusters but favours outliers.
+    """
+    _check_choice(strategy, ANCHOR_STRATEGIES, "strategy")
+    pool = _pool_size(labels, features, pool_size)
+    if not 1 <= n <= pool:
+        raise AlignmentInputError(f"cannot select n={n} anchors from a pool of {pool}")
+    rng = np.random.default_rng(seed)
+    if strategy == "random":
+        chosen = rng.choice(pool, size=n, replace=False)
+    elif strategy == "stratified":
+        if labels is None:
+            raise AlignmentInputError("strategy 'stratified' needs labels")
+        chosen = _stratified(n, labels, rng)
+    else:
+        if features is None:
+            raise AlignmentInputError("strategy 'diverse' needs features")
+        chosen = _farthest_points(n, features, rng)
+    return np.sort(chosen)

@@ -1,0 +1,86 @@
+"""Assemble and build the Jupyter Book from executed notebooks (execution off).
+
+The book's own pages live in ``book/``; the build copies them into a staging
+folder next to the executed notebooks of one profile (under ``experiments/``),
+generated pages and the vendored MathJax, then runs Jupyter Book 1 with
+warnings as errors and nitpicky references. A missing or stale executed
+notebook stops the build before anything is published.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from semalign import pages, runner
+from semalign.errors import SemalignError
+from semalign.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
+
+# Any attribute that makes a browser fetch from another host when a page opens.
+REMOTE_LOAD = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
+
+
+def check_executed(profile: str) -> list[runner.Run]:
+    runs = runner.executed_runs(profile)
+    problems = [(run, runner.executed_status(run)) for run in runs]
+    problems = [(run, why) for run, why in problems if why]
+    if problems:
+        listing = "; ".join(f"{run.name}: {why}" for run, why in problems)
+        names = " ".join(sorted({run.notebook for run, _ in problems}))
+        raise SemalignError(
+            f"cannot publish the {profile} book: {listing}. Fix: semalign run {names} --profile {profile}"
+        )
+    return runs
+
+
+def stage(profile: str) -> Path:
+    """Copy book sources, executed notebooks, generated pages and MathJax into one folder."""
+    runs = check_executed(profile)
+    mathjax = vendor_dir() / "mathjax" / "es5" / "tex-mml-chtml.js"
+    if not mathjax.is_file():
+        raise SemalignError(f"MathJax is not vendored ({mathjax} missing); run `make setup` (it fetches mathjax@3 from npm)")
+    src = book_build_dir(profile) / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(BOOK_SOURCE_DIR, src)
+    (src / "experiments").mkdir(exist_ok=True)
+    for run in runs:
+        shutil.copyfile(run.output, src / "experiments" / run.output.name)
+    shutil.copytree(vendor_dir() / "mathjax" / "es5", src / "_static" / "mathjax")
+    pages.write_generated_pages(src, profile, runs)
+    return src
+
+
+def remote_loads(html_dir: Path) -> list[str]:
+    """Every place a built page would load something from another host."""
+    found = []
+    for page in sorted(html_dir.rglob("*.html")):
+        for match in REMOTE_LOAD.finditer(page.read_text(errors="replace")):
+            found.append(f"{page.relative_to(html_dir)}: {match.group(0)[:120]}")
+    return found
+
+
+def build(profile: str = "offline", quiet: bool = True) -> Path:
+    """Build the HTML book; returns the path of ``index.html``."""
+    src = stage(profile)
+    out = book_build_dir(profile)
+    html = out / "_build" / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    command = [
+        str(Path(sys.executable).with_name("jupyter-book")), "build", str(src),
+        "--path-output", str(out), "--warningiserror", "--nitpick", "--keep-going",
+    ]
+    proc = subprocess.run(command, capture_output=quiet, text=True)
+    if proc.returncode != 0:
+        log = (proc.stdout or "") + (proc.stderr or "")
+        warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+        detail = "\n".join(warnings[-20:]) or log[-3000:]
+        raise SemalignError(f"the book build failed (sources in {src}):\n{detail}")
+    remote = remote_loads(html)
+    if remote:
+        raise SemalignError("built pages load from remote hosts:\n" + "\n".join(remote[:20]))
+    return html / "index.html"

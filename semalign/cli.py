@@ -1,0 +1,124 @@
+"""The ``semalign`` command: run notebooks, build the book, read results, check data.
+
+Every user-facing problem is a :class:`SemalignError`, printed as one line
+(``error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from semalign.errors import SemalignError
+
+
+def _cmd_run(args) -> int:
+    from semalign import runner
+
+    if args.list:
+        for name in runner.notebook_names():
+            print(name)
+            for p in runner.notebook_parameters(name).values():
+                if p.name in runner.RESERVED_PARAMETERS:
+                    continue
+                helptext = f"  # {p.help}" if p.help else ""
+                print(f"    {p.name} ({p.type_name}) = {p.default!r}{helptext}")
+        return 0
+    runs = runner.plan(args.names or ["all"], args.profile, args.param)
+    for i, run in enumerate(runs, 1):
+        print(f"[{i}/{len(runs)}] {run.name} ({args.profile})", flush=True)
+        runner.execute(run, progress=not args.quiet)
+    print(f"executed {len(runs)} run(s); notebooks in {runs[0].output.parent}")
+    return 0
+
+
+def _cmd_book(args) -> int:
+    from semalign import book
+
+    index = book.build(args.profile, quiet=not args.verbose)
+    print(index)
+    return 0
+
+
+def _cmd_results(args) -> int:
+    from semalign.results import load_records
+
+    table = load_records(args.profile)
+    if args.json:
+        json.dump(json.loads(table.to_json(orient="records")), sys.stdout, indent=1)
+        print()
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from semalign.manifest import verify_sources
+
+    statuses = verify_sources(args.profile)
+    for s in statuses:
+        print(f"{s.status:8} {s.name:22} {s.detail}  [{s.path}]")
+    bad = [s for s in statuses if not s.ok]
+    if bad:
+        raise SemalignError(f"{len(bad)} of {len(statuses)} data sources are missing or corrupt (see above)")
+    print(f"all {len(statuses)} data sources of profile {args.profile!r} verified")
+    return 0
+
+
+def _cmd_doctor(args) -> int:
+    from semalign import doctor
+
+    return doctor.main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semalign", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute notebooks with papermill")
+    run.add_argument("names", nargs="*", help="notebook names, or 'all' (default)")
+    run.add_argument("--profile", default="offline", help="offline (default), smoke or paper")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (YAML value)")
+    run.add_argument("--list", action="store_true", help="list notebooks, their parameters and defaults")
+    run.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    bk = sub.add_parser("book", help="build the HTML book from executed notebooks")
+    bk.add_argument("--profile", default="offline")
+    bk.add_argument("--verbose", action="store_true", help="show Jupyter Book's output")
+    bk.set_defaults(func=_cmd_book)
+
+    res = sub.add_parser("results", help="print every recorded metric")
+    res.add_argument("--profile", default="offline")
+    res.add_argument("--json", action="store_true", help="a JSON list of flat records")
+    res.set_defaults(func=_cmd_results)
+
+    data = sub.add_parser("data", help="data sources")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    verify = data_sub.add_parser("verify", help="check every data source against data_manifest.yaml")
+    verify.add_argument("--profile", default="offline")
+    verify.set_defaults(func=_cmd_data)
+
+    doc = sub.add_parser("doctor", help="check the environment and say what to fix")
+    doc.set_defaults(func=_cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SemalignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Report collections: the IU chest X-ray reports (default) or any CSV/Parquet table.
+
+Every loader returns a :class:`ReportSet`: stable item ids, report texts, a 0/1
+label table and a count of the rows dropped and why, so nothing is skipped
+silently. Splits are seeded and deterministic; anchors are drawn from the
+training split only (see :func:`split_indices`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tarfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semalign.errors import SemalignError
+from semalign.manifest import load_manifest, require_source
+
+TASKS = ("binary", "multilabel")
+
+
+@dataclasses.dataclass
+class ReportSet:
+    """Reports with labels. ``labels`` has one 0/1 column per class."""
+
+    name: str
+    ids: list[str]
+    texts: list[str]
+    labels: pd.DataFrame
+    dropped: dict[str, int]
+    extra: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> "ReportSet":
+        index = np.asarray(index)
+        extra = None if self.extra is None else self.extra.iloc[index].reset_index(drop=True)
+        return ReportSet(
+            self.name,
+            [self.ids[i] for i in index],
+            [self.texts[i] for i in index],
+            self.labels.iloc[index].reset_index(drop=True),
+            dict(self.dropped),
+            extra,
+        )
+
+    def task_labels(self, task: str) -> pd.DataFrame:
+        """Targets for a task: ``binary`` is abnormal (1) vs normal (0) when a
+        ``normal`` column exists; ``multilabel`` is every other label column."""
+        if task not in TASKS:
+            raise SemalignError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        if task == "binary":
+            if "normal" not in self.labels:
+                if self.labels.shape[1] == 1:
+                    return self.labels
+                raise SemalignError(
+                    f"task 'binary' needs a 'normal' label column or a single label column in {self.name}; "
+                    f"found {list(self.labels.columns)}: use task=multilabel or pass one label column"
+                )
+            return pd.DataFrame({"abnormal": 1 - self.labels["normal"].to_numpy()})
+        return self.labels.drop(columns=["normal"], errors="ignore")
+
+
+def iu_archive_path() -> Path:
+    """The IU report archive, checked against the manifest's sha256."""
+    return require_source("iu_xray_reports")
+
+
+def _iu_label_map() -> dict[str, list[str]]:
+    return load_manifest()["sources"]["iu_xray_reports"]["labels"]
+
+
+def parse_iu_archive(path: str | Path | None = None) -> pd.DataFrame:
+    """One row per XML report: id, findings, impression, MeSH major terms."""
+    path = Path(path) if path else iu_archive_path()
+    rows = []
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:
+                if not member.name.endswith(".xml"):
+                    continue
+                root = ET.parse(archive.extractfile(member)).getroot()
+                sections = {a.get("Label"): " ".join((a.text or "").split()) for a in root.iter("AbstractText")}
+                uid = root.find("uId")
+                rows.append(
+                    {
+                        "id": uid.get("id") if uid is not None else Path(member.name).stem,
+                        "findings": sections.get("FINDINGS", ""),
+                        "impression": sections.get("IMPRESSION", ""),
+                        "mesh_major": [m.text.strip() for m in root.iter("major") if m.text],
+                    }
+                )
+    except (tarfile.TarError, EOFError, OSError, ET.ParseError) as exc:
+        raise SemalignError(
+            f"{path} is corrupt or truncated ({exc}); reinstall it with: pip install --force-reinstall --no-deps torchxrayvision==1.5.7"
+        ) from None
+    return pd.DataFrame(rows).sort_values("id", key=lambda s: s.str.extract(r"(\d+)")[0].astype(int)).reset_index(drop=True)
+
+
+def load_iu_reports(path: str | Path | None = None) -> ReportSet:
+    """IU X-ray reports with FINDINGS or IMPRESSION; labels from MeSH major terms.
+
+    The term → label mapping lives in ``data_manifest.yaml``: a report has label
+    L when the first component of one of its major terms (``Opacity/lung/base``
+    → ``Opacity``) is listed under L.
+    """
+    table = parse_iu_archive(path)
+    has_text = (table["findings"] != "") | (table["impression"] != "")
+    dropped = {"no FINDINGS or IMPRESSION section": int((~has_text).sum())}
+    table = table[has_text].reset_index(drop=True)
+    heads = table["mesh_major"].map(lambda terms: {t.split("/")[0].strip() for t in terms})
+    labels = pd.DataFrame(
+        {label: heads.map(lambda h, terms=terms: int(bool(h & set(terms)))) for label, terms in _iu_label_map().items()}
+    )
+    texts = [" ".join(part for part in (f, i) if part) for f, i in zip(table["findings"], table["impression"])]
+    extra = table[["findings", "impression"]].assign(mesh_major=table["mesh_major"].map("; ".join))
+    return ReportSet("IU X-ray reports", table["id"].tolist(), texts, labels, dropped, extra)
+
+
+def load_report_table(path: str | Path, text_column: str, label_columns: list[str]) -> ReportSet:
+    """Any report collection as CSV or Parquet: one text column, 0/1 label columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise SemalignError(f"dataset file {path} does not exist; pass -p dataset=<path to a .csv or .parquet file>")
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".gz": pd.read_csv}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise SemalignError(f"dataset file {path}: unsupported suffix {path.suffix!r}; use .csv, .csv.gz or .parquet")
+    try:
+        table = reader(path)
+    except Exception as exc:  # any parser error becomes one line naming the file
+        raise SemalignError(f"dataset file {path} could not be read ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in [text_column, *label_columns] if c not in table.columns]
+    if missing:
+        raise SemalignError(
+            f"dataset file {path} has no column(s) {missing}; its columns are {list(table.columns)}: "
+            "set -p text_column=... -p label_columns=[...]"
+        )
+    if not label_columns:
+        raise SemalignError(f"dataset file {path}: label_columns is empty; name one or more 0/1 label columns")
+    text = table[text_column].astype("string").str.strip()
+    empty = text.isna() | (text == "")
+    dropped = {"empty report text": int(empty.sum())}
+    table = table[~empty].reset_index(drop=True)
+    labels = table[label_columns].apply(pd.to_numeric, errors="coerce")
+    bad = labels.isna().any(axis=1) | ~labels.isin([0, 1]).all(axis=1)
+    dropped["label not 0/1"] = int(bad.sum())
+    table, labels = table[~bad].reset_index(drop=True), labels[~bad].astype(int).reset_index(drop=True)
+    ids = table["id"].astype(str).tolist() if "id" in table else [f"{path.stem}-{i}" for i in range(len(table))]
+    return ReportSet(path.name, ids, table[text_column].astype(str).tolist(), labels, dropped)
+
+
+def load_reports(dataset: str = "iu_xray", text_column: str = "text", label_columns: list[str] | None = None) -> ReportSet:
+    """The dataset named by a notebook parameter: ``iu_xray`` or a file path."""
+    if dataset == "iu_xray":
+        return load_iu_reports()
+    return load_report_table(dataset, text_column, list(label_columns or []))
+
+
+def subsample(reports: ReportSet, max_items: int | None, seed: int) -> ReportSet:
+    """A seeded random subset of at most ``max_items`` reports (order kept)."""
+    if not max_items or max_items >= len(reports):
+        return reports
+    index = np.sort(np.random.default_rng(seed).choice(len(reports), size=max_items, replace=False))
+    return reports.subset(index)
+
+
+def split_indices(n_items: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split of ``range(n_items)`` (sorted index arrays).
+
+    The anchor pool is the training split: anchors never come from test items,
+    and the alignment never sees a label.
+    """
+    if not 0 < test_fraction < 1:
+        raise SemalignError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    order = np.random.default_rng(seed).permutation(n_items)
+    n_test = int(round(n_items * test_fraction))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def label_counts(labels: pd.DataFrame) -> Counter:
+    return Counter({c: int(labels[c].sum()) for c in labels.columns})

@@ -1,0 +1,74 @@
+"""Book pages generated at build time from the study's own records, so they can
+never drift from what the code uses: the data-and-models page (from
+``data_manifest.yaml`` and the encoder registry) and the list of runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semalign.manifest import load_manifest, verify_sources
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def data_models_page(profile: str) -> str:
+    manifest = load_manifest()
+    status = {s.name: s for s in verify_sources(profile)}
+    rows = []
+    for name, entry in manifest["sources"].items():
+        counts = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in (entry.get("counts") or {}).items())
+        check = status[name].status if name in status else "not checked (other profile)"
+        rows.append([
+            f"**{entry['title']}**", entry["used_for"], f"`{entry['distribution']}`", entry["licence"],
+            f"`{entry['sha256'][:16]}…`" if entry.get("sha256") else "—", counts or "—", check,
+        ])
+    text = [
+        "(data-models)=",
+        "# Data and models\n",
+        "This page is generated from `data_manifest.yaml` and the encoder registry when the book is built; "
+        f"the *check* column is the result of `semalign data verify --profile {profile}` at build time.\n",
+        "## Data sources\n",
+        _table(["source", "used for", "distribution", "licence", "sha256", "counts", "check"], rows),
+    ]
+    labels = manifest["sources"]["iu_xray_reports"]["labels"]
+    text += [
+        "## IU X-ray labels\n",
+        "A report carries a label when the head (the part before the first `/`) of one of its MeSH *major* "
+        "terms is listed for it. `normal` vs the rest is the binary task; the other labels form the multi-label task.\n",
+        _table(["label", "MeSH major term heads"], [[f"`{k}`", ", ".join(v)] for k, v in labels.items()]),
+    ]
+    try:
+        from semalign.encoders import list_encoders
+    except ImportError:
+        return "\n".join(text)
+    enc_rows = [
+        [f"`{s.name}`", s.modality, s.domain, s.family, f"`{s.source}`", s.pooling, s.description]
+        for s in list_encoders()
+    ]
+    text += ["## Encoders\n", _table(["name", "modality", "domain", "loader", "source", "pooling", "notes"], enc_rows)]
+    return "\n".join(text)
+
+
+def runs_page(profile: str, runs) -> str:
+    rows = []
+    for run in runs:
+        shown = {k: v for k, v in run.parameters.items() if k not in ("profile", "run_name")}
+        params = "<br>".join(f"`{k}={v!r}`" for k, v in shown.items()) or "—"
+        rows.append([f"{{doc}}`experiments/{run.name}`", run.chapter, params])
+    return "\n".join([
+        "(runs)=",
+        f"# Runs of this book (profile `{profile}`)\n",
+        "Every page under *Experiments* is an executed notebook. This table lists the parameters each was "
+        "executed with; re-run one with other values with `semalign run NOTEBOOK --profile PROFILE -p KEY=VALUE` "
+        "(see {ref}`reproduce`).\n",
+        _table(["page", "chapter", "parameters"], rows),
+    ])
+
+
+def write_generated_pages(src: Path, profile: str, runs) -> None:
+    (src / "data_models.md").write_text(data_models_page(profile))
+    (src / "runs.md").write_text(runs_page(profile, runs))

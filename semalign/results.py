@@ -1,0 +1,66 @@
+"""The study's numbers as flat records, one JSON file per executed run.
+
+A record is one metric of one method in one setting. The keys are fixed
+(:data:`RECORD_KEYS`) so ``semalign results --json`` is readable by any tool;
+keys that do not apply to a record are ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from semalign.cache import atomic_write_json
+from semalign.errors import SemalignError
+from semalign.paths import results_dir
+
+RECORD_KEYS = (
+    "experiment", "profile", "run", "method", "transform", "source", "target",
+    "n_anchors", "seed", "task", "metric", "value",
+)
+
+
+def make_record(**fields) -> dict:
+    """A record with every key of :data:`RECORD_KEYS`; unknown keys are an error."""
+    unknown = set(fields) - set(RECORD_KEYS)
+    if unknown:
+        raise ValueError(f"unknown record keys {sorted(unknown)}; valid keys: {', '.join(RECORD_KEYS)}")
+    if "value" not in fields or "metric" not in fields:
+        raise ValueError("a record needs at least 'metric' and 'value'")
+    record = {key: fields.get(key) for key in RECORD_KEYS}
+    value = float(record["value"])
+    if not math.isfinite(value):
+        raise ValueError(f"record {record['metric']} of {record['method']} has a non-finite value {value}")
+    record["value"] = value
+    return record
+
+
+def results_file(profile: str, run: str) -> Path:
+    return results_dir(profile) / f"{run}.json"
+
+
+def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping) -> Path:
+    """Write a run's records atomically; returns the file written."""
+    rows = [make_record(**{**dict(r), "profile": profile, "run": run, "experiment": experiment}) for r in records]
+    path = results_file(profile, run)
+    atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters), "records": rows})
+    return path
+
+
+def load_records(profile: str) -> pd.DataFrame:
+    """Every record of one profile's executed runs, as a DataFrame."""
+    folder = results_dir(profile)
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        raise SemalignError(f"no results for profile {profile!r} in {folder}; run `semalign run all --profile {profile}` first")
+    rows = []
+    for file in files:
+        try:
+            rows.extend(json.loads(file.read_text())["records"])
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise SemalignError(f"results file {file} is unreadable ({exc}); re-run its notebook") from None
+    return pd.DataFrame(rows, columns=list(RECORD_KEYS))

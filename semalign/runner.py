@@ -1,0 +1,300 @@
+"""Plan and execute the study's notebooks with papermill.
+
+``notebooks/runs.yaml`` declares the notebooks in order, the parameter grid of
+each (one execution per grid point, e.g. one per transform) and each profile's
+parameter overrides. A notebook's own ``parameters`` cell holds the defaults,
+which run the offline profile. The runner converts the jupytext source in
+memory, injects the parameters, executes it and writes the executed notebook
+(and, from inside the notebook, its results file) where the book picks it up.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import itertools
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from semalign.cache import atomic_path
+from semalign.errors import SemalignError
+from semalign.paths import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_FILE, executed_dir, results_dir, work_dir
+
+KERNEL_NAME = "semalign"
+RESERVED_PARAMETERS = ("profile", "run_name")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    name: str
+    default: Any
+    type_name: str
+    help: str
+
+
+@dataclasses.dataclass
+class Run:
+    """One execution of one notebook with one set of parameters."""
+
+    notebook: str
+    name: str
+    profile: str
+    parameters: dict
+    chapter: str
+
+    @property
+    def source(self) -> Path:
+        return NOTEBOOKS_DIR / f"{self.notebook}.py"
+
+    @property
+    def output(self) -> Path:
+        return executed_dir(self.profile) / f"{self.name}.ipynb"
+
+
+def load_runs(path: Path = RUNS_FILE) -> dict:
+    spec = yaml.safe_load(path.read_text())
+    for entry in spec["notebooks"]:
+        if not (NOTEBOOKS_DIR / f"{entry['name']}.py").is_file():
+            raise SemalignError(f"{path} names notebook {entry['name']!r} but notebooks/{entry['name']}.py does not exist")
+    return spec
+
+
+def notebook_names() -> list[str]:
+    return [entry["name"] for entry in load_runs()["notebooks"]]
+
+
+def profiles() -> list[str]:
+    return list(load_runs()["profiles"])
+
+
+def read_notebook(name: str):
+    """The jupytext source as an in-memory notebook (papermill reads no .py)."""
+    import jupytext
+
+    nb = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
+    for cell in nb.cells:
+        cell.metadata.setdefault("tags", [])  # papermill expects the key on every cell
+    return nb
+
+
+def notebook_parameters(name: str) -> dict[str, Parameter]:
+    """The notebook's ``parameters`` cell: name → default, type and help.
+
+    Each line is ``name = <literal>  # help``; anything else is an error, so a
+    parameter can never be silently ignored.
+    """
+    cells = [c for c in read_notebook(name).cells if "parameters" in c.metadata.get("tags", [])]
+    where = f"notebooks/{name}.py"
+    if len(cells) != 1:
+        raise SemalignError(f"{where}: needs exactly one cell tagged 'parameters', found {len(cells)}")
+    source = cells[0].source
+    lines = source.splitlines()
+    result = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise SemalignError(f"{where}: parameters cell line {node.lineno} is not `name = literal`")
+        key = node.targets[0].id
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise SemalignError(f"{where}: default of parameter {key!r} is not a literal") from None
+        comment = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+        result[key] = Parameter(key, default, type(default).__name__, comment.lstrip("#").strip())
+    missing = [r for r in RESERVED_PARAMETERS if r not in result]
+    if missing:
+        raise SemalignError(f"{where}: its parameters cell must declare {missing}")
+    return result
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise SemalignError(f"-p {text!r}: expected KEY=VALUE, e.g. -p anchor_counts=[10,100]")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
+    """Convert a command-line or YAML value to the type of the parameter's default."""
+    value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    default = parameter.default
+    expected = parameter.type_name
+
+    def fail() -> SemalignError:
+        return SemalignError(
+            f"parameter {parameter.name!r} of {notebook} expects a {expected} like {default!r}, got {raw!r}"
+        )
+
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise fail()
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(raw, str):
+            try:
+                value = float(raw) if isinstance(default, float) else int(raw)
+            except ValueError:
+                raise fail() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        if isinstance(default, int) and not float(value).is_integer():
+            raise fail()
+        return type(default)(value)
+    if isinstance(default, str):
+        if value is None or isinstance(value, (list, dict)):
+            raise fail()
+        return raw if isinstance(raw, str) else str(value)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise fail()
+        if default and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in default):
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+                raise fail()
+        return value
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise fail()
+        return value
+    return value
+
+
+def _run_name(notebook: str, point: dict) -> str:
+    return "__".join([notebook, *(f"{key}-{value}" for key, value in point.items())])
+
+
+def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> list[Run]:
+    """The runs for the named notebooks (or ``all``) under a profile plus overrides."""
+    spec = load_runs()
+    if profile not in spec["profiles"]:
+        raise SemalignError(f"unknown profile {profile!r}; valid profiles: {', '.join(spec['profiles'])}")
+    entries = {entry["name"]: entry for entry in spec["notebooks"]}
+    selected = list(entries) if not names or names == ["all"] else names
+    unknown = [n for n in selected if n not in entries]
+    if unknown:
+        raise SemalignError(f"unknown notebook {unknown[0]!r}; valid notebooks: {', '.join(entries)} (or 'all')")
+    parsed = [parse_override(o) for o in overrides or []]
+    parameters = {name: notebook_parameters(name) for name in selected}
+    for key, _ in parsed:
+        if key in RESERVED_PARAMETERS:
+            raise SemalignError(f"parameter {key!r} is set by the runner; use --profile instead of -p {key}=...")
+        if not any(key in parameters[name] for name in selected):
+            valid = sorted({p for name in selected for p in parameters[name] if p not in RESERVED_PARAMETERS})
+            raise SemalignError(f"unknown parameter {key!r} for {', '.join(selected)}; valid parameters: {', '.join(valid)}")
+    runs = []
+    for name in selected:
+        entry, known = entries[name], parameters[name]
+        values = dict(entry.get("profiles", {}).get(profile) or {})
+        values.update({key: raw for key, raw in parsed if key in known})
+        grid = entry.get("grid") or {}
+        for combo in itertools.product(*grid.values()) if grid else [()]:
+            point = dict(zip(grid, combo))
+            merged = {**values, **{k: v for k, v in point.items() if k not in dict(parsed)}}
+            checked = {}
+            for key, raw in merged.items():
+                if key not in known:
+                    raise SemalignError(f"{RUNS_FILE}: notebook {name} has no parameter {key!r}; valid: {', '.join(known)}")
+                checked[key] = coerce(name, known[key], raw)
+            run_name = _run_name(name, {k: checked[k] for k in grid})
+            checked.update(profile=profile, run_name=run_name)
+            runs.append(Run(name, run_name, profile, checked, entry.get("chapter", "Study")))
+    return runs
+
+
+def code_fingerprint() -> str:
+    """Hash of the package's Python sources: an executed notebook made by other
+    code is stale."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def source_fingerprint(run: Run) -> str:
+    return hashlib.sha256(run.source.read_bytes()).hexdigest()[:16]
+
+
+def ensure_kernel() -> str:
+    """A kernelspec named ``semalign`` that runs *this* interpreter, so a user's
+    own ``python3`` kernel can never execute the study with other packages."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name="Python (semalign)", prefix=sys.prefix)
+    return KERNEL_NAME
+
+
+def execute(run: Run, progress: bool = True) -> Path:
+    """Execute one run; on failure remove its stale outputs and raise a one-line error."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    result_file = results_dir(run.profile) / f"{run.name}.json"
+    for stale in (run.output, result_file):
+        stale.unlink(missing_ok=True)
+    run.output.parent.mkdir(parents=True, exist_ok=True)
+    nb = read_notebook(run.notebook)
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (semalign)", "language": "python"}
+    failed = run.output.with_name(f"{run.name}.failed.ipynb")
+    failed.unlink(missing_ok=True)
+    with atomic_path(run.output, suffix=".ipynb") as tmp:
+        try:
+            papermill.execute_notebook(
+                nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
+                progress_bar=progress, cwd=str(work_dir()), log_output=False,
+            )
+        except PapermillExecutionError as exc:
+            if tmp.exists():
+                shutil.copyfile(tmp, failed)
+            first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
+            raise SemalignError(
+                f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
+                f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed})"
+            ) from None
+        executed = nbformat.read(tmp, as_version=4)
+        executed.metadata["semalign"] = {
+            "notebook": run.notebook, "run": run.name, "profile": run.profile,
+            "parameters": run.parameters, "source_sha256": source_fingerprint(run),
+            "code_sha256": code_fingerprint(),
+        }
+        nbformat.write(executed, tmp)
+    return run.output
+
+
+def executed_status(run: Run) -> str | None:
+    """None when the executed notebook is present and current, else why not."""
+    if not run.output.is_file():
+        return "missing"
+    meta = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {})
+    if meta.get("source_sha256") != source_fingerprint(run):
+        return "stale (notebook source changed)"
+    if meta.get("code_sha256") != code_fingerprint():
+        return "stale (semalign package changed)"
+    if not (results_dir(run.profile) / f"{run.name}.json").is_file():
+        return "missing its results file"
+    return None
+
+
+def executed_runs(profile: str) -> list[Run]:
+    """The runs of a profile as they were last executed (their recorded parameters)."""
+    runs = []
+    for planned in plan(["all"], profile):
+        if planned.output.is_file():
+            meta = json.loads(planned.output.read_text()).get("metadata", {}).get("semalign", {})
+            planned.parameters = meta.get("parameters", planned.parameters)
+        runs.append(planned)
+    return runs
