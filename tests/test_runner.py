@@ -1,0 +1,93 @@
+"""The runner and the command line: planning, parameter checks, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from semalign import cli, runner
+from semalign.errors import SemalignError
+
+
+def test_every_notebook_declares_reserved_parameters_and_literal_defaults():
+    for name in runner.notebook_names():
+        params = runner.notebook_parameters(name)
+        assert {"profile", "run_name"} <= set(params)
+
+
+def test_plan_applies_profile_overrides_and_command_line_values():
+    (run,) = runner.plan(["data_overview"], "smoke")
+    assert run.parameters["max_reports"] == 300
+    assert run.parameters["profile"] == "smoke" and run.parameters["run_name"] == "data_overview"
+    (run,) = runner.plan(["data_overview"], "smoke", ["max_reports=50", "test_fraction=0.5"])
+    assert run.parameters["max_reports"] == 50 and run.parameters["test_fraction"] == 0.5
+
+
+def test_grid_makes_one_run_per_point_named_by_its_values(monkeypatch, tmp_path):
+    runs_file = tmp_path / "runs.yaml"
+    runs_file.write_text(
+        "profiles: {offline: x}\nnotebooks:\n  - name: data_overview\n    grid: {seed: [1, 2]}\n"
+    )
+    monkeypatch.setattr(runner, "RUNS_FILE", runs_file)
+    monkeypatch.setattr(runner, "load_runs", lambda path=runs_file: runner.yaml.safe_load(runs_file.read_text()))
+    runs = runner.plan(["all"], "offline")
+    assert [r.name for r in runs] == ["data_overview__seed-1", "data_overview__seed-2"]
+    assert [r.parameters["seed"] for r in runs] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_reports=abc", r"max_reports.*expects a int.*'abc'"),
+        ("max_reports=1.5", r"max_reports.*expects a int"),
+        ("test_fraction=[1]", r"test_fraction.*expects a float"),
+        ("label_columns=7", r"label_columns.*expects a list"),
+        ("nonsense=1", r"unknown parameter 'nonsense'.*valid parameters: .*max_reports"),
+        ("profile=paper", r"set by the runner"),
+        ("no_equals_sign", r"expected KEY=VALUE"),
+    ],
+)
+def test_bad_parameters_are_refused_with_the_valid_choices(override, message):
+    with pytest.raises(SemalignError, match=message):
+        runner.plan(["data_overview"], "offline", [override])
+
+
+def test_unknown_notebook_and_profile_list_valid_choices():
+    with pytest.raises(SemalignError, match=r"unknown notebook 'nope'; valid notebooks: data_overview"):
+        runner.plan(["nope"], "offline")
+    with pytest.raises(SemalignError, match=r"valid profiles: offline, smoke, paper"):
+        runner.plan(["data_overview"], "laptop")
+
+
+def test_cli_prints_one_line_error_and_exits_2(capsys):
+    assert cli.main(["run", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown notebook 'nope'")
+
+
+def test_cli_module_entry_point_lists_parameters():
+    out = subprocess.run([sys.executable, "-m", "semalign", "run", "--list"], capture_output=True, text=True, check=True)
+    assert "data_overview" in out.stdout and "max_reports (int) = 0" in out.stdout
+
+
+def test_book_refuses_missing_executed_notebooks(isolated_work):
+    from semalign import book
+
+    with pytest.raises(SemalignError, match=r"cannot publish the smoke book: data_overview: missing"):
+        book.build("smoke")
+
+
+def test_code_change_makes_executed_notebook_stale(isolated_work, monkeypatch):
+    (run,) = runner.plan(["data_overview"], "smoke")
+    run.output.parent.mkdir(parents=True)
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"semalign": {
+        "source_sha256": runner.source_fingerprint(run), "code_sha256": "0" * 16}})
+    nbformat.write(nb, run.output)
+    assert runner.executed_status(run) == "stale (semalign package changed)"
+    nb.metadata["semalign"]["code_sha256"] = runner.code_fingerprint()
+    nbformat.write(nb, run.output)
+    assert runner.executed_status(run) == "missing its results file"
