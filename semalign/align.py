@@ -223,16 +223,17 @@ def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
 
         ∂L/∂W = c (xᵀx W + xᵀ1 bᵀ − xᵀy),  ∂L/∂b = c (Wᵀ xᵀ1 + n b − yᵀ1),  c = 2 / (n d_y),
 
-    from statistics precomputed once when n > d_x (d_x² d_y per step instead of
-    n d_x d_y), and through the residual otherwise. Returns W (d_x × d_y) and
-    b (d_y,) as float64.
+    from statistics precomputed once when 2n > d_x (d_x² d_y per step instead of
+    2 n d_x d_y), and through the residual x W + b − y otherwise. Returns
+    W (d_x × d_y) and b (d_y,) as float64.
     """
     x, y = _anchor_pair(x, y)
     if steps < 0 or lr <= 0:
         raise AlignmentInputError(f"need steps >= 0 and lr > 0; got steps={steps}, lr={lr}")
     n, d_x = x.shape
     weight, bias = _linear_layer_init(d_x, y.shape[1], torch.Generator().manual_seed(seed), dtype)
-    gradient = _gram_gradient(x, y, dtype) if n > d_x else _direct_gradient(x, y, dtype)
+    # A step costs d_x² d_y through the statistics and 2 n d_x d_y through the residual.
+    gradient = _gram_gradient(x, y, dtype) if 2 * n > d_x else _direct_gradient(x, y, dtype)
     optimizer = torch.optim.Adam([weight, bias], lr=lr)
     for _ in range(steps):
         weight.grad, bias.grad = gradient(weight, bias)

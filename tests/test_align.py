@@ -137,7 +137,7 @@ def reference_affine_gd(x, y, steps, lr, seed, dtype):
     return layer.weight.detach().T.double().numpy(), layer.bias.detach().double().numpy()
 
 
-@pytest.mark.parametrize("n", [60, 8])  # Gram-matrix path (n > d_x) and residual path (n <= d_x)
+@pytest.mark.parametrize("n", [60, 6])  # statistics path (2n > d_x) and residual path (2n <= d_x)
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 def test_affine_gd_follows_the_autograd_adam_trajectory(n, dtype, atol):
     x, y = paired(n, 12, 7)

@@ -1,0 +1,39 @@
+"""Figures of the study (seaborn/matplotlib). Each returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from semalign.summary import TRANSFORM_ORDER
+
+METRIC_LABELS = {"macro_auroc": "macro-AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
+
+
+def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str | None = None, ax=None):
+    """Figure 3 analogue: metric vs number of anchors (log axis), a line per
+    transform with a band of ± one std over encoder pairs and seeds, the few-shot
+    baseline dashed, naive and upper bound as horizontal references."""
+    rows = records[records["metric"] == metric]
+    curves = rows[rows["method"].isin(["aligned", "few_shot"])].copy()
+    curves["line"] = curves["transform"].where(curves["method"] == "aligned", "few-shot")
+    order = [t for t in (*TRANSFORM_ORDER, "few-shot") if t in set(curves["line"])]
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=curves, x="n_anchors", y="value", hue="line", hue_order=order, style="line",
+                 style_order=order, dashes={k: (4, 2) if k == "few-shot" else "" for k in order},
+                 errorbar="sd", marker="o", ax=ax)
+    naive = rows[rows["method"] == "naive"]["value"].mean()
+    bound = rows[rows["method"] == "upper_bound"]["value"].mean()
+    ax.axhline(bound, color="black", lw=1.2, label="upper bound (mean)")
+    ax.axhline(naive, color="grey", lw=1.2, ls=":", label="naive (mean)")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of anchors")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    sns.despine(ax=ax)
+    return fig or ax.figure
