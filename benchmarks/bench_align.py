@@ -1,17 +1,20 @@
 """Speed of semalign.align next to plain numpy / scipy / autograd doing the same work.
 
-    python benchmarks/bench_align.py [--quick]
+    python benchmarks/bench_align.py [--quick] [--threads N]
 
 Part 1 times fit + transform of each kind on 2,000 anchors, 768 -> 384 dims,
 against a reference written directly with numpy / scipy / torch autograd
 (standardise, fit, transform, de-standardise), and prints the largest difference
 between the two outputs. Part 2 times a sweep over kinds, anchor counts and
-seeds, as the study runs it. Times are wall-clock, best of a few repeats.
+seeds, as the study runs it. Times are wall-clock (best of a few repeats), with
+the CPU time of the same run: on a shared machine, run with ``--threads 1`` and
+read the CPU column.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -37,14 +41,18 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x[:N_ANCHORS], y, x[N_ANCHORS:]
 
 
-def best_time(work, repeats: int) -> tuple[float, np.ndarray]:
-    """Shortest wall-clock time of ``work()`` over ``repeats`` runs, and its result."""
-    times = []
+def best_time(work, repeats: int) -> tuple[float, float, np.ndarray]:
+    """Wall-clock and CPU seconds of the fastest of ``repeats`` runs of ``work()``, and the
+    (deterministic) result.
+
+    CPU time of a one-thread run is what contention on a shared machine does not inflate.
+    """
+    best = (np.inf, np.inf)
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = work()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return *best, result
 
 
 # --------------------------------------------------------------------------- references
@@ -102,42 +110,51 @@ def head_to_head(repeats: int, reference_repeats: int) -> None:
     x, y, test = make_data()
     print(f"fit + transform, {N_ANCHORS} anchors, {D_X} -> {D_Y} dims, {N_TEST} test points; "
           f"best of {repeats} (autograd reference: best of {reference_repeats})")
-    print(f"{'kind':<14}{'ours s':>9}{'ref s':>9}{'ref/ours':>10}{'max|diff|':>11}  reference")
+    print(f"{'kind':<14}{'ours s':>8}{'(cpu)':>8}{'ref s':>8}{'(cpu)':>8}{'ref/ours':>10}{'max|diff|':>11}  reference")
     for kind, options, reference, label in HEAD_TO_HEAD:
-        ours_s, ours = best_time(lambda: Aligner(kind, **options).fit(x, y).transform(test), repeats)
+        ours_s, ours_cpu, ours = best_time(lambda: Aligner(kind, **options).fit(x, y).transform(test), repeats)
         slow = reference is reference_affine_gd
-        ref_s, ref = best_time(lambda: standardised_fit(reference)(x, y, test), reference_repeats if slow else repeats)
+        ref_s, ref_cpu, ref = best_time(lambda: standardised_fit(reference)(x, y, test),
+                                        reference_repeats if slow else repeats)
         name = kind + ("-gd" if kind == "affine" and not options else "-lstsq" if kind == "affine" else "")
-        print(f"{name:<14}{ours_s:>9.3f}{ref_s:>9.3f}{ref_s / ours_s:>10.2f}{np.abs(ours - ref).max():>11.1e}  {label}")
+        print(f"{name:<14}{ours_s:>8.3f}{ours_cpu:>8.3f}{ref_s:>8.3f}{ref_cpu:>8.3f}{ref_s / ours_s:>10.2f}"
+              f"{np.abs(ours - ref).max():>11.1e}  {label}")
 
 
 def sweep(counts: np.ndarray, seeds: int) -> None:
     x, y, test = make_data()
     per_kind = {}
     for kind in SWEEP_KINDS:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for seed in range(seeds):
             for n in counts:
                 chosen = select_anchors(int(n), seed=seed, pool_size=N_ANCHORS)
                 Aligner(kind, seed=seed).fit(x[chosen], y[chosen]).transform(test)
-        per_kind[kind] = time.perf_counter() - start
+        per_kind[kind] = (time.perf_counter() - wall, time.process_time() - cpu)
     fits = len(SWEEP_KINDS) * len(counts) * seeds
-    total = sum(per_kind.values())
+    total, total_cpu = np.sum(list(per_kind.values()), axis=0)
     print(f"\nsweep: {len(SWEEP_KINDS)} kinds x {len(counts)} anchor counts ({', '.join(map(str, counts))}) "
           f"x {seeds} seeds = {fits} fits + transforms")
-    print(f"total {total:.1f} s, {total / fits:.3f} s per fit")
-    for kind, seconds in per_kind.items():
-        print(f"  {kind:<8} {seconds:7.1f} s  {seconds / (len(counts) * seeds):.3f} s per fit")
+    print(f"total {total:.1f} s (cpu {total_cpu:.1f} s), {total / fits:.3f} s per fit")
+    for kind, (seconds, cpu_seconds) in per_kind.items():
+        print(f"  {kind:<8} {seconds:7.1f} s (cpu {cpu_seconds:6.1f} s)  {seconds / (len(counts) * seeds):.3f} s per fit")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, anchor counts and seeds")
+    parser.add_argument("--threads", type=int, help="limit torch and BLAS to this many threads")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch threads")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
+    # Wall-clock times mean little on a shared machine: say how busy it was.
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     head_to_head(repeats=2 if args.quick else 3, reference_repeats=1 if args.quick else 2)
     counts = np.unique(np.geomspace(10, N_ANCHORS, 5 if args.quick else 10).round().astype(int))
     sweep(counts, seeds=2 if args.quick else 10)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

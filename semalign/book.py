@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from semalign import pages, runner
 from semalign.errors import SemalignError
 from semalign.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
@@ -51,7 +53,36 @@ def stage(profile: str) -> Path:
         shutil.copyfile(run.output, src / "experiments" / run.output.name)
     shutil.copytree(vendor_dir() / "mathjax" / "es5", src / "_static" / "mathjax")
     pages.write_generated_pages(src, profile, runs)
+    expand_run_globs(src / "_toc.yml", runs)
     return src
+
+
+def expand_run_globs(toc_file: Path, runs: list[runner.Run]) -> None:
+    """Replace ``glob: experiments/NOTEBOOK__*`` entries of the table of contents
+    by one titled entry per run of that notebook's grid (e.g. "transform: affine"),
+    so the grid is declared once, in ``notebooks/runs.yaml``."""
+    toc = yaml.safe_load(toc_file.read_text())
+
+    def expand(entries: list) -> list:
+        out = []
+        for entry in entries:
+            pattern = entry.get("glob", "") if isinstance(entry, dict) else ""
+            match = re.fullmatch(r"experiments/(\w+)__\*", pattern)
+            if not match:
+                if isinstance(entry, dict):
+                    for key in ("sections", "chapters"):
+                        if key in entry:
+                            entry[key] = expand(entry[key])
+                out.append(entry)
+                continue
+            for run in (r for r in runs if r.notebook == match.group(1)):
+                point = run.name.split("__")[1:]
+                out.append({"file": f"experiments/{run.name}", "title": ", ".join(p.replace("-", ": ", 1) for p in point)})
+        return out
+
+    for part in toc.get("parts", []):
+        part["chapters"] = expand(part["chapters"])
+    toc_file.write_text(yaml.safe_dump(toc, sort_keys=False))
 
 
 def remote_loads(html_dir: Path) -> list[str]:

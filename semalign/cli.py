@@ -59,7 +59,15 @@ def _cmd_results(args) -> int:
 def _cmd_data(args) -> int:
     from semalign.manifest import verify_sources
 
-    statuses = verify_sources(args.profile)
+    if args.profile == "paper":
+        from semalign import paper_data, runner
+
+        options = dict(runner.parse_override(p) for p in args.param)
+        if "data_root" not in options:
+            raise SemalignError("the paper profile needs -p data_root=/path/to/datasets (see data_manifest.yaml, paper_sources)")
+        statuses = paper_data.verify(options["data_root"])
+    else:
+        statuses = verify_sources(args.profile)
     for s in statuses:
         print(f"{s.status:8} {s.name:22} {s.detail}  [{s.path}]")
     bad = [s for s in statuses if not s.ok]
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     verify = data_sub.add_parser("verify", help="check every data source against data_manifest.yaml")
     verify.add_argument("--profile", default="offline")
+    verify.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="data_root=... for the paper profile")
     verify.set_defaults(func=_cmd_data)
 
     doc = sub.add_parser("doctor", help="check the environment and say what to fix")

@@ -4,9 +4,11 @@ never drift from what the code uses: the data-and-models page (from
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from semalign.manifest import load_manifest, verify_sources
+from semalign.paths import work_dir
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -69,6 +71,35 @@ def runs_page(profile: str, runs) -> str:
     ])
 
 
+def benchmarks_page() -> str:
+    """The measured end-to-end figures of ``benchmarks/bench_study.py``, if run."""
+    text = [
+        "(benchmarks)=",
+        "# Appendix: speed and memory\n",
+        "Measured by the scripts in `benchmarks/`, which print ratios against a reference "
+        "measured in the same run. `python benchmarks/bench_study.py` times the whole study from "
+        "an empty cache and a warm one, and the book build, and records peak resident memory; "
+        "`bench_align.py`, `bench_embed.py` and `bench_phantom.py` measure the alignment fits, "
+        "embedding throughput (against sentence-transformers) and phantom rendering.\n",
+    ]
+    report_file = work_dir() / "benchmarks" / "study.json"
+    if not report_file.is_file():
+        return "\n".join(text + ["No end-to-end measurement has been recorded in this work folder yet.\n"])
+    report = json.loads(report_file.read_text())
+    targets = report["targets"]
+    rows = []
+    for stage, key, label in (("cold", "cold_s", "study, empty cache"), ("warm", "warm_s", "study, warm cache"),
+                              ("book", "book_s", "book build")):
+        if stage in report:
+            m = report[stage]
+            rows.append([label, f"{m['wall_s']:.0f} s", f"{targets[key]} s", f"{m['peak_rss_gb']:.2f} GB",
+                         f"{targets['peak_rss_gb']} GB"])
+    text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
+             _table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
+    return "\n".join(text)
+
+
 def write_generated_pages(src: Path, profile: str, runs) -> None:
     (src / "data_models.md").write_text(data_models_page(profile))
     (src / "runs.md").write_text(runs_page(profile, runs))
+    (src / "benchmarks.md").write_text(benchmarks_page())

@@ -37,3 +37,21 @@ def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str
     ax.legend(fontsize=8, loc="lower right")
     sns.despine(ax=ax)
     return fig or ax.figure
+
+
+def pair_curves(records: pd.DataFrame, transform: str, metric: str = "macro_auroc"):
+    """One transform's aligned metric per encoder pair vs anchors (band: ± std
+    over seeds), with mean upper bound and naive references."""
+    rows = records[records["metric"] == metric]
+    aligned = rows[rows["method"] == "aligned"].assign(pair=lambda d: d["source"] + " → " + d["target"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=aligned, x="n_anchors", y="value", hue="pair", errorbar="sd", marker="o", ax=ax)
+    ax.axhline(rows[rows["method"] == "upper_bound"]["value"].mean(), color="black", lw=1.2, label="upper bound (mean)")
+    ax.axhline(rows[rows["method"] == "naive"]["value"].mean(), color="grey", ls=":", lw=1.2, label="naive (mean)")
+    ax.set_xscale("log")
+    ax.set(xlabel="number of anchors", ylabel=METRIC_LABELS.get(metric, metric),
+           title=f"{transform}: test {METRIC_LABELS.get(metric, metric)} per encoder pair")
+    ax.legend(fontsize=7, loc="lower right")
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig

@@ -192,10 +192,10 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
         entry, known = entries[name], parameters[name]
         values = dict(entry.get("profiles", {}).get(profile) or {})
         values.update({key: raw for key, raw in parsed if key in known})
-        grid = entry.get("grid") or {}
+        # A grid key set on the command line collapses that axis to the given value.
+        grid = {key: [values[key]] if key in dict(parsed) else axis for key, axis in (entry.get("grid") or {}).items()}
         for combo in itertools.product(*grid.values()) if grid else [()]:
-            point = dict(zip(grid, combo))
-            merged = {**values, **{k: v for k, v in point.items() if k not in dict(parsed)}}
+            merged = {**values, **dict(zip(grid, combo))}
             checked = {}
             for key, raw in merged.items():
                 if key not in known:

@@ -4,6 +4,8 @@ touch the user's executed notebooks, results or book."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,26 @@ def study_workdir(tmp_path_factory) -> Path:
 def isolated_work(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
     return tmp_path
+
+
+def semalign_cli(workdir, *args, check=True):
+    """Run the command line in a work folder, as a user would."""
+    env = {**os.environ, "SEMALIGN_WORKDIR": str(workdir)}
+    proc = subprocess.run([sys.executable, "-m", "semalign", *args], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        pytest.fail(f"semalign {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_study(study_workdir):
+    """Every notebook executed once with the smoke profile."""
+    semalign_cli(study_workdir, "run", "all", "--profile", "smoke", "--quiet")
+    return study_workdir
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_study) -> Path:
+    """The book built from the smoke profile; returns the HTML folder."""
+    index = semalign_cli(smoke_study, "book", "--profile", "smoke").stdout.strip().splitlines()[-1]
+    return Path(index).parent

@@ -6,33 +6,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from conftest import semalign_cli
 
 pytestmark = pytest.mark.slow
 
 CDN_HOSTS = re.compile(r"unpkg\.com|cdn\.jsdelivr\.net|cdnjs\.cloudflare\.com|fonts\.googleapis\.com|code\.jquery\.com")
 
 
-def semalign(workdir, *args, check=True):
-    env = {**os.environ, "SEMALIGN_WORKDIR": str(workdir)}
-    proc = subprocess.run([sys.executable, "-m", "semalign", *args], capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        pytest.fail(f"semalign {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def smoke_study(study_workdir):
-    semalign(study_workdir, "run", "all", "--profile", "smoke", "--quiet")
-    return study_workdir
-
-
 @pytest.fixture(scope="module")
 def records(smoke_study):
-    out = semalign(smoke_study, "results", "--profile", "smoke", "--json").stdout
+    out = semalign_cli(smoke_study, "results", "--profile", "smoke", "--json").stdout
     return json.loads(out)
 
 
@@ -50,25 +35,25 @@ def test_data_overview_records_the_smoke_subset(records):
 
 
 def test_failing_notebook_names_notebook_and_cell(smoke_study):
-    proc = semalign(smoke_study, "run", "data_overview", "--profile", "smoke", "-p", "dataset=/no/such/file.csv", check=False)
+    proc = semalign_cli(smoke_study, "run", "data_overview", "--profile", "smoke", "-p", "dataset=/no/such/file.csv", check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert re.match(r"error: notebook data_overview \(run data_overview\) failed in cell \d+ .*does not exist", line)
     # the failed run left nothing a book could publish
-    refused = semalign(smoke_study, "book", "--profile", "smoke", check=False)
+    refused = semalign_cli(smoke_study, "book", "--profile", "smoke", check=False)
     assert refused.returncode == 2 and "data_overview: missing" in refused.stderr
-    semalign(smoke_study, "run", "data_overview", "--profile", "smoke", "--quiet")
+    semalign_cli(smoke_study, "run", "data_overview", "--profile", "smoke", "--quiet")
 
 
-def test_book_builds_offline_with_pages_and_no_cdn(smoke_study, records):
-    index = semalign(smoke_study, "book", "--profile", "smoke").stdout.strip().splitlines()[-1]
-    html = os.path.dirname(index)
-    assert index.endswith("index.html") and os.path.isfile(index)
+def test_book_builds_offline_with_pages_and_no_cdn(smoke_book, records):
+    html = str(smoke_book)
+    index = os.path.join(html, "index.html")
+    assert os.path.isfile(index)
     for page in ["method.html", "data_models.html", "experiments/data_overview.html", "runs.html", "search.html"]:
         assert os.path.isfile(os.path.join(html, page)), page
     n_reports = next(r["value"] for r in records if r["metric"] == "n_reports")
     text = " ".join(re.sub(r"<[^>]+>", " ", open(index).read()).split())
-    assert f"has {int(n_reports)} reports" in text  # glued from the executed notebook
+    assert f"use {int(n_reports):,} reports" in text  # glued from the executed notebook
     for root, _, files in os.walk(html):
         for name in files:
             if name.endswith(".html"):

@@ -1,0 +1,203 @@
+"""Throughput of our encoders against the plain reference implementations.
+
+Text: IU chest X-ray reports (findings + impression, read from the NLMCXR tarball
+shipped in the torchxrayvision wheel, without importing torchxrayvision), encoded by
+
+* ``SentenceTransformer(folder).encode(texts, batch_size=32)`` in fp32 — the reference;
+* ours in fp32 (``load_encoder(name, precision="fp32")``), with the max abs difference;
+* ours in bf16 (weights cast to bfloat16 on CPU), with the min cosine to the reference.
+
+Images: 256 random 256×256 uint8 RGB images through EfficientNet-Lite0 — a plain
+per-batch fp32 forward of the packaged model (resize, (x−127)/128,
+``extract_features``, global average pool) as the reference, against ours in fp32
+and bf16.
+
+Methods are timed in interleaved rounds and the best round is reported (the
+machine may be shared), with the process CPU time of that round alongside.
+
+    python benchmarks/bench_embed.py [--models minilm,mpnet] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from semalign import encoders  # noqa: E402
+
+
+def iu_reports(n: int) -> list[str]:
+    """Findings + impression of the first ``n`` IU X-ray reports that have either."""
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("torchxrayvision (for its NLMCXR_reports.tgz) is not installed")
+    tgz = Path(list(spec.submodule_search_locations)[0]) / "data" / "NLMCXR_reports.tgz"
+    texts: list[str] = []
+    with tarfile.open(tgz) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith(".xml")]
+        members.sort(key=lambda m: int(re.sub(r"\D", "", Path(m.name).stem) or 0))
+        for member in members:
+            root = ET.fromstring(tar.extractfile(member).read())
+            parts = {a.get("Label"): (a.text or "").strip() for a in root.iter("AbstractText")}
+            text = " ".join(p for p in (parts.get("FINDINGS"), parts.get("IMPRESSION")) if p)
+            if text:
+                texts.append(text)
+            if len(texts) == n:
+                break
+    return texts
+
+
+def timed_rounds(methods: dict, rounds: int) -> dict:
+    """Run every method ``rounds`` times, interleaved; keep the fastest round of each."""
+    best = {k: (float("inf"), 0.0, None) for k in methods}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            out = fn()
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            if wall < best[name][0]:
+                best[name] = (wall, cpu, out)
+    return best
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
+def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None) -> list[tuple]:
+    from sentence_transformers import SentenceTransformer
+
+    spec = encoders.resolve_encoder(model)
+    folder = encoders.locate(spec).folder
+    if spec.family == "sentence-transformer" and (folder.parent / "modules.json").is_file():
+        folder = folder.parent
+    st = SentenceTransformer(str(folder), device="cpu")
+    fp32 = encoders.load_encoder(model, device="cpu", precision="fp32")
+    bf16 = encoders.load_encoder(model, device="cpu", precision="bf16")
+    warm = texts[:64]
+    st.encode(warm, batch_size=32)
+    fp32.encode(warm)
+    bf16.encode(warm)
+    best = timed_rounds(
+        {
+            "sentence-transformers fp32": lambda: st.encode(texts, batch_size=32),
+            f"ours fp32 (batch {batch_size or fp32.default_batch_size})": lambda: fp32.encode(texts, batch_size=batch_size),
+            f"ours bf16 (batch {batch_size or bf16.default_batch_size})": lambda: bf16.encode(texts, batch_size=batch_size),
+        },
+        rounds,
+    )
+    ref_wall, _, ref = best["sentence-transformers fp32"]
+    rows = []
+    for name, (wall, cpu, out) in best.items():
+        if name.startswith("sentence"):
+            check = "reference"
+        elif "fp32" in name:
+            check = f"max|Δ| {np.abs(out - ref).max():.1e}"
+        else:
+            check = f"min cos {cosine_min(out, ref):.5f}"
+        rows.append((f"{model} ({len(texts)} reports)", name, len(texts) / wall, "reports/s", ref_wall / wall, cpu, check))
+    del st, fp32, bf16
+    return rows
+
+
+def bench_images(n: int, rounds: int, batch_size: int) -> list[tuple]:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 256, 256, 3), dtype=np.uint8)
+    located = encoders.locate(encoders.resolve_encoder("effnet-lite0"))
+    plain = EfficientNet.from_name("efficientnet-lite0")
+    plain.load_state_dict(torch.load(str(located.weights[0]), map_location="cpu", weights_only=True))
+    plain.eval()
+
+    def reference() -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                x = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float()
+                x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+                out.append(plain.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).numpy())
+        return np.concatenate(out)
+
+    fp32 = encoders.load_encoder("effnet-lite0", device="cpu", precision="fp32")
+    bf16 = encoders.load_encoder("effnet-lite0", device="cpu", precision="bf16")
+    reference()
+    fp32.encode(images[:batch_size])
+    bf16.encode(images[:batch_size])
+    best = timed_rounds(
+        {
+            "plain forward fp32": reference,
+            "ours fp32": lambda: fp32.encode(images, batch_size=batch_size),
+            "ours bf16": lambda: bf16.encode(images, batch_size=batch_size),
+        },
+        rounds,
+    )
+    ref_wall, _, ref = best["plain forward fp32"]
+    rows = []
+    for name, (wall, cpu, out) in best.items():
+        if name.startswith("plain"):
+            check = "reference"
+        elif "fp32" in name:
+            check = f"max|Δ| {np.abs(out - ref).max():.1e}"
+        else:
+            check = f"min cos {cosine_min(out, ref):.5f}"
+        rows.append((f"effnet-lite0 ({n} images 256²)", name, n / wall, "images/s", ref_wall / wall, cpu, check))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="minilm,mpnet", help="comma-separated text encoders (default: %(default)s)")
+    parser.add_argument("--texts", type=int, default=1000, help="number of reports (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=256, help="number of images (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=None, help="our text batch size (default: the encoder's)")
+    parser.add_argument("--no-images", action="store_true", help="skip the image benchmark")
+    parser.add_argument("--quick", action="store_true", help="200 reports, 64 images, 2 rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.texts, args.images, args.rounds = min(args.texts, 200), min(args.images, 64), min(args.rounds, 2)
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    load0 = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"bf16 kernels: {torch.backends.mkldnn.is_available()}, load average {load0:.1f}")
+    texts = iu_reports(args.texts)
+    print(f"{len(texts)} IU X-ray reports, mean {np.mean([len(t) for t in texts]):.0f} characters")
+    rows: list[tuple] = []
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        rows += bench_text(model, texts, args.rounds, args.batch_size)
+    if not args.no_images:
+        rows += bench_images(args.images, args.rounds, 32)
+
+    head = ("workload", "method", "throughput", "", "× ref", "CPU s", "check")
+    table = [head] + [(w, m, f"{t:8.1f}", u, f"{r:5.2f}×", f"{c:6.1f}", chk) for w, m, t, u, r, c, chk in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    for k, row in enumerate(table):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * width for width in widths))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (best of {args.rounds} interleaved rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""End-to-end wall time and peak memory of the study, from an empty cache and
+from a warm one, and of the book build. Writes ``<work>/benchmarks/study.json``,
+which the book's appendix page renders.
+
+    python benchmarks/bench_study.py [--profile offline] [--skip-cold]
+
+The cold run uses a fresh temporary cache (``SEMALIGN_CACHE``), so nothing
+computed before is reused; the warm run repeats it with that cache filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semalign.paths import work_dir  # noqa: E402
+
+TARGETS = {"cold_s": 15 * 60, "warm_s": 60, "book_s": 60, "peak_rss_gb": 6.0}
+
+
+def timed(command: list[str], env: dict) -> dict:
+    """Wall time and peak resident memory of a command and its descendants."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(max(peak_kb, before) / 1e6, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="offline")
+    parser.add_argument("--skip-cold", action="store_true", help="measure the warm run and the book only")
+    args = parser.parse_args()
+    cli = [sys.executable, "-m", "semalign"]
+    env = dict(os.environ)
+    report = {"profile": args.profile, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "targets": TARGETS}
+    with tempfile.TemporaryDirectory(prefix="semalign-cold-cache-") as cold_cache:
+        if not args.skip_cold:
+            cold_env = {**env, "SEMALIGN_CACHE": cold_cache}
+            report["cold"] = timed([*cli, "run", "all", "--profile", args.profile, "--quiet"], cold_env)
+            env = cold_env
+        report["warm"] = timed([*cli, "run", "all", "--profile", args.profile, "--quiet"], env)
+        report["book"] = timed([*cli, "book", "--profile", args.profile], env)
+    out = work_dir() / "benchmarks" / "study.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    for stage, key in (("cold", "cold_s"), ("warm", "warm_s"), ("book", "book_s")):
+        if stage in report:
+            print(f"{stage:5}: {report[stage]['wall_s']:7.1f} s  (target {TARGETS[key]} s, ratio {report[stage]['wall_s'] / TARGETS[key]:.2f})"
+                  f"  peak RSS {report[stage]['peak_rss_gb']} GB (target {TARGETS['peak_rss_gb']} GB)")
+
+
+if __name__ == "__main__":
+    main()

