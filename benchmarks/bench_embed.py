@@ -179,22 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     load0 = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"bf16 kernels: {torch.backends.mkldnn.is_available()}, load average {load0:.1f}")
+          f"oneDNN bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}, load average {load0:.1f}")
     texts = iu_reports(args.texts)
     print(f"{len(texts)} IU X-ray reports, mean {np.mean([len(t) for t in texts]):.0f} characters")
-    rows: list[tuple] = []
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-        rows += bench_text(model, texts, args.rounds, args.batch_size)
-    if not args.no_images:
-        rows += bench_images(args.images, args.rounds, 32)
-
+    widths = (30, 28, 10, 9, 7, 7, 16)
     head = ("workload", "method", "throughput", "", "× ref", "CPU s", "check")
-    table = [head] + [(w, m, f"{t:8.1f}", u, f"{r:5.2f}×", f"{c:6.1f}", chk) for w, m, t, u, r, c, chk in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    for k, row in enumerate(table):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if k == 0:
-            print("  ".join("-" * width for width in widths))
+
+    def show(row: tuple) -> None:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip(), flush=True)
+
+    show(head)
+    show(tuple("-" * w for w in widths))
+    workloads = [lambda m=m: bench_text(m, texts, args.rounds, args.batch_size)
+                 for m in (m.strip() for m in args.models.split(",")) if m]
+    if not args.no_images:
+        workloads.append(lambda: bench_images(args.images, args.rounds, 32))
+    for run in workloads:
+        for w, m, t, u, r, c, chk in run():
+            show((w, m, f"{t:8.1f}", u, f"{r:5.2f}×", f"{c:6.1f}", chk))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (best of {args.rounds} interleaved rounds)")
     return 0
 

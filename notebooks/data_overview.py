@@ -37,7 +37,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown
 from myst_nb import glue
 
 from semalign import data, results
@@ -45,7 +44,6 @@ from semalign import data, results
 reports = data.subsample(data.load_reports(dataset, text_column, label_columns), max_reports, seed)
 train_index, test_index = data.split_indices(len(reports), test_fraction, seed)
 glue("n_reports", len(reports), display=False)
-glue("n_reports_md", Markdown(f"{len(reports):,}"), display=False)  # for other pages
 glue("n_train", len(train_index), display=False)
 glue("n_test", len(test_index), display=False)
 print(f"{len(reports):,} reports from {reports.name}; dropped: {reports.dropped}")

@@ -26,7 +26,6 @@ run_name = "results_table"  # set by the runner
 
 # %%
 import pandas as pd
-from IPython.display import Markdown
 from myst_nb import glue
 
 from semalign import results
@@ -104,7 +103,6 @@ verdicts.index.name = "claim"
 glue("claims_table", verdicts.fillna("—"), display=False)
 for name, value in {"unimodal_mean": unimodal_mean, "clip_mean": clip_mean}.items():
     glue(name, f"{value:.3f}", display=False)
-    glue(f"{name}_md", Markdown(f"{value:.3f}"), display=False)  # for other pages
 results.save_records([dict(method="table1", metric="n_records", value=len(records))],
                      profile=profile, run=run_name, experiment="results_table", parameters={})
 verdicts.fillna("—")

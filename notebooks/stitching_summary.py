@@ -29,7 +29,6 @@ table_anchor_counts = [8, 32, 128, 512, 2048]  # columns of the summary table
 
 # %%
 import matplotlib.pyplot as plt
-from IPython.display import Markdown
 from myst_nb import glue
 
 from semalign import plots, results, summary
@@ -75,7 +74,6 @@ claims = summary.claims(rows, metric)
 for i, row in claims.iterrows():
     verdict = f"{'holds' if row['holds'] else 'does not hold'} ({row['evidence']})"
     glue(f"claim_{i}", verdict, display=False)
-    glue(f"claim_{i}_md", Markdown(verdict), display=False)  # for other pages: renders as plain text
 results.save_records(
     [dict(method="claim", metric=row["claim"], value=float(row["holds"])) for _, row in claims.iterrows()],
     profile=profile, run=run_name, experiment="stitching_summary", parameters=dict(experiment=experiment, metric=metric),

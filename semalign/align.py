@@ -161,13 +161,23 @@ def fit_affine_lstsq(x, y) -> tuple[np.ndarray, np.ndarray]:
     return solution[:-1], solution[-1]
 
 
+def _svd(a: np.ndarray, full_matrices: bool = True):
+    """SVD by LAPACK's fast divide-and-conquer driver, falling back to the slower
+    but more robust QR-iteration driver when it does not converge (seen on
+    ill-conditioned 768-d cross-covariances of real embeddings)."""
+    try:
+        return np.linalg.svd(a, full_matrices=full_matrices)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.svd(a, full_matrices=full_matrices, lapack_driver="gesvd")
+
+
 def fit_l_ortho(x, y) -> np.ndarray:
     """Nearest (semi-)orthogonal matrix to the least-squares map: W = U Vᵀ where U S Vᵀ = fit_linear(x, y).
 
     U Vᵀ is the orthogonal polar factor, argmin over Q with orthonormal rows or
     columns of ‖Q − W‖_F. Not unique when W has rank below min(d_x, d_y).
     """
-    u, _, vt = np.linalg.svd(fit_linear(x, y), full_matrices=False)
+    u, _, vt = _svd(fit_linear(x, y), full_matrices=False)
     return u @ vt
 
 
@@ -183,7 +193,7 @@ def fit_procrustes(x, y) -> np.ndarray:
     d_x, d_y = x.shape[1], y.shape[1]
     cross = np.zeros((max(d_x, d_y),) * 2)
     cross[:d_x, :d_y] = x.T @ y  # x_padᵀ y_pad: zero outside this block
-    u, _, vt = np.linalg.svd(cross)
+    u, _, vt = _svd(cross)
     return (u @ vt)[:d_x, :d_y]
 
 

@@ -86,7 +86,7 @@ def test_math_is_typeset_by_mathjax(site, tmp_path):
 def test_figures_and_glued_numbers_are_on_the_pages(site, tmp_path):
     dom, _ = chromium(f"{site}/experiments/data_overview.html", tmp_path, "--dump-dom")
     assert len(re.findall(r"<img[^>]+src=\"[^\"]+\.png\"", dom)) >= 2, "figures missing"
-    assert re.search(r"Figure\s*\d", re.sub(r"<[^>]+>", "", dom)), "figure captions missing"
+    assert re.search(r"Fig\.\s*\d", re.sub(r"<[^>]+>", "", dom)), "numbered figure captions missing"
     landing, _ = chromium(f"{site}/index.html", tmp_path, "--dump-dom")
     assert re.search(r"use\s+\d[\d,]*\s+reports", re.sub(r"<[^>]+>", " ", landing)), "glued count missing"
 
