@@ -34,15 +34,19 @@ seeds = [0, 1, 2]  # seeds of the anchor draw and of the affine fit
 task = "binary"  # binary (abnormal vs normal) or multilabel (six findings)
 decoder = "logreg"  # logreg or mlp
 scaling = "standard"  # standard, center or none
-dataset = "iu_xray"  # "iu_xray" or a path to a .csv/.parquet file
+dataset = "iu_xray"  # "iu_xray", "mimic_cxr" (reports under data_root) or a path to a .csv/.parquet file
+data_root = ""  # folder holding the paper datasets (paper profile)
+uncertain = "zeros"  # MIMIC-CXR's uncertain (-1) labels: zeros, ones or ignore (drop the report)
 text_column = "text"  # text column of a table dataset
-label_columns = []  # 0/1 label columns of a table dataset
+label_columns = []  # 0/1 label columns of a table dataset; MIMIC-CXR labels (empty: its default five)
 max_reports = 0  # 0 means all reports, else a seeded random subset of this size
 test_fraction = 0.3  # share of reports held out for testing
 split_seed = 0  # seed of the subset and the train/test split
+split = "seeded"  # seeded (by patient where patients are known) or official (the dataset's own split, where it has one)
 precision = "bf16"  # fp32 or bf16 for embedding extraction
 batch_size = 64  # embedding batch size
 device = "auto"  # auto, cpu or cuda
+allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
 adapt_steps = 50  # training steps of the study-made radiology encoder (batches of 16 pairs)
 
 # %%
@@ -50,11 +54,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from semalign import data, experiments, plots, results, summary
+from semalign import experiments, plots, results, summary
 from semalign.stitching import StitchingSetup, stitching_records
 
-reports = data.subsample(data.load_reports(dataset, text_column, label_columns), max_reports, split_seed)
-train, test = data.split_indices(len(reports), test_fraction, split_seed)
+reports, train, test = experiments.report_dataset(
+    dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=label_columns,
+    max_reports=max_reports, test_fraction=test_fraction, seed=split_seed, split=split,
+)
 labels = reports.task_labels(task)
 print(f"{len(reports):,} reports ({len(train):,} train / {len(test):,} test), task {task!r}: {list(labels.columns)}")
 
@@ -69,7 +75,7 @@ print(f"{len(reports):,} reports ({len(train):,} train / {len(test):,} test), ta
 # %%
 embeddings = experiments.text_embeddings(
     reports, encoders, train_index=train, precision=precision, batch_size=batch_size,
-    device=device, adapt_steps=adapt_steps,
+    device=device, adapt_steps=adapt_steps, allow_remote_code=allow_remote_code,
 )
 pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}).T
 

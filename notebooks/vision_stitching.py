@@ -18,7 +18,8 @@
 # encoder $Y$'s embeddings of chest radiographs is fed $T(X(\text{img}))$, with
 # $T$ fitted on unlabelled anchor images. The radiographs are the study's
 # phantom, rendered from one real chest CT with inserted findings of known
-# ground truth (see {doc}`phantom_gallery`); the paper used RSNA pneumonia.
+# ground truth (see {doc}`phantom_gallery`); the paper used RSNA pneumonia,
+# which the paper profile reads from a local copy (`dataset` parameter).
 # The runner executes this page once per transform; {doc}`stitching_summary__experiment-vision_stitching` puts
 # them together.
 
@@ -26,41 +27,52 @@
 profile = "offline"  # set by the runner
 run_name = "vision_stitching"  # set by the runner
 transform = "ortho"  # affine, linear, l-ortho or ortho
-encoders = ["effnet-lite0", "effnet-lite1", "effnet-lite2"]  # every ordered pair X -> Y is run
+encoders = ["effnet-lite0", "effnet-lite2", "phantom-effnet"]  # every ordered pair X -> Y is run
 anchor_counts = [8, 16, 32, 64, 128, 256, 512, 1024]  # anchors drawn from the training split
 anchor_strategy = "random"  # random, stratified or diverse
 seeds = [0, 1, 2]  # seeds of the anchor draw and of the affine fit
 task = "binary"  # binary (abnormal vs normal) or multilabel (six findings)
 decoder = "logreg"  # logreg or mlp
 scaling = "standard"  # standard, center or none
+dataset = "phantom"  # phantom, or a paper dataset under data_root: rsna_pneumonia, vindr_cxr, chexpert or mimic_cxr
+data_root = ""  # folder holding the paper datasets (paper profile)
+label_columns = []  # labels of a paper dataset (empty: its default labels)
+uncertain = "zeros"  # CheXpert-style uncertain (-1) labels: zeros, ones or ignore (drop the image)
+max_images = 0  # 0 means every image of a paper dataset, else a seeded random subset of this size
+split = "seeded"  # seeded (by patient where patients are known) or official (the dataset's own split, where it has one)
+workers = 0  # threads decoding a paper dataset's image files; 0 means one per CPU core, at most 8
 n_images = 2000  # phantom images rendered
-image_size = 256  # phantom image side in pixels
-phantom_seed = 0  # seed of the phantom and of the train/test split
+image_size = 256  # phantom image side in pixels (paper datasets: loaded, padded square, at this size)
+phantom_seed = 0  # seed of the phantom, of the subset and of the train/test split
 normal_fraction = 0.3  # share of phantom images with no finding
 test_fraction = 0.3  # share of images held out for testing
 precision = "bf16"  # fp32 or bf16 for embedding extraction
 batch_size = 32  # embedding batch size
 device = "auto"  # auto, cpu or cuda
+vision_adapt_steps = 60  # training steps of the study-made phantom vision encoder (phantom-effnet)
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from semalign import data, experiments, plots, results, summary
+from semalign import experiments, plots, results, summary
 from semalign.phantom import PhantomSpec
 from semalign.stitching import StitchingSetup, stitching_records
 
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)
-phantom = experiments.phantom_dataset(spec)
-items = experiments.phantom_reports(phantom)
-train, test = data.split_indices(len(items), test_fraction, phantom_seed)
-labels = items.task_labels(task)
-print(f"{len(items):,} phantom images ({len(train):,} train / {len(test):,} test), task {task!r}: {list(labels.columns)}")
+images = experiments.image_dataset(
+    dataset, spec=spec, data_root=data_root, label_columns=label_columns, uncertain=uncertain, max_images=max_images,
+    test_fraction=test_fraction, seed=phantom_seed, split=split, image_size=image_size, workers=workers,
+)
+train, test = images.train, images.test
+labels = images.items.task_labels(task)
+print(f"{len(images):,} images of {images.items.name} ({len(train):,} train / {len(test):,} test), "
+      f"task {task!r}: {list(labels.columns)}")
 
 # %%
-embeddings = experiments.encode_all(phantom.ids, phantom.images, encoders, precision=precision,
-                                    batch_size=batch_size, device=device)
+embeddings = experiments.image_embeddings(images, encoders, adapt_steps=vision_adapt_steps,
+                                          precision=precision, batch_size=batch_size, device=device)
 pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}).T
 
 # %% [markdown]
@@ -76,7 +88,7 @@ records = stitching_records(setup)
 frame = pd.DataFrame(records)
 results.save_records(records, profile=profile, run=run_name, experiment="vision_stitching",
                      parameters=dict(transform=transform, encoders=encoders, anchor_counts=anchor_counts,
-                                     seeds=seeds, task=task, decoder=decoder, n_images=n_images))
+                                     seeds=seeds, task=task, decoder=decoder, dataset=dataset, n_images=len(images)))
 
 # %% tags=["hide-input"]
 fig = plots.pair_curves(frame, transform)
@@ -102,6 +114,8 @@ claims
 # %% [markdown]
 # ## What the numbers say
 #
-# With many anchors: {glue:text}`ratio_evidence`. All images come from one
-# patient's anatomy, so these numbers measure how well the encoders' spaces
-# can be aligned on this phantom, not how they would fare on a hospital's films.
+# With many anchors: {glue:text}`ratio_evidence`. On the phantom (the offline
+# profile) all images come from one patient's anatomy, so these numbers measure
+# how well the encoders' spaces can be aligned on this phantom, not how they
+# would fare on a hospital's films; the paper profile runs the same page on RSNA
+# pneumonia radiographs.

@@ -44,6 +44,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +220,26 @@ def _folder_for(inputs: dict[str, Any]) -> Path:
     return paths.cache_dir() / "encoders" / f"{FOLDER_PREFIX}{cache.hash_key(inputs)}"
 
 
-def is_complete(folder: Path) -> bool:
-    """A finished encoder folder: weights, config and the description file."""
-    return all((folder / name).is_file() for name in ("model.safetensors", "config.json", ENCODER_FILE))
+def is_complete(folder: Path, names: tuple[str, ...] = ("model.safetensors", "config.json")) -> bool:
+    """A finished, intact encoder folder: ``names`` and the description file exist,
+    and the weights match the sha256 the description records (a damaged entry is
+    reported with a warning and counts as absent, so it is rebuilt)."""
+    if not all((folder / name).is_file() for name in (*names, ENCODER_FILE)):
+        return False
+    try:
+        expected = json.loads((folder / ENCODER_FILE).read_text()).get("weights_sha256")
+    except ValueError:
+        expected = "unreadable description"
+    if expected is None or expected == file_sha256(folder / "model.safetensors"):
+        return True  # entries written before checksums were recorded carry none
+    warnings.warn(f"{folder} is damaged (its weights do not match the recorded sha256); rebuilding it", stacklevel=2)
+    return False
+
+
+def discard_damaged(target: Path) -> None:
+    """Remove an encoder folder that :func:`is_complete` rejected, so it is rebuilt."""
+    if target.exists():
+        shutil.rmtree(target)
 
 
 # --------------------------------------------------------------------------- training
@@ -478,8 +496,7 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
     target = _folder_for(inputs)
     if is_complete(target):
         return target
-    if target.exists():
-        raise SemalignError(f"{target} exists but is not a complete encoder folder; delete it and run again")
+    discard_damaged(target)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
@@ -493,6 +510,7 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
             "embedding_dim": 384,
             **inputs,
             "training": metrics,
+            "weights_sha256": cache.sha256_file(tmp / "model.safetensors"),
         }
         cache.atomic_write_json(tmp / ENCODER_FILE, description)
         _make_shareable(tmp)

@@ -4,6 +4,13 @@ Every cache entry is written to a temporary file in the destination folder and
 moved into place with :func:`os.replace`, so a killed process leaves either the
 old entry or the new one, never a torn file. Entries are plain arrays
 (safetensors / ``.npz`` without pickle) and JSON.
+
+A temporary name carries the host and process id of its writer
+(``.<name>.~<host>~<pid>~<random><suffix>``). A process killed with SIGKILL
+cannot remove its temporary file; the next write of the same target (or
+:func:`remove_stale_temporaries` on the folder) removes it once that process
+is gone. Temporary files are created owner-only; a finished entry gets the
+modes the umask allows, like any other file the user creates.
 """
 
 from __future__ import annotations
@@ -12,12 +19,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.~(?P<host>[A-Za-z0-9._-]+)~(?P<pid>\d+)~")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -39,22 +51,101 @@ def hash_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_shareable(path: str | os.PathLike) -> None:
+    """Give a finished file, or a folder and everything in it, the umask's modes.
+
+    ``mkstemp``/``mkdtemp`` create owner-only (0600/0700) entries; a cache or
+    result moved into place from one should be as readable as a file the user
+    writes directly.
+    """
+    mask = umask()
+    root = Path(path)
+    for item in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
+def temporary_prefix(name: str) -> str:
+    """The start of a temporary name for ``name`` written by this process."""
+    return f".{name}.~{_HOST}~{os.getpid()}~"
+
+
+def _writer_alive(host: str, pid: int) -> bool:
+    if host != _HOST:
+        return True  # another machine's process: it cannot be checked, so it is left alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove temporary files and folders left in ``folder`` by processes that are gone.
+
+    Only names made by :func:`temporary_prefix` are considered (those of ``name``
+    alone when given), and only those whose writer ran on this host and no
+    longer exists, so a concurrent writer's temporary file is never touched.
+    Returns what was removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or (name is not None and match["name"] != name):
+            continue
+        if _writer_alive(match["host"], int(match["pid"])):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place on success.
 
     ``suffix`` ends the temporary name, for writers that look at the extension.
+    The finished file gets the umask's modes. Temporary files of ``path`` left by
+    killed processes are removed first.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed
     and ``path`` is left as it was.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    remove_stale_temporaries(target.parent, target.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        make_shareable(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -72,7 +72,8 @@ def _cmd_data(args) -> int:
         print(f"{s.status:8} {s.name:22} {s.detail}  [{s.path}]")
     bad = [s for s in statuses if not s.ok]
     if bad:
-        raise SemalignError(f"{len(bad)} of {len(statuses)} data sources are missing or corrupt (see above)")
+        listing = "; ".join(f"{s.name} is {s.status} ({s.path}): {s.detail}" for s in bad)
+        raise SemalignError(f"{len(bad)} of {len(statuses)} data sources are missing or corrupt: {listing}")
     print(f"all {len(statuses)} data sources of profile {args.profile!r} verified")
     return 0
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SemalignError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tarfile
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -36,6 +37,11 @@ class ReportSet:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def dropped_summary(self) -> str:
+        """One line: how many rows were dropped and why (``"none"`` when none were)."""
+        reasons = [f"{n:,} ({why})" for why, n in self.dropped.items() if n]
+        return ", ".join(reasons) if reasons else "none"
 
     def subset(self, index: np.ndarray) -> "ReportSet":
         index = np.asarray(index)
@@ -123,7 +129,12 @@ def load_iu_reports(path: str | Path | None = None) -> ReportSet:
 
 
 def load_report_table(path: str | Path, text_column: str, label_columns: list[str]) -> ReportSet:
-    """Any report collection as CSV or Parquet: one text column, 0/1 label columns."""
+    """Any report collection as CSV or Parquet: one text column, 0/1 label columns.
+
+    Rows with an empty text or a label other than 0/1 are dropped, counted in
+    ``dropped`` and reported with one warning naming the file; a table with no
+    usable row is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise SemalignError(f"dataset file {path} does not exist; pass -p dataset=<path to a .csv or .parquet file>")
@@ -134,15 +145,20 @@ def load_report_table(path: str | Path, text_column: str, label_columns: list[st
     try:
         table = reader(path)
     except Exception as exc:  # any parser error becomes one line naming the file
-        raise SemalignError(f"dataset file {path} could not be read ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise SemalignError(
+            f"dataset file {path} could not be read ({detail}); it is truncated or not a valid "
+            f"{path.suffix.lstrip('.')} table: export or copy it again"
+        ) from None
+    if not label_columns:
+        raise SemalignError(f"dataset file {path}: label_columns is empty; name one or more 0/1 label columns with -p label_columns=[...]")
     missing = [c for c in [text_column, *label_columns] if c not in table.columns]
     if missing:
         raise SemalignError(
             f"dataset file {path} has no column(s) {missing}; its columns are {list(table.columns)}: "
             "set -p text_column=... -p label_columns=[...]"
         )
-    if not label_columns:
-        raise SemalignError(f"dataset file {path}: label_columns is empty; name one or more 0/1 label columns")
+    total = len(table)
     text = table[text_column].astype("string").str.strip()
     empty = text.isna() | (text == "")
     dropped = {"empty report text": int(empty.sum())}
@@ -152,7 +168,16 @@ def load_report_table(path: str | Path, text_column: str, label_columns: list[st
     dropped["label not 0/1"] = int(bad.sum())
     table, labels = table[~bad].reset_index(drop=True), labels[~bad].astype(int).reset_index(drop=True)
     ids = table["id"].astype(str).tolist() if "id" in table else [f"{path.stem}-{i}" for i in range(len(table))]
-    return ReportSet(path.name, ids, table[text_column].astype(str).tolist(), labels, dropped)
+    reports = ReportSet(path.name, ids, table[text_column].astype(str).tolist(), labels, dropped)
+    if not len(reports):
+        raise SemalignError(
+            f"dataset file {path}: none of its {total} rows is usable (dropped: {reports.dropped_summary()}); "
+            f"fill column {text_column!r} with report text and {label_columns} with 0/1"
+        )
+    if sum(dropped.values()):
+        warnings.warn(f"dataset file {path}: dropped {sum(dropped.values()):,} of {total:,} rows: "
+                      f"{reports.dropped_summary()}", stacklevel=2)
+    return reports
 
 
 def load_reports(dataset: str = "iu_xray", text_column: str = "text", label_columns: list[str] | None = None) -> ReportSet:

@@ -12,7 +12,13 @@ input size, precision), the item ids and the content of every item. So:
   written (atomically) as soon as it is full, with the manifest updated after it,
   so an interrupted run resumes at the first missing shard;
 * each shard's sha256 is in the manifest and is checked on every read; a damaged
-  shard is reported with :func:`warnings.warn` and recomputed.
+  shard (flipped bytes, truncated, missing, non-finite values) is reported with a
+  one-line :func:`warnings.warn` naming the file, and recomputed;
+* NaN/inf output of a model is an error naming the encoder and the rows, and is
+  never cached.
+
+``SEMALIGN_SHARD_SIZE`` sets the rows per shard of new entries (default
+4096): smaller shards lose less work to an interruption.
 
 Only safetensors and JSON are written; nothing is pickled.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +41,26 @@ from .errors import SemalignError
 
 CACHE_VERSION = 1
 DEFAULT_SHARD_SIZE = 4096
+SHARD_SIZE_ENV = "SEMALIGN_SHARD_SIZE"
 _TENSOR = "embeddings"
+
+
+def default_shard_size() -> int:
+    """Rows per shard of a new entry: ``$SEMALIGN_SHARD_SIZE`` or 4096."""
+    raw = os.environ.get(SHARD_SIZE_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_SHARD_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise SemalignError(f"{SHARD_SIZE_ENV}={raw!r} is not a positive integer; unset it or set e.g. {SHARD_SIZE_ENV}=1024")
+    return size
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def _is_loaded(encoder: Any) -> bool:
@@ -102,7 +128,9 @@ def _read_manifest(folder: Path, expect: dict[str, Any]) -> dict[str, Any] | Non
     if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in expect.items()):
         warnings.warn(f"embedding cache manifest {path} does not match its key; recomputing the entry", stacklevel=3)
         return None
-    if not isinstance(manifest.get("shards"), list) or not isinstance(manifest.get("shard_size"), int):
+    size = manifest.get("shard_size")
+    if not isinstance(manifest.get("shards"), list) or not isinstance(size, int) or size <= 0:
+        warnings.warn(f"embedding cache manifest {path} is malformed; recomputing the entry", stacklevel=3)
         return None
     return manifest
 
@@ -120,10 +148,12 @@ def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | Non
         try:
             data = load_file(str(path))[_TENSOR]
         except Exception as exc:  # noqa: BLE001 - any read failure is damage
-            problem = f"cannot be read ({exc})"
+            problem = f"cannot be read ({_one_line(exc)})"
         else:
-            if data.dtype != np.float32 or data.shape[0] != rows or (dim is not None and data.shape[1] != dim):
+            if data.ndim != 2 or data.dtype != np.float32 or data.shape[0] != rows or (dim is not None and data.shape[1] != dim):
                 problem = f"has shape {data.shape} {data.dtype}, expected ({rows}, {dim}) float32"
+            elif not np.isfinite(data).all():
+                problem = "holds NaN/inf values"
             else:
                 return data
     warnings.warn(f"embedding cache shard {path} {problem}; recomputing it", stacklevel=3)
@@ -136,7 +166,7 @@ def embed(
     items: Any,
     *,
     batch_size: int | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard_size: int | None = None,
     progress: bool = True,
     cache: bool = True,
     device: str = "auto",
@@ -151,7 +181,8 @@ def embed(
     computed. ``items`` are texts (a list of str) or images: an ``N×H×W[×3]``
     uint8 array, a lazy sequence, or a callable ``items(i)`` returning image ``i``
     (so the images need not all be in memory). ``shard_size`` rows are written per
-    cache file (an existing partial entry keeps its own shard size); ``batch_size``
+    cache file (default :func:`default_shard_size`; an existing partial entry
+    keeps its own shard size); ``batch_size``
     defaults to the encoder's. ``cache=False`` computes without touching the disk.
 
     Images are read twice on a cold run (a hashing pass for the key, then the
@@ -164,6 +195,8 @@ def embed(
     ids = _check_ids(ids)
     n = len(ids)
     get = _accessor(items, n)
+    if shard_size is None:
+        shard_size = default_shard_size()
     if not isinstance(shard_size, int) or shard_size <= 0:
         raise SemalignError(f"shard_size must be a positive integer, not {shard_size!r}")
 
@@ -209,6 +242,8 @@ def embed(
         r if isinstance(r, dict) else None for r in manifest["shards"][:n_shards]
     ]
     records += [None] * (n_shards - len(records))
+    if cache and not all(records):
+        _cache.remove_stale_temporaries(folder)  # shards half-written by a killed run
     out: np.ndarray | None = np.empty((n, dim), np.float32) if dim else None
     model = loaded
     bar = tqdm(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
@@ -269,12 +304,15 @@ def _write_shard(path: Path, rows: np.ndarray, start: int, ids: Sequence[str], f
     from safetensors.numpy import save_file
 
     meta = {
-        "start": str(start),
-        "rows": str(len(rows)),
+        "start": start,
+        "rows": len(rows),
         "fingerprint": fingerprint,
         "ids_sha256": hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest(),
     }
+    # one metadata key: safetensors writes several in hash-map order, which
+    # differs between processes, and identical inputs should give identical bytes
+    header = {"semalign": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
     with _cache.atomic_path(path) as tmp:
-        save_file({_TENSOR: np.ascontiguousarray(rows, dtype=np.float32)}, str(tmp), metadata=meta)
+        save_file({_TENSOR: np.ascontiguousarray(rows, dtype=np.float32)}, str(tmp), metadata=header)
         digest = _cache.sha256_file(tmp)
     return {"file": path.name, "start": start, "rows": len(rows), "sha256": digest}

@@ -11,6 +11,15 @@ An encoder is named by a *reference*:
   and maximum length are read from its configuration);
 * a dict of :class:`EncoderSpec` fields, or an :class:`EncoderSpec`.
 
+A CLIP-style model has two towers that share one embedding space;
+:func:`multimodal_towers` turns its reference (a registered name such as
+``openai/clip-vit-base-patch32``, ``"hf-clip:/path/or/hub-id"`` for a transformers
+``CLIPModel`` or ``"open-clip:hub-id"`` for an open_clip model like BiomedCLIP) into
+an image-tower and a text-tower spec, each an ordinary encoder whose embedding is
+the tower's projected output (``get_image_features`` / ``get_text_features``).
+open_clip is an optional dependency: without it such a model raises
+:class:`OptionalDependencyMissing`, which a caller may turn into a skip.
+
 :func:`load_encoder` returns an object with ``spec``, ``dim``, ``fingerprint`` and
 ``encode(batch) -> float32 array``. Packaged weights are checked against the sha256
 recorded below before use; the hash of every weight file is computed once and kept
@@ -48,8 +57,9 @@ CODE_VERSION = 1
 
 MODALITIES = ("text", "vision")
 DOMAINS = ("general", "medical")
-FAMILIES = ("sentence-transformer", "hf-text", "hf-vision", "efficientnet-lite")
-POOLINGS = ("mean", "cls", "pooler", "gap")
+FAMILIES = ("sentence-transformer", "hf-text", "hf-vision", "efficientnet-lite", "hf-clip", "open-clip")
+MULTIMODAL_FAMILIES = ("hf-clip", "open-clip")
+POOLINGS = ("mean", "cls", "pooler", "gap", "projection")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 PREFIXES = {"hf-text": "hf-text", "hf-vision": "hf-vision", "st": "sentence-transformer"}
@@ -77,7 +87,10 @@ _SMALL_FILES = (
     "merges.txt",
     "special_tokens_map.json",
     "preprocessor_config.json",
+    "open_clip_config.json",
 )
+# Files of other frameworks in hub repositories, never read here: not downloaded.
+_OTHER_FRAMEWORKS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "*.mlmodel", "*.gguf", "onnx/*", "coreml/*", "openvino/*"]
 _ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "bart"}
 
 
@@ -124,8 +137,13 @@ class EncoderSpec:
         check("domain", self.domain, DOMAINS)
         check("family", self.family, FAMILIES)
         check("pooling", self.pooling, POOLINGS)
+        if (self.family in MULTIMODAL_FAMILIES) != (self.pooling == "projection"):
+            raise SemalignError(
+                f"encoder {self.name!r}: pooling 'projection' goes with, and only with, the families "
+                f"{', '.join(MULTIMODAL_FAMILIES)} (got family {self.family!r}, pooling {self.pooling!r})"
+            )
         text_family = self.family in ("sentence-transformer", "hf-text")
-        if text_family != (self.modality == "text"):
+        if self.family not in MULTIMODAL_FAMILIES and text_family != (self.modality == "text"):
             raise SemalignError(
                 f"encoder {self.name!r}: family {self.family!r} does not encode {self.modality!r}"
             )
@@ -342,6 +360,70 @@ def _register_builtins() -> None:
 _register_builtins()
 
 
+# ------------------------------------------------------------ CLIP-style models
+
+
+class OptionalDependencyMissing(SemalignError):
+    """An encoder needs a package of an optional dependency group that is not installed."""
+
+
+# name -> (family, source, domain, description)
+_MULTIMODAL: dict[str, tuple[str, str, str, str]] = {
+    "openai/clip-vit-base-patch32": (
+        "hf-clip", "openai/clip-vit-base-patch32", "general",
+        "CLIP ViT-B/32 (OpenAI, 400M web image-text pairs), projected image and text embeddings",
+    ),
+    "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224": (
+        "open-clip", "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", "medical",
+        "BiomedCLIP (PMC-15M biomedical figure-caption pairs) via open_clip, projected embeddings",
+    ),
+}
+
+
+def list_multimodal() -> list[str]:
+    """Registered CLIP-style models (see :func:`multimodal_towers`)."""
+    return list(_MULTIMODAL)
+
+
+def multimodal_towers(ref: str) -> tuple[EncoderSpec, EncoderSpec]:
+    """The image and text towers of a CLIP-style model as two encoder specs,
+    named ``"<ref> (image)"`` and ``"<ref> (text)"``."""
+    if ref in _MULTIMODAL:
+        family, source, domain, description = _MULTIMODAL[ref]
+    else:
+        prefix, sep, rest = str(ref).partition(":")
+        if not (sep and prefix in MULTIMODAL_FAMILIES and rest.strip()):
+            raise SemalignError(
+                f"unknown multimodal model {ref!r}; registered: {', '.join(_MULTIMODAL)}; or use "
+                "'hf-clip:<folder or hub id>' (a transformers CLIPModel) or 'open-clip:<hub id>'"
+            )
+        family, source, domain, description = prefix, rest.strip(), "general", ""
+    return tuple(  # type: ignore[return-value]
+        EncoderSpec(name=f"{ref} ({tower})", modality=modality, family=family, source=source, domain=domain,
+                    pooling="projection", description=description)
+        for tower, modality in (("image", "vision"), ("text", "text"))
+    )
+
+
+def _locate_open_clip(spec: EncoderSpec) -> _Located:
+    import importlib.util
+
+    if importlib.util.find_spec("open_clip") is None:
+        raise OptionalDependencyMissing(
+            f"encoder {spec.name!r} needs open_clip, which is not installed: pip install -e '.[paper]' "
+            "(open_clip_torch, with the torchvision build that matches your torch)"
+        )
+    hub_id = spec.source.removeprefix("hf-hub:")
+    folder = _hub_folder(dataclasses.replace(spec, source=hub_id))
+    weights = [folder / n for n in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin") if (folder / n).is_file()]
+    if not weights or not (folder / "open_clip_config.json").is_file():
+        raise SemalignError(
+            f"{folder} is not an open_clip model (encoder {spec.name!r}): expected open_clip_config.json and "
+            "open_clip_pytorch_model.bin, as on the hub"
+        )
+    return _Located(folder, weights[:1])
+
+
 # --------------------------------------------------------------- file hashes
 
 
@@ -420,7 +502,7 @@ def _hub_folder(spec: EncoderSpec) -> Path:
     except Exception as local_exc:  # noqa: BLE001 - any miss means "not here"
         if _allow_download():
             try:
-                return Path(snapshot_download(spec.source))
+                return Path(snapshot_download(spec.source, ignore_patterns=_OTHER_FRAMEWORKS))
             except Exception as exc:  # noqa: BLE001
                 raise SemalignError(f"could not download {spec.source!r} for encoder {spec.name!r}: {exc}") from exc
         raise SemalignError(
@@ -492,6 +574,8 @@ def locate(spec: EncoderSpec) -> _Located:
         _verify(path, KNOWN_SHA256[arch], f"{arch} weights")
         return _Located(None, [path], arch=arch)
 
+    if spec.family == "open-clip":
+        return _locate_open_clip(spec)
     if source.startswith("pkg:"):
         folder = _package_model_dir(source[4:])
         expected = KNOWN_SHA256.get(source)
@@ -657,7 +741,10 @@ def _effective_max_length(spec: EncoderSpec, located: _Located) -> int:
     if isinstance(mml, int) and 0 < mml < 100_000:
         limits.append(mml)
     cfg = _read_json(located.folder / "config.json")
-    mpe = cfg.get("max_position_embeddings")
+    open_clip_text = _read_json(located.folder / "open_clip_config.json").get("model_cfg", {}).get("text_cfg", {})
+    if isinstance(open_clip_text.get("context_length"), int):
+        limits.append(open_clip_text["context_length"])
+    mpe = cfg.get("max_position_embeddings") or cfg.get("text_config", {}).get("max_position_embeddings")
     if isinstance(mpe, int) and mpe > 0:
         if cfg.get("model_type") in _ROBERTA_LIKE:
             mpe -= int(cfg.get("pad_token_id") or 1) + 1
@@ -681,6 +768,8 @@ def _effective_image_size(spec: EncoderSpec, located: _Located) -> int:
                 if isinstance(value.get(sub), int):
                     return int(value[sub])
     size = _read_json(located.folder / "config.json").get("image_size")
+    open_clip_vision = _read_json(located.folder / "open_clip_config.json").get("model_cfg", {}).get("vision_cfg", {})
+    size = size or open_clip_vision.get("image_size")
     if isinstance(size, int):
         return size
     return 224
@@ -762,9 +851,12 @@ def load_encoder(
     dev = _pick_device(device)
     located = locate(spec)
     fingerprint = _fingerprint(spec, located, precision)
-    if spec.family in ("sentence-transformer", "hf-text"):
+    if spec.family == "open-clip":
+        kind = OpenClipTextEncoder if spec.modality == "text" else OpenClipVisionEncoder
+        return kind(spec, located, dev, precision, fingerprint)
+    if spec.family in ("sentence-transformer", "hf-text") or (spec.family == "hf-clip" and spec.modality == "text"):
         return TextEncoder(spec, located, dev, precision, fingerprint)
-    if spec.family == "hf-vision":
+    if spec.family in ("hf-vision", "hf-clip"):
         return HFVisionEncoder(spec, located, dev, precision, fingerprint)
     return EffNetLiteEncoder(spec, located, dev, precision, fingerprint)
 
@@ -876,7 +968,7 @@ class TextEncoder(Encoder):
         self.model = self._prepare_module(model)
         # CPU: oneDNN linears on pre-packed weights, exact GELU fused into the FFN input
         self.packed_linears = pack_linears(self.model) if self.device == "cpu" else 0
-        self.dim = int(model.config.hidden_size)
+        self.dim = int(model.config.projection_dim if spec.family == "hf-clip" else model.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -923,6 +1015,9 @@ class TextEncoder(Encoder):
         import torch
 
         ii, am = self._to_device(input_ids), self._to_device(mask)
+        if self.spec.family == "hf-clip":
+            emb = _projected(self.model.get_text_features(input_ids=ii, attention_mask=am)).float()
+            return emb.cpu().numpy()
         result = self.model(input_ids=ii, attention_mask=am)
         if self.spec.pooling == "pooler":
             pooled = getattr(result, "pooler_output", None)
@@ -1189,12 +1284,17 @@ class HFVisionEncoder(_VisionEncoder):
             raise SemalignError(f"cannot load encoder {spec.name!r} from {located.folder}: {exc}") from exc
         self.model = self._prepare_module(model)
         cfg = model.config
-        self.dim = int(getattr(cfg, "hidden_size", None) or cfg.hidden_sizes[-1])
+        if spec.family == "hf-clip":
+            self.dim = int(cfg.projection_dim)
+        else:
+            self.dim = int(getattr(cfg, "hidden_size", None) or cfg.hidden_sizes[-1])
 
     def _normalize(self, x: Any) -> Any:
         return (x - self._mean) / self._std
 
     def _features(self, x: Any) -> Any:
+        if self.spec.family == "hf-clip":
+            return _projected(self.model.get_image_features(pixel_values=x))
         result = self.model(pixel_values=x)
         if self.spec.pooling == "pooler":
             return result.pooler_output.reshape(len(x), -1)
@@ -1204,6 +1304,80 @@ class HFVisionEncoder(_VisionEncoder):
         if self.spec.pooling == "cls":
             return hidden[:, 0]
         return hidden.mean(dim=1)
+
+
+def _projected(output: Any) -> Any:
+    """``get_*_features`` returns a tensor in older transformers and an output
+    whose ``pooler_output`` holds the projection in newer ones."""
+    return output if hasattr(output, "ndim") else output.pooler_output
+
+
+def _open_clip_model(spec: EncoderSpec, located: _Located) -> tuple[Any, Any, dict]:
+    """An open_clip model, its tokenizer and its config, from the local Hugging
+    Face cache folder that :func:`locate` found (open_clip reads that cache)."""
+    import open_clip
+
+    hub = "hf-hub:" + spec.source.removeprefix("hf-hub:")
+    try:
+        model, _ = open_clip.create_model_from_pretrained(hub)
+        tokenizer = open_clip.get_tokenizer(hub)
+    except Exception as exc:  # noqa: BLE001 - any load failure becomes one line naming the model
+        raise SemalignError(f"cannot load encoder {spec.name!r} with open_clip from {located.folder}: {exc}") from exc
+    return model, tokenizer, _read_json(located.folder / "open_clip_config.json")
+
+
+class OpenClipVisionEncoder(_VisionEncoder):
+    """The image tower of an open_clip model (``encode_image``), with its mean and std."""
+
+    default_batch_size = 16
+
+    def __init__(self, spec: EncoderSpec, located: _Located, device: str, precision: str, fingerprint: str):
+        super().__init__(spec, device, precision, fingerprint)
+        import torch
+
+        model, _, cfg = _open_clip_model(spec, located)
+        self.image_size = _effective_image_size(spec, located)
+        pre = cfg.get("preprocess_cfg", {})
+        mean, std = pre.get("mean", [0.48145466, 0.4578275, 0.40821073]), pre.get("std", [0.26862954, 0.26130258, 0.27577711])
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=device).reshape(1, -1, 1, 1) * 255
+        self._std = torch.tensor(std, dtype=torch.float32, device=device).reshape(1, -1, 1, 1) * 255
+        self.model = self._prepare_module(model)
+        self.dim = int(cfg["model_cfg"]["embed_dim"])
+
+    def _normalize(self, x: Any) -> Any:
+        return (x - self._mean) / self._std
+
+    def _features(self, x: Any) -> Any:
+        return self.model.encode_image(x)
+
+
+class OpenClipTextEncoder(Encoder):
+    """The text tower of an open_clip model (``encode_text``) with its own tokenizer."""
+
+    default_batch_size = 64
+
+    def __init__(self, spec: EncoderSpec, located: _Located, device: str, precision: str, fingerprint: str):
+        super().__init__(spec, device, precision, fingerprint)
+        model, self.tokenizer, cfg = _open_clip_model(spec, located)
+        self.model = self._prepare_module(model)
+        self.dim = int(cfg["model_cfg"]["embed_dim"])
+
+    def encode(self, batch: Sequence[str], batch_size: int | None = None, callback: Callable[[int], None] | None = None) -> np.ndarray:
+        import torch
+
+        texts = list(batch)
+        for t in texts:
+            if not isinstance(t, str):
+                raise SemalignError(f"encoder {self.spec.name!r} encodes strings; got {type(t).__name__}")
+        out = np.empty((len(texts), self.dim), np.float32)
+        bs = int(batch_size or self.default_batch_size)
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(texts), bs):
+                tokens = self.tokenizer(texts[start : start + bs]).to(self.device)
+                out[start : start + len(tokens)] = self.model.encode_text(tokens).float().cpu().numpy()
+                if callback is not None:
+                    callback(len(tokens))
+        return out
 
 
 # ------------------------------------------------------------------- doctor

@@ -1,6 +1,11 @@
 """Glue between the data, the encoder registry and the caches, so the notebooks
-stay short: which encoders a run uses, their cached embeddings, and the cached
-phantom dataset."""
+stay short: the dataset a notebook's ``dataset`` parameter names (the offline
+collections, or a paper dataset under ``data_root``) with its train/test split,
+which encoders a run uses, their cached embeddings, and the cached phantom.
+
+Report text of a credentialed dataset is handed to encoders and nothing else:
+no function here prints, logs or returns it for display.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,182 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
-from semalign import phantom
+from semalign import data, paper_data, phantom
 from semalign.adapt import AdaptConfig, adapt_text_encoder
+from semalign.adapt_vision import VisionAdaptConfig, adapt_vision_encoder
 from semalign.cache import hash_key, sha256_file
 from semalign.data import ReportSet
 from semalign.embed import embed
-from semalign.encoders import register_encoder, resolve_encoder
+from semalign.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
+from semalign.errors import SemalignError
+from semalign.images import load_image
 from semalign.paths import cache_dir
 
 RADIOLOGY_TEXT_ENCODER = "radiology-minilm"
+PHANTOM_VISION_ENCODER = "phantom-effnet"
+PHANTOM = "phantom"
+SPLITS = ("seeded", "official")
+# the side of each official split that is held out for testing
+_OFFICIAL_TEST = {"mimic_cxr": "test", "vindr_cxr": "test", "chexpert": "valid"}
+
+
+# --------------------------------------------------------------------------- datasets
+def _subset_index(n: int, max_items: int, seed: int) -> np.ndarray:
+    """The rule of :func:`semalign.data.subsample`: a sorted seeded subset, or everything."""
+    if not max_items or max_items >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
+
+
+def _paper_split(dataset: str, groups: Sequence[str], official: Sequence[str] | None, *,
+                 split: str, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-level train/test indices: the dataset's official split with
+    ``split="official"`` where it has one, else a seeded split of the patients."""
+    if split == "official" and official is not None:
+        is_test = np.array([s == _OFFICIAL_TEST[dataset] for s in official])
+        if is_test.all() or not is_test.any():
+            raise SemalignError(f"the official split of {dataset} leaves one side empty here ({int(is_test.sum())} "
+                                f"of {len(is_test)} items in test); use -p split=seeded or load more data")
+        return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    return paper_data.patient_split(groups, test_fraction, seed)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise SemalignError(f"split={split!r} is not valid; use one of {', '.join(SPLITS)}")
+
+
+def report_dataset(dataset: str, *, data_root: str = "", uncertain: str = "zeros", text_column: str = "text",
+                   label_columns: Sequence[str] = (), max_reports: int = 0, test_fraction: float = 0.3,
+                   seed: int = 0, split: str = "seeded") -> tuple[ReportSet, np.ndarray, np.ndarray]:
+    """Reports and their train/test indices for a notebook's ``dataset`` parameter.
+
+    ``iu_xray`` or a .csv/.parquet path: a seeded random subset of ``max_reports``
+    and a seeded random split. ``mimic_cxr``: the MIMIC-CXR reports under
+    ``data_root`` with CheXpert labels (``label_columns``, empty for the default
+    five) under the ``uncertain`` policy, split by patient: seeded, or with
+    ``split="official"`` the dataset's own split (train + validate / test).
+    """
+    _check_split(split)
+    if dataset == "mimic_cxr":
+        reports = paper_data.load_reports(dataset, data_root, uncertain=uncertain, labels=list(label_columns) or None)
+        reports = data.subsample(reports, max_reports, seed)
+        train, test = _paper_split(dataset, reports.extra["subject_id"].tolist(), reports.extra["split"].tolist(),
+                                   split=split, test_fraction=test_fraction, seed=seed)
+        return reports, train, test
+    if dataset in paper_data.DATASETS:
+        raise SemalignError(f"dataset {dataset!r} has images but no reports; text experiments take iu_xray, "
+                            "mimic_cxr or a .csv/.parquet file")
+    reports = data.subsample(data.load_reports(dataset, text_column, list(label_columns)), max_reports, seed)
+    train, test = data.split_indices(len(reports), test_fraction, seed)
+    return reports, train, test
+
+
+class LazyImages:
+    """Images read from their files on demand at ``size`` × ``size`` (see
+    :func:`semalign.images.load_image`), by a few threads that decode ahead of
+    sequential access. A sequence, so :func:`semalign.embed.embed` streams a
+    dataset of any size through the cache with only a window of images in memory."""
+
+    def __init__(self, paths: Sequence[Path], size: int, workers: int = 0, window: int = 64):
+        self.paths, self.size, self.window = list(paths), int(size), window
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.workers <= 1:
+            return load_image(self.paths[i], self.size)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="semalign-images")
+        for j in [j for j in self._ahead if not i <= j < i + self.window]:
+            self._ahead.pop(j).cancel()
+        for j in range(i, min(len(self.paths), i + self.window)):
+            if j not in self._ahead:
+                self._ahead[j] = self._pool.submit(load_image, self.paths[j], self.size)
+        return self._ahead.pop(i).result()
+
+    def subset(self, index: Sequence[int]) -> LazyImages:
+        return LazyImages([self.paths[i] for i in index], self.size, self.workers, self.window)
+
+
+@dataclasses.dataclass
+class ImageData:
+    """Images with their ids, labels and (where the dataset pairs them) report
+    texts in ``items``, split into ``train`` and ``test`` indices. ``images`` is
+    an N×H×W uint8 array (the phantom) or :class:`LazyImages` (a paper dataset)."""
+
+    items: ReportSet
+    images: np.ndarray | LazyImages
+    train: np.ndarray
+    test: np.ndarray
+    phantom: phantom.PhantomDataset | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def training_pairs(self, max_items: int = 0, seed: int = 0) -> ImageData:
+        """The training split alone (a seeded subset of at most ``max_items``), all
+        of it marked train: a pool of paired anchors for another dataset's test."""
+        index = self.train[_subset_index(len(self.train), max_items, seed)]
+        images = self.images.subset(index) if isinstance(self.images, LazyImages) else self.images[index]
+        return ImageData(self.items.subset(index), images, np.arange(len(index)), np.arange(0))
+
+
+def image_dataset(dataset: str, *, spec: phantom.PhantomSpec | None = None, data_root: str = "",
+                  label_columns: Sequence[str] = (), uncertain: str = "zeros", max_images: int = 0,
+                  test_fraction: float = 0.3, seed: int = 0, split: str = "seeded", image_size: int = 256,
+                  workers: int = 0, with_reports: bool = False, progress: bool = True) -> ImageData:
+    """The images a notebook's ``dataset`` parameter names, with labels and split.
+
+    ``phantom``: the cached phantom for ``spec`` with a seeded random split
+    (``seed``). A paper dataset (``rsna_pneumonia``, ``vindr_cxr``, ``chexpert``,
+    ``mimic_cxr``) is read from ``data_root``: its default labels or
+    ``label_columns`` (a "No Finding" column becomes ``normal``), a seeded subset
+    of ``max_images``, a patient-level split (seeded, or ``split="official"``)
+    and images loaded lazily at ``image_size``. ``with_reports`` pairs each
+    MIMIC-CXR image with its study's report (images without one are dropped).
+    """
+    _check_split(split)
+    if dataset == PHANTOM:
+        rendered = phantom_dataset(spec or phantom.PhantomSpec(), progress=progress)
+        items = phantom_reports(rendered)
+        train, test = data.split_indices(len(items), test_fraction, seed)
+        return ImageData(items, rendered.images, train, test, rendered)
+    if dataset not in paper_data.DATASETS:
+        raise SemalignError(f"unknown image dataset {dataset!r}; use {PHANTOM} or one of "
+                            f"{', '.join(paper_data.DATASETS)} (with -p data_root=...)")
+    labels = list(label_columns) or None
+    table = paper_data.load_images(dataset, data_root, uncertain=uncertain, labels=labels)
+    texts = [""] * len(table)
+    if with_reports:
+        if dataset != "mimic_cxr":
+            raise SemalignError(f"{dataset} has no reports to pair with its images; paired image-report anchors "
+                                "come from mimic_cxr (set -p anchor_dataset=mimic_cxr)")
+        reports = paper_data.load_reports(dataset, data_root, uncertain=uncertain, labels=labels)
+        by_study = dict(zip(reports.ids, reports.texts))
+        paired = [i for i, study in enumerate(table.studies) if study in by_study]
+        dropped = len(table) - len(paired)
+        table = table.subset(paired)
+        table.dropped["no report for the image's study"] = dropped
+        texts = [by_study[study] for study in table.studies]
+    keep = _subset_index(len(table), max_images, seed)
+    table, texts = table.subset(keep), [texts[i] for i in keep]
+    label_frame = table.labels.rename(columns={"No Finding": "normal", "No finding": "normal"})
+    items = ReportSet(table.name, table.ids, texts, label_frame, table.dropped, pd.DataFrame({"group": table.groups}))
+    train, test = _paper_split(dataset, table.groups, table.split, split=split, test_fraction=test_fraction, seed=seed)
+    return ImageData(items, LazyImages(table.paths, image_size, workers), train, test)
 
 
 def register_radiology_text_encoder(train_reports: ReportSet, steps: int, progress: bool = True) -> str:
@@ -40,6 +205,116 @@ def register_radiology_text_encoder(train_reports: ReportSet, steps: int, progre
         replace=True,
     )
     return RADIOLOGY_TEXT_ENCODER
+
+
+def register_phantom_vision_encoder(data: phantom.PhantomDataset, train_index: np.ndarray,
+                                    config: VisionAdaptConfig | None = None, progress: bool = True) -> str:
+    """Fine-tune EfficientNet-Lite0 on the phantom's training images (cached) and register it by name."""
+    findings = data.labels[list(phantom.FINDINGS)].to_numpy().astype(np.uint8)
+    weights = adapt_vision_encoder(data.images[train_index], findings[train_index], config, progress=progress)
+    register_encoder(
+        {
+            "name": PHANTOM_VISION_ENCODER, "modality": "vision", "domain": "medical", "family": "efficientnet-lite",
+            "source": f"efficientnet-lite0:{weights}", "pooling": "gap", "image_size": 224,
+            "description": "EfficientNet-Lite0 fine-tuned by the study on the phantom's training images "
+                           "(six-finding multi-label head, later blocks trained); stand-in for a CXR vision encoder",
+        },
+        replace=True,
+    )
+    return PHANTOM_VISION_ENCODER
+
+
+def image_embeddings(images: ImageData, encoders: Sequence[str], *,
+                     adapt_steps: int = VisionAdaptConfig.steps, **options) -> dict[str, np.ndarray]:
+    """Embeddings of every image; ``phantom-effnet`` is first fine-tuned on the
+    phantom's training split (cached). Other entries are registry names or
+    references such as ``hf-vision:/folder``."""
+    if PHANTOM_VISION_ENCODER in encoders:
+        if images.phantom is None:
+            raise SemalignError(f"{PHANTOM_VISION_ENCODER} is fine-tuned on the phantom; use it with dataset=phantom, "
+                                "or list other vision encoders")
+        register_phantom_vision_encoder(images.phantom, images.train, VisionAdaptConfig(steps=adapt_steps),
+                                        progress=options.get("progress", True))
+    return encode_all(images.items.ids, images.images, encoders, **options)
+
+
+def prompt_embeddings(prompts: Mapping[str, Mapping[str, Sequence[str]]], classes: Sequence[str],
+                      encoders: Sequence, **options) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per text encoder and class, the embeddings of its (positive, negative) prompts."""
+    texts = sorted({p for c in classes for side in ("positive", "negative") for p in prompts[c].get(side, [])})
+    vectors = encode_all([f"prompt:{p}" for p in texts], texts, encoders, progress=False, **options)
+    return {
+        name: {c: tuple(v[[texts.index(p) for p in prompts[c].get(side, [])]] for side in ("positive", "negative"))
+               for c in classes}
+        for name, v in vectors.items()
+    }
+
+
+def multimodal_embeddings(images: ImageData, models: Sequence[str], prompts, classes: Sequence[str], *,
+                          precision: str = "fp32", **options) -> dict[str, tuple[np.ndarray, dict]]:
+    """For each CLIP-style model: its image tower's embeddings of every image and
+    its text tower's prompt embeddings per class. A model whose optional
+    dependency is missing (open_clip for BiomedCLIP) is skipped with one printed line."""
+    out = {}
+    for ref in models:
+        image_tower, text_tower = multimodal_towers(ref)
+        try:
+            vectors = embed(image_tower, images.items.ids, images.images, precision=precision, **options)
+            prompt_vectors = prompt_embeddings(prompts, classes, [text_tower], precision="fp32",
+                                               **{k: v for k, v in options.items() if k != "progress"})
+        except OptionalDependencyMissing as exc:
+            print(f"skipped {ref}: {exc}")
+            continue
+        out[ref] = (vectors, prompt_vectors[text_tower.name])
+    return out
+
+
+def zero_shot_datasets(dataset: str, anchor_dataset: str = "", *, max_anchor_pairs: int = 0,
+                       **options) -> tuple[ImageData, ImageData | None]:
+    """The evaluation images and, when the paired anchors come from another
+    dataset (``anchor_dataset``, e.g. MIMIC-CXR for RSNA), that dataset's
+    training image-report pairs (at most ``max_anchor_pairs``); ``None`` when
+    the anchors are the evaluation dataset's own training pairs.
+    ``options`` go to :func:`image_dataset`."""
+    if anchor_dataset in ("", dataset):
+        return image_dataset(dataset, with_reports=True, **options), None
+    evaluation = image_dataset(dataset, **options)
+    anchor_options = {**options, "label_columns": (), "max_images": 0}  # anchors are unlabelled
+    pairs = image_dataset(anchor_dataset, with_reports=True, **anchor_options)
+    return evaluation, pairs.training_pairs(max_anchor_pairs, options.get("seed", 0))
+
+
+def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_images: np.ndarray,
+                    pool_reports: np.ndarray, prompts: tuple[np.ndarray, np.ndarray], *, image_size: int,
+                    **options) -> tuple[pd.DataFrame, float, float, float]:
+    """The route vision -> text (transform ``kind`` fitted on ``n_anchors`` pooled
+    pairs, seed 0) applied to the 16 real pediatric radiographs and scored with
+    one class's prompts against their NORMAL / PNEUMONIA labels. Returns the
+    per-image table, the AUROC and a 95% bootstrap interval (2,000 draws)."""
+    from semalign.align import Aligner, select_anchors
+    from semalign.images import real_sample_images
+    from semalign.zeroshot import class_aurocs, prompt_scores
+
+    real = [r for r in real_sample_images() if r.cohort == "pediatric"]
+    images = np.stack([load_image(r.path, size=image_size) for r in real])
+    labels = np.array([r.label == "pneumonia" for r in real], dtype=int)
+    embeddings = encode_all([f"real:{r.path.name}" for r in real], images, [vision], progress=False, **options)[vision]
+    anchors = select_anchors(n_anchors, seed=0, pool_size=len(pool_images))
+    aligner = Aligner(kind=kind, seed=0).fit(pool_images[anchors], pool_reports[anchors])
+    scores = prompt_scores(aligner.transform(embeddings), *prompts)
+
+    def auroc(index):
+        return class_aurocs(labels[index, None], scores[index, None], ["c"])["c"]
+
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(2000):
+        idx = rng.integers(0, len(labels), len(labels))
+        if 0 < labels[idx].sum() < len(idx):
+            boot.append(auroc(idx))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    table = pd.DataFrame({"file": [r.path.name for r in real], "pneumonia": labels, "score": scores.round(3)})
+    return table, auroc(np.arange(len(labels))), float(low), float(high)
 
 
 def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) -> dict[str, np.ndarray]:

@@ -14,7 +14,8 @@
   multi-frame files give their first frame.
 
 A missing, empty, truncated, corrupt or unsupported file raises
-:class:`~semalign.errors.SemalignError` naming the file and the problem.
+:class:`~semalign.errors.SemalignError`: one line naming the file, the problem
+and the fix.
 
 ``size`` resizes keeping the aspect ratio, then centre-pads (``fit="pad"``,
 default: the whole image is kept, borders are black) or centre-crops
@@ -49,6 +50,12 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 PNEUMONIA_PACKAGE = "pneumonia_model_package"
 PNEUMONIA_PIN = "pneumonia-model-package==0.3.0"
 ADULT_DICOM = "RG1_UNCR.dcm"
+_FIX_DAMAGED = "re-export or copy the file again, or leave it out of the dataset"
+
+
+def _detail(exc: BaseException) -> str:
+    """An exception as one line, for messages that quote it."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -120,11 +127,13 @@ def _load_raster(path: Path, data: bytes) -> np.ndarray:
     except SemalignError:
         raise
     except UnidentifiedImageError as exc:
-        raise SemalignError(f"{path}: starts like a PNG/JPEG but its content cannot be decoded (corrupt file)") from exc
+        raise SemalignError(
+            f"{path}: starts like a PNG/JPEG but its content cannot be decoded (corrupt file); {_FIX_DAMAGED}"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise SemalignError(f"{path}: the image is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+        raise SemalignError(f"{path}: the image is corrupt or truncated ({_detail(exc)}); {_FIX_DAMAGED}") from exc
     if array.ndim != 2 or array.size == 0:
-        raise SemalignError(f"{path}: decoded to an empty or non-2-D image (shape {array.shape})")
+        raise SemalignError(f"{path}: decoded to an empty or non-2-D image (shape {array.shape}); {_FIX_DAMAGED}")
     return array
 
 
@@ -159,17 +168,17 @@ def _load_dicom(path: Path, data: bytes, force: bool, voi: str) -> np.ndarray:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=force)
     except InvalidDicomError as exc:
-        raise SemalignError(f"{path}: not a valid DICOM file ({exc})") from exc
+        raise SemalignError(f"{path}: not a valid DICOM file ({' '.join(str(exc).split())}); {_FIX_DAMAGED}") from exc
     except Exception as exc:  # pydicom raises many types on damaged files
-        raise SemalignError(f"{path}: the DICOM file is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+        raise SemalignError(f"{path}: the DICOM file is corrupt or truncated ({_detail(exc)}); {_FIX_DAMAGED}") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise SemalignError(f"{path}: the DICOM file has no pixel data (not an image)")
+        raise SemalignError(f"{path}: the DICOM file has no pixel data (not an image, or damaged); {_FIX_DAMAGED}")
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         raise SemalignError(
-            f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); the file may be truncated "
-            "or use a compressed transfer syntax whose decoder is not installed"
+            f"{path}: cannot decode the DICOM pixel data ({_detail(exc)}); the file may be truncated "
+            f"({_FIX_DAMAGED}) or use a compressed transfer syntax: install its decoder (pylibjpeg, gdcm)"
         ) from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -191,7 +200,7 @@ def _load_dicom(path: Path, data: bytes, force: bool, voi: str) -> np.ndarray:
     try:
         values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     except Exception as exc:
-        raise SemalignError(f"{path}: invalid modality LUT / rescale values ({type(exc).__name__}: {exc})") from exc
+        raise SemalignError(f"{path}: invalid modality LUT / rescale values ({_detail(exc)}); {_FIX_DAMAGED}") from exc
 
     out: np.ndarray | None = None
     if voi == "auto" and "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
@@ -247,7 +256,7 @@ def load_image(
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise SemalignError(f"load_image(size={size!r}) for {path}: size must be a positive integer or None")
     if not path.exists():
-        raise SemalignError(f"{path}: no such image file")
+        raise SemalignError(f"{path}: no such image file; check the path (and the dataset's image folder)")
     if path.is_dir():
         raise SemalignError(f"{path}: is a folder, not an image file")
     try:
@@ -255,7 +264,7 @@ def load_image(
     except OSError as exc:
         raise SemalignError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
     if not data:
-        raise SemalignError(f"{path}: the file is empty (0 bytes)")
+        raise SemalignError(f"{path}: the file is empty (0 bytes); {_FIX_DAMAGED}")
 
     if data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC):
         image = _load_raster(path, data)

@@ -72,30 +72,76 @@ def runs_page(profile: str, runs) -> str:
 
 
 def benchmarks_page() -> str:
-    """The measured end-to-end figures of ``benchmarks/bench_study.py``, if run."""
+    """The appendix: measured speed and memory, and the reliability figures.
+
+    Both come from files the benchmark scripts write in the work folder; a part
+    that has not been measured says so.
+    """
     text = [
         "(benchmarks)=",
-        "# Appendix: speed and memory\n",
+        "# Appendix: speed, memory and reliability\n",
         "Measured by the scripts in `benchmarks/`, which print ratios against a reference "
         "measured in the same run. `python benchmarks/bench_study.py` times the whole study from "
         "an empty cache and a warm one, and the book build, and records peak resident memory; "
         "`bench_align.py`, `bench_embed.py` and `bench_phantom.py` measure the alignment fits, "
         "embedding throughput (against sentence-transformers) and phantom rendering.\n",
+        "## Speed and memory\n",
     ]
     report_file = work_dir() / "benchmarks" / "study.json"
     if not report_file.is_file():
-        return "\n".join(text + ["No end-to-end measurement has been recorded in this work folder yet.\n"])
+        text.append("No end-to-end measurement has been recorded in this work folder yet.\n")
+    else:
+        report = json.loads(report_file.read_text())
+        targets = report["targets"]
+        rows = []
+        for stage, key, label in (("cold", "cold_s", "study, empty cache"), ("warm", "warm_s", "study, warm cache"),
+                                  ("book", "book_s", "book build")):
+            if stage in report:
+                m = report[stage]
+                rows.append([label, f"{m['wall_s']:.0f} s", f"{targets[key]} s", f"{m['peak_rss_gb']:.2f} GB",
+                             f"{targets['peak_rss_gb']} GB"])
+        text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
+                 _table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
+    return "\n".join(text + [reliability_section()])
+
+
+def reliability_section() -> str:
+    """``<work>/benchmarks/reliability.json`` (from ``benchmarks/bench_reliability.py``) as a section."""
+    text = [
+        "## Reliability\n",
+        "`python benchmarks/bench_reliability.py` runs the bad-input catalogue (`tests/test_bad_inputs.py`), "
+        "the interruption and cache-integrity tests (`tests/test_interrupt.py`) and the determinism tests "
+        "(`tests/test_determinism.py`), slow ones included, and records what they tried and what passed. "
+        "A bad input passes when it is refused with one line naming the input and the fix (on the command "
+        "line: exit status 2, no traceback); an interruption is survived when a run killed with SIGKILL, "
+        "re-run, gives the uninterrupted result and leaves no torn or temporary file.\n",
+    ]
+    report_file = work_dir() / "benchmarks" / "reliability.json"
+    if not report_file.is_file():
+        return "\n".join(text + ["The reliability tests have not been run in this work folder yet, so there are "
+                                 "no figures to show: run `python benchmarks/bench_reliability.py`.\n"])
     report = json.loads(report_file.read_text())
-    targets = report["targets"]
+    parts = (("bad_inputs", "bad inputs refused with a one-line error naming the input and the fix"),
+             ("interruptions", "runs killed with SIGKILL, then completed with the uninterrupted result"),
+             ("cache_damage", "damaged cache entries detected, reported and recomputed"),
+             ("determinism", "determinism checks (identical bytes or numbers from fresh processes)"))
     rows = []
-    for stage, key, label in (("cold", "cold_s", "study, empty cache"), ("warm", "warm_s", "study, warm cache"),
-                              ("book", "book_s", "book build")):
-        if stage in report:
-            m = report[stage]
-            rows.append([label, f"{m['wall_s']:.0f} s", f"{targets[key]} s", f"{m['peak_rss_gb']:.2f} GB",
-                         f"{targets['peak_rss_gb']} GB"])
-    text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
-             _table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
+    for key, label in parts:
+        part = report[key]
+        not_run = f" ({part['not_run']} not run)" if part.get("not_run") else ""
+        rows.append([label, f"{part['tried']}{not_run}", str(part["passed"])])
+    tests = report["tests"]
+    status = "all passed" if report["pytest_exit_status"] == 0 and not tests["failed"] else \
+        f"**{tests['failed']} failed**"
+    text += [
+        f"Run on {report['date']} on {report['machine']} with `{report['command']}`: "
+        f"{tests['passed']} tests passed, {tests['failed']} failed, {tests['skipped']} skipped ({status}) "
+        f"in {report['wall_s']:.0f} s.\n",
+        _table(["check", "tried", "passed"], rows),
+        "### Bad-input catalogue\n",
+        _table(["input", "test", "result"],
+               [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report["bad_inputs"]["cases"]]),
+    ]
     return "\n".join(text)
 
 

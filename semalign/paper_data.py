@@ -118,7 +118,8 @@ class ImageTable:
     ``groups`` are the patient (subject) ids for patient-level splits;
     ``split`` is the official split per image (``None`` when the dataset has
     none); ``dropped`` counts every label row left out, by reason (for RSNA
-    and VinDr-CXR, whose tables hold several rows per image: every image).
+    and VinDr-CXR, whose tables hold several rows per image: every image);
+    ``studies`` are MIMIC-CXR's study ids (an image's report), else ``None``.
     """
 
     ids: list[str]
@@ -128,6 +129,7 @@ class ImageTable:
     split: list[str] | None
     dropped: dict[str, int]
     name: str = ""
+    studies: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -142,6 +144,7 @@ class ImageTable:
             None if self.split is None else [self.split[i] for i in index],
             dict(self.dropped),
             self.name,
+            None if self.studies is None else [self.studies[i] for i in index],
         )
 
 
@@ -576,6 +579,7 @@ def _load_mimic_images(data_root: Path, uncertain: str, labels, frontal_only: bo
         split.to_numpy()[keep].tolist(),
         drops.counts,
         "MIMIC-CXR-JPG",
+        meta["study_id"].to_numpy()[keep].tolist(),
     )
 
 

@@ -3,12 +3,18 @@
 A record is one metric of one method in one setting. The keys are fixed
 (:data:`RECORD_KEYS`) so ``semalign results --json`` is readable by any tool;
 keys that do not apply to a record are ``None``.
+
+When the runner executes a notebook it sets ``SEMALIGN_RESULTS_STAGING`` to a
+private folder; the notebook's records go there and the runner moves them into
+place only after the executed notebook is saved, so a run killed half-way
+leaves no results that ``semalign results`` or the book would read.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -39,14 +45,30 @@ def make_record(**fields) -> dict:
     return record
 
 
+STAGING_ENV = "SEMALIGN_RESULTS_STAGING"
+
+
 def results_file(profile: str, run: str) -> Path:
+    """Where a run's records are read from."""
     return results_dir(profile) / f"{run}.json"
+
+
+def _destination(profile: str, run: str) -> Path:
+    staging = os.environ.get(STAGING_ENV)
+    if not staging:
+        return results_file(profile, run)
+    if not Path(staging).is_dir():
+        raise SemalignError(
+            f"the runner's staging folder {staging} is gone (the `semalign run` that started this notebook was "
+            f"stopped); run it again, or unset {STAGING_ENV} to write {results_file(profile, run)} directly"
+        )
+    return Path(staging) / f"{run}.json"
 
 
 def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping) -> Path:
     """Write a run's records atomically; returns the file written."""
     rows = [make_record(**{**dict(r), "profile": profile, "run": run, "experiment": experiment}) for r in records]
-    path = results_file(profile, run)
+    path = _destination(profile, run)
     atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters), "records": rows})
     return path
 

@@ -6,6 +6,12 @@ parameter overrides. A notebook's own ``parameters`` cell holds the defaults,
 which run the offline profile. The runner converts the jupytext source in
 memory, injects the parameters, executes it and writes the executed notebook
 (and, from inside the notebook, its results file) where the book picks it up.
+
+A run is all or nothing: the executed notebook is written atomically, and the
+notebook's results file is staged in a private folder and moved into place
+after it, so a run killed at any point leaves neither a torn file nor results
+without their notebook. Temporary files of killed runs are removed by the next
+run.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from semalign.cache import atomic_path
+from semalign.cache import atomic_path, make_shareable, remove_stale_temporaries, temporary_prefix
 from semalign.errors import SemalignError
 from semalign.paths import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_FILE, executed_dir, results_dir, work_dir
 
@@ -126,8 +134,10 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     expected = parameter.type_name
 
     def fail() -> SemalignError:
+        example = json.dumps(default, separators=(",", ":")) if isinstance(default, (list, dict)) else default
         return SemalignError(
-            f"parameter {parameter.name!r} of {notebook} expects a {expected} like {default!r}, got {raw!r}"
+            f"parameter {parameter.name!r} of {notebook} expects a {expected} like {default!r}, got {raw!r}; "
+            f"pass e.g. -p {parameter.name}={example}"
         )
 
     if default is None:
@@ -243,35 +253,55 @@ def execute(run: Run, progress: bool = True) -> Path:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from semalign.results import STAGING_ENV
+
     result_file = results_dir(run.profile) / f"{run.name}.json"
     for stale in (run.output, result_file):
         stale.unlink(missing_ok=True)
     run.output.parent.mkdir(parents=True, exist_ok=True)
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (run.output.parent, result_file.parent):
+        remove_stale_temporaries(folder)
     nb = read_notebook(run.notebook)
     nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (semalign)", "language": "python"}
     failed = run.output.with_name(f"{run.name}.failed.ipynb")
     failed.unlink(missing_ok=True)
-    with atomic_path(run.output, suffix=".ipynb") as tmp:
-        try:
-            papermill.execute_notebook(
-                nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
-                progress_bar=progress, cwd=str(work_dir()), log_output=False,
-            )
-        except PapermillExecutionError as exc:
-            if tmp.exists():
-                shutil.copyfile(tmp, failed)
-            first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
-            raise SemalignError(
-                f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
-                f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed})"
-            ) from None
-        executed = nbformat.read(tmp, as_version=4)
-        executed.metadata["semalign"] = {
-            "notebook": run.notebook, "run": run.name, "profile": run.profile,
-            "parameters": run.parameters, "source_sha256": source_fingerprint(run),
-            "code_sha256": code_fingerprint(),
-        }
-        nbformat.write(executed, tmp)
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(f"{run.name}.results"), dir=result_file.parent))
+    previous = os.environ.get(STAGING_ENV)
+    os.environ[STAGING_ENV] = str(staging)  # the kernel inherits it: records go to the staging folder
+    try:
+        with atomic_path(run.output, suffix=".ipynb") as tmp:
+            try:
+                papermill.execute_notebook(
+                    nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
+                    progress_bar=progress, cwd=str(work_dir()), log_output=False,
+                )
+            except PapermillExecutionError as exc:
+                if tmp.exists():
+                    shutil.copyfile(tmp, failed)
+                first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
+                raise SemalignError(
+                    f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
+                    f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed})"
+                ) from None
+            executed = nbformat.read(tmp, as_version=4)
+            executed.metadata["semalign"] = {
+                "notebook": run.notebook, "run": run.name, "profile": run.profile,
+                "parameters": run.parameters, "source_sha256": source_fingerprint(run),
+                "code_sha256": code_fingerprint(),
+            }
+            nbformat.write(executed, tmp)
+        # the notebook is in place; now its records (a kill in between leaves a run
+        # that executed_status calls incomplete, never records without a notebook)
+        for staged in sorted(staging.glob("*.json")):
+            make_shareable(staged)
+            os.replace(staged, result_file.parent / staged.name)
+    finally:
+        if previous is None:
+            os.environ.pop(STAGING_ENV, None)
+        else:
+            os.environ[STAGING_ENV] = previous
+        shutil.rmtree(staging, ignore_errors=True)
     return run.output
 
 

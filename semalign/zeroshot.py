@@ -9,7 +9,9 @@ so that T(V(image)) ≈ W(report); score a test image for class c by
 
 The CLIP-style baseline learns two linear projections, of frozen image and
 text embeddings, into a shared space with the symmetric InfoNCE loss on the
-training pairs, and scores images against prompts the same way.
+training pairs, and scores images against prompts the same way. Pretrained
+multimodal models (CLIP, BiomedCLIP) score their own image embedding against
+their own prompt embeddings with the same formula: zero-shot the ordinary way.
 """
 
 from __future__ import annotations
@@ -37,6 +39,37 @@ DEFAULT_PROMPTS = {
     "atelectasis": {"positive": ["There is atelectasis.", "Volume loss with collapse of a lobe."],
                     "negative": ["No atelectasis.", "No focal atelectasis."]},
 }
+# The label names of the paper's datasets (CheXpert-style, RSNA, VinDr-CXR).
+PAPER_PROMPTS = {
+    "Atelectasis": DEFAULT_PROMPTS["atelectasis"],
+    "Cardiomegaly": DEFAULT_PROMPTS["cardiomegaly"],
+    "Consolidation": {"positive": ["There is airspace consolidation.", "Focal consolidation in the lung."],
+                      "negative": ["No focal consolidation.", "The lungs are clear."]},
+    "Edema": {"positive": ["There is pulmonary edema.", "Interstitial edema is present."],
+              "negative": ["No pulmonary edema.", "No signs of edema."]},
+    "Pleural Effusion": DEFAULT_PROMPTS["effusion"],
+    "Pleural effusion": DEFAULT_PROMPTS["effusion"],
+    "Pneumothorax": DEFAULT_PROMPTS["pneumothorax"],
+    "Pneumonia": {"positive": ["Findings consistent with pneumonia.", "There is a lung opacity suspicious for pneumonia."],
+                  "negative": ["No evidence of pneumonia.", "The lungs are clear."]},
+    "Lung Opacity": {"positive": ["There is a lung opacity.", "Focal opacity in the lung."],
+                     "negative": ["No focal opacity.", "The lungs are clear."]},
+}
+
+
+# The class whose prompts score pneumonia-like opacity, first match wins.
+OPACITY_CLASSES = ("opacity", "Pneumonia", "Lung Opacity", "Consolidation")
+
+
+def opacity_class(classes: Sequence[str]) -> str | None:
+    return next((c for c in OPACITY_CLASSES if c in classes), None)
+
+
+def default_prompts(classes: Sequence[str]) -> dict:
+    """The built-in prompts of ``classes`` (phantom findings or paper labels);
+    classes without built-in prompts are reported by :func:`check_prompts`."""
+    known = {**DEFAULT_PROMPTS, **PAPER_PROMPTS}
+    return {c: known[c] for c in classes if c in known}
 
 
 def check_prompts(prompts: Mapping[str, Mapping[str, Sequence[str]]], classes: Sequence[str]) -> None:
@@ -134,6 +167,20 @@ class ZeroShotSetup:
     anchor_counts: Sequence[int]
     seeds: Sequence[int]
     scaling: str = "standard"
+    # Paired anchors from another dataset: image embeddings row-paired with
+    # ``report_embeddings``. None: the anchors are this dataset's training rows.
+    anchor_images: Mapping[str, np.ndarray] | None = None
+    # Pretrained multimodal models: name -> (image embeddings of every row, prompts per class).
+    multimodal: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[np.ndarray, np.ndarray]]]] | None = None
+
+
+def anchor_pool(setup: ZeroShotSetup) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]:
+    """Row-paired image and report embeddings the anchors are drawn from: the
+    separate anchor dataset's, or this dataset's training rows."""
+    if setup.anchor_images is not None:
+        return setup.anchor_images, setup.report_embeddings
+    return ({v: e[setup.train] for v, e in setup.image_embeddings.items()},
+            {t: e[setup.train] for t, e in setup.report_embeddings.items()})
 
 
 def _class_records(base: dict, aurocs: dict[str, float]) -> list[dict]:
@@ -148,8 +195,9 @@ def _scores(mapped: np.ndarray, prompts: Mapping[str, tuple[np.ndarray, np.ndarr
 
 def zero_shot_records(setup: ZeroShotSetup, clip: ClipStyle | None = None, progress: bool = True) -> list[dict]:
     """Records of unimodal zero-shot (every vision × text pair, transform, anchor
-    count, seed), of the CLIP-style baseline (every pair, seed) and of a
-    supervised linear probe on each vision encoder (the reference ceiling)."""
+    count, seed), of the CLIP-style baseline (every pair, seed; trained on the
+    anchor pool's pairs), of each pretrained multimodal model and of a supervised
+    linear probe on each vision encoder (the reference ceiling)."""
     from itertools import product
 
     from sklearn.linear_model import LogisticRegression
@@ -157,7 +205,8 @@ def zero_shot_records(setup: ZeroShotSetup, clip: ClipStyle | None = None, progr
 
     from semalign.align import Aligner, select_anchors
 
-    pool = len(setup.train)
+    anchor_images, anchor_reports = anchor_pool(setup)
+    pool = len(next(iter(anchor_reports.values())))
     if max(setup.anchor_counts) > pool:
         raise SemalignError(f"anchor counts up to {max(setup.anchor_counts)} exceed the {pool} paired training items; lower them")
     y_test = setup.labels[setup.test]
@@ -169,19 +218,22 @@ def zero_shot_records(setup: ZeroShotSetup, clip: ClipStyle | None = None, progr
             probe.append(model.predict_proba(image[setup.test])[:, 1])
         records += _class_records(dict(method="linear_probe", source=vision, target=vision),
                                   class_aurocs(y_test, np.stack(probe, axis=1), setup.classes))
+    for name, (image, prompts) in (setup.multimodal or {}).items():
+        records += _class_records(dict(method="pretrained_multimodal", source=name, target=name),
+                                  class_aurocs(y_test, _scores(image[setup.test], prompts, setup.classes), setup.classes))
     pairs = list(product(setup.image_embeddings, setup.report_embeddings))
     grid = list(product(pairs, setup.seeds))
     for (vision, text), seed in tqdm(grid, desc="zero-shot", disable=not progress):
-        image, report = setup.image_embeddings[vision], setup.report_embeddings[text]
+        image, anchor_image, anchor_report = setup.image_embeddings[vision], anchor_images[vision], anchor_reports[text]
         prompts = setup.prompt_embeddings[text]
-        model = dataclasses.replace(clip or ClipStyle(), seed=seed).fit(image[setup.train], report[setup.train])
+        model = dataclasses.replace(clip or ClipStyle(), seed=seed).fit(anchor_image, anchor_report)
         projected = {c: tuple(model.embed_texts(p) for p in prompts[c]) for c in setup.classes}
         scores = _scores(model.embed_images(image[setup.test]), projected, setup.classes)
         records += _class_records(dict(method="clip_style", source=vision, target=text, seed=seed),
                                   class_aurocs(y_test, scores, setup.classes))
         for kind, n in product(setup.transforms, setup.anchor_counts):
-            anchors = setup.train[select_anchors(n, strategy="random", seed=seed, pool_size=pool)]
-            aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed).fit(image[anchors], report[anchors])
+            anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
+            aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed).fit(anchor_image[anchors], anchor_report[anchors])
             scores = _scores(aligner.transform(image[setup.test]), prompts, setup.classes)
             records += _class_records(dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text,
                                            n_anchors=n, seed=seed), class_aurocs(y_test, scores, setup.classes))

@@ -14,6 +14,8 @@ from semalign import cache, encoders  # noqa: E402
 from semalign.encoders import EncoderSpec, load_encoder, resolve_encoder  # noqa: E402
 from semalign.errors import SemalignError  # noqa: E402
 
+from paper_fixtures import make_tiny_bert, make_tiny_clip  # noqa: E402 - tests/ is on sys.path
+
 RADIOLOGY = [
     "The heart size and pulmonary vascularity appear within normal limits.",
     "No pneumothorax or pleural effusion.",
@@ -269,24 +271,6 @@ def test_weight_hashes_are_computed_once(monkeypatch, tmp_path):
 # ------------------------------------------------------------- tiny BERT
 
 
-def make_tiny_bert(folder):
-    """A randomly initialised 2-layer BERT (hidden 32) with a word-level vocab."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = "lungs are clear no effusion heart size normal the is pleural small left right".split()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, ".", ","]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
-    BertModel(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_tiny_bert_loads_by_prefix(tmp_path):
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -304,3 +288,60 @@ def test_tiny_bert_loads_by_prefix(tmp_path):
     cls = load_encoder({"name": "tiny-cls", "modality": "text", "family": "hf-text", "source": str(folder),
                         "pooling": "cls", "normalize": True}, device="cpu").encode(texts)
     assert np.allclose(np.linalg.norm(cls, axis=1), 1) and not np.allclose(cls[:, :3], emb[:, :3])
+
+
+# ------------------------------------------------------------- tiny CLIP
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+def test_clip_towers_are_the_projected_features_of_clipmodel(tiny_clip):
+    import torch
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    image_spec, text_spec = encoders.multimodal_towers(f"hf-clip:{tiny_clip}")
+    assert (image_spec.modality, text_spec.modality) == ("vision", "text")
+    assert image_spec.name == f"hf-clip:{tiny_clip} (image)" and text_spec.pooling == "projection"
+    image_tower, text_tower = load_encoder(image_spec, device="cpu"), load_encoder(text_spec, device="cpu")
+    assert image_tower.dim == text_tower.dim == 16 and image_tower.image_size == 32 and text_tower.max_length == 48
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)  # the processor's own size: no resizing
+    pixels = CLIPImageProcessor.from_pretrained(tiny_clip)(images=list(images), return_tensors="pt")["pixel_values"]
+    texts = ["there is a pleural effusion.", "the lungs are clear.", "no"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
+    with torch.inference_mode():
+        expected_images = encoders._projected(model.get_image_features(pixel_values=pixels)).numpy()
+        expected_texts = np.stack([encoders._projected(model.get_text_features(**tokenizer(t, return_tensors="pt")))[0].numpy()
+                                   for t in texts])
+    assert np.abs(image_tower.encode(images) - expected_images).max() < 1e-4
+    assert np.abs(text_tower.encode(texts, batch_size=2) - expected_texts).max() < 1e-5  # padded batches
+    assert image_tower.fingerprint != text_tower.fingerprint
+
+
+def test_multimodal_references_and_errors():
+    assert "openai/clip-vit-base-patch32" in encoders.list_multimodal()
+    image_spec, text_spec = encoders.multimodal_towers("openai/clip-vit-base-patch32")
+    assert (image_spec.family, image_spec.source, text_spec.domain) == ("hf-clip", "openai/clip-vit-base-patch32", "general")
+    with pytest.raises(SemalignError, match=r"unknown multimodal model 'minilm'.*hf-clip:<folder or hub id>"):
+        encoders.multimodal_towers("minilm")
+    with pytest.raises(SemalignError, match="projection"):
+        EncoderSpec(name="x", modality="text", family="hf-text", source="y", pooling="projection")
+    with pytest.raises(SemalignError, match="projection"):
+        EncoderSpec(name="x", modality="text", family="hf-clip", source="y", pooling="mean")
+    with pytest.raises(SemalignError, match="not in the local Hugging Face cache"):
+        load_encoder(image_spec, device="cpu")  # the hub model is not here: the one-line missing-model error
+
+
+def test_biomedclip_without_open_clip_says_how_to_install_it():
+    import importlib.util
+
+    if importlib.util.find_spec("open_clip") is not None:
+        pytest.skip("open_clip is installed here; this checks the message shown without it")
+    image_spec, _ = encoders.multimodal_towers("microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+    with pytest.raises(encoders.OptionalDependencyMissing, match=r"needs open_clip.*pip install -e '\.\[paper\]'"):
+        load_encoder(image_spec, device="cpu")
+

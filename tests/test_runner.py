@@ -55,7 +55,7 @@ def test_bad_parameters_are_refused_with_the_valid_choices(override, message):
 
 
 def test_unknown_notebook_and_profile_list_valid_choices():
-    with pytest.raises(SemalignError, match=r"unknown notebook 'nope'; valid notebooks: data_overview"):
+    with pytest.raises(SemalignError, match=r"unknown notebook 'nope'; valid notebooks: method_example, data_overview"):
         runner.plan(["nope"], "offline")
     with pytest.raises(SemalignError, match=r"valid profiles: offline, smoke, paper"):
         runner.plan(["data_overview"], "laptop")
@@ -75,7 +75,7 @@ def test_cli_module_entry_point_lists_parameters():
 def test_book_refuses_missing_executed_notebooks(isolated_work):
     from semalign import book
 
-    with pytest.raises(SemalignError, match=r"cannot publish the smoke book: data_overview: missing"):
+    with pytest.raises(SemalignError, match=r"cannot publish the smoke book: method_example: missing"):
         book.build("smoke")
 
 

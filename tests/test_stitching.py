@@ -3,6 +3,8 @@ known relation, so the expected ordering of the methods is certain."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,8 +59,11 @@ def test_summary_table_and_claims_read_the_records(frame):
     assert list(table.columns) == ["4 anchors", "400 anchors"]
     assert {"linear", "naive (no alignment)", "upper bound (own encoder)"} <= set(table.index)
     claims = summary.claims(frame, large_n=400)
-    assert claims.loc[0, "holds"] and claims.loc[1, "holds"]
-    assert "at 400 anchors" in claims.loc[1, "evidence"]
+    assert claims.loc["vs_naive", "holds"] and claims.loc["vs_upper_bound", "holds"]
+    assert "at 400 anchors" in claims.loc["vs_upper_bound", "evidence"]
+    assert claims.loc["naive_unrelated", "holds"]  # two unrelated random spaces
+    related = summary.claims(frame, large_n=400, derived_from={"large": "small"})
+    assert "naive_unrelated" not in related.index  # the only pair is now related
 
 
 def test_anchor_count_above_the_pool_is_refused(spaces):
@@ -76,3 +81,19 @@ def test_decoder_predicts_a_label_seen_with_one_class_by_its_frequency():
     assert score(y, proba)["macro_auroc"] > 0.9  # only the label with both classes is scored
     with pytest.raises(SemalignError, match="unknown decoder"):
         Decoder("forest")
+
+
+def test_few_shot_baseline_is_shared_between_transform_runs(spaces, tmp_path, monkeypatch):
+    from semalign import stitching
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8, 64], [0])
+    first = stitching.few_shot_records(setup, progress=False)
+    assert len(first) == 2 * 2 * 3  # sources × anchor counts × metrics
+    monkeypatch.setattr(stitching.Decoder, "fit", lambda *a, **k: pytest.fail("recomputed a cached baseline"))
+    other_transform = dataclasses.replace(setup, transform="affine")
+    assert stitching.few_shot_records(other_transform, progress=False) == first
+    changed = dataclasses.replace(setup, seeds=[1])
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        stitching.few_shot_records(changed, progress=False)

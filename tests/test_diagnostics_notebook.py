@@ -1,0 +1,99 @@
+"""The diagnostics chapter: it refuses to run without the stitching runs it
+reads, or against runs made from other data, and on the smoke study it records
+similarities, gaps and rank correlations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import semalign_cli
+
+from semalign import runner
+from semalign.errors import SemalignError
+
+
+def run_until_checked(workdir, monkeypatch, parameters: dict) -> dict:
+    """Execute the notebook's cells in-process, with ``parameters`` injected as
+    papermill would, up to and including the cell that checks the stitching runs."""
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(workdir))
+    namespace: dict = {}
+    for cell in runner.read_notebook("diagnostics").cells:
+        if cell.cell_type != "code":
+            continue
+        exec(cell.source, namespace)
+        if "parameters" in cell.metadata["tags"]:
+            namespace.update(parameters)
+        if "check_stitching_runs(" in cell.source:
+            return namespace
+    raise AssertionError("no cell checks the stitching runs")
+
+
+def planned_parameters(notebook: str, profile: str = "smoke") -> dict:
+    (run, *_) = runner.plan([notebook], profile)
+    return run.parameters
+
+
+def test_missing_stitching_runs_stop_it_with_the_command_to_run(tmp_path, monkeypatch):
+    with pytest.raises(SemalignError, match=r"have not been executed: run `semalign run text_stitching --profile smoke`"):
+        run_until_checked(tmp_path, monkeypatch, planned_parameters("diagnostics"))
+
+
+def pretend_executed(monkeypatch, profile: str) -> None:
+    """The profile's stitching runs, as if executed with their planned parameters."""
+    runs = runner.plan(["text_stitching", "vision_stitching"], profile)
+    monkeypatch.setattr(runner, "executed_runs", lambda _: runs)
+    monkeypatch.setattr(runner, "executed_status", lambda run: None)
+
+
+@pytest.fixture
+def executed_smoke_stitching(monkeypatch):
+    pretend_executed(monkeypatch, "smoke")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_its_profile_parameters_match_the_stitching_runs(tmp_path, monkeypatch, profile):
+    # Same data and encoders, so the embedding caches of the stitching runs are reused.
+    pretend_executed(monkeypatch, profile)
+    cells = run_until_checked(tmp_path, monkeypatch, planned_parameters("diagnostics", profile))
+    assert cells["text_encoders"] == planned_parameters("text_stitching", profile)["encoders"]
+    assert cells["vision_encoders"] == planned_parameters("vision_stitching", profile)["encoders"]
+
+
+def test_other_data_than_the_stitching_runs_is_refused(tmp_path, monkeypatch, executed_smoke_stitching):
+    parameters = {**planned_parameters("diagnostics"), "max_reports": 123}
+    with pytest.raises(SemalignError, match=r"not comparable.*'max_reports': \(123, 400\)"):
+        run_until_checked(tmp_path, monkeypatch, parameters)
+
+
+def test_encoders_the_stitching_runs_lack_are_refused(tmp_path, monkeypatch, executed_smoke_stitching):
+    parameters = {**planned_parameters("diagnostics"), "text_encoders": ["minilm", "mpnet"]}
+    with pytest.raises(SemalignError, match=r"encoders it did not run: \['mpnet'\]"):
+        run_until_checked(tmp_path, monkeypatch, parameters)
+
+
+def test_it_runs_after_the_stitching_summaries_and_before_zero_shot():
+    names = runner.notebook_names()
+    assert names.index("stitching_summary") < names.index("diagnostics") < names.index("zero_shot")
+
+
+@pytest.mark.slow
+def test_smoke_study_records_similarities_gaps_and_rank_correlations(smoke_study):
+    saved = json.loads((smoke_study / "results" / "smoke" / "diagnostics.json").read_text())
+    by_pair: dict = {}
+    for r in saved["records"]:
+        if r["method"] == "diagnostic":
+            by_pair.setdefault((r["source"], r["target"]), {})[r["metric"]] = r["value"]
+    text, vision = planned_parameters("text_stitching")["encoders"], planned_parameters("vision_stitching")["encoders"]
+    expected = {(a, b) for names in (text, vision) for a in names for b in names if a != b}
+    assert set(by_pair) == expected
+    for (source, target), values in by_pair.items():
+        assert 0 <= values["linear_cka"] <= 1 and 0 <= values["mutual_knn"] <= 1
+        assert values["linear_cka"] == by_pair[target, source]["linear_cka"]  # one value for both orders
+        assert -1 < values["gap"] < 1
+    correlations = {r["metric"]: r["value"] for r in saved["records"] if r["method"] == "rank_correlation"}
+    assert {"spearman:linear_cka:all pairs", "spearman:mutual_knn:all pairs"} <= set(correlations)
+    assert all(-1 <= v <= 1 and not math.isnan(v) for v in correlations.values())
+    printed = json.loads(semalign_cli(smoke_study, "results", "--profile", "smoke", "--json").stdout)
+    assert any(r["experiment"] == "diagnostics" for r in printed)

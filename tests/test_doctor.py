@@ -1,0 +1,162 @@
+"""``semalign doctor`` finds what is wrong with the environment and says how to
+fix it; the reliability report reaches the book's appendix from the test run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import namedtuple
+
+from semalign import doctor, encoders, manifest, pages
+from semalign.paths import PROJECT_ROOT
+
+
+def failing(checks) -> dict[str, str]:
+    return {what: fix for ok, what, fix in checks if not ok}
+
+
+def test_lock_file_pins_are_compared_with_what_is_installed(tmp_path):
+    pytest_version = __import__("importlib.metadata").metadata.version("pytest")
+    (tmp_path / "requirements-lock.txt").write_text(textwrap.dedent(f"""\
+        # a comment
+        --extra-index-url https://example.invalid/simple
+        pytest=={pytest_version}
+        numpy==0.0.1
+        no-such-distribution-semalign==1.0 ; python_version >= "3"
+    """))
+    (tmp_path / "requirements-assets.txt").write_text(f"pytest=={pytest_version}\n")
+    checks = doctor.version_checks(tmp_path)
+    bad = failing(checks)
+    (what,) = [w for w in bad if "requirements-lock.txt" in w]
+    assert what.startswith("3 packages pinned in requirements-lock.txt: 2 differ")
+    assert "numpy" in what and "(pinned 0.0.1)" in what and "no-such-distribution-semalign missing" in what
+    assert bad[what] == "pip install -r requirements-lock.txt"
+    assert not [w for w in bad if "requirements-assets.txt" in w]
+
+
+def test_python_version_and_missing_lock_file_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "PYTHON", (3, 99))
+    bad = failing(doctor.version_checks(tmp_path))
+    (python,) = [w for w in bad if w.startswith("Python")]
+    assert "3.99" in python and "python3.99" in bad[python]
+    assert any("requirements-lock.txt not found" in w for w in bad)
+
+
+def test_vendored_mathjax_is_checked_file_by_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    ok, what, fix = doctor.mathjax_check()
+    assert not ok and "tex-mml-chtml.js" in what and "make setup" in fix
+    root = tmp_path / "vendor" / "mathjax"
+    (root / "es5").mkdir(parents=True)
+    (root / "es5" / "tex-mml-chtml.js").write_text("")
+    ok, what, _ = doctor.mathjax_check()
+    assert not ok and "woff-v2" in what and "tex-mml-chtml.js" not in what.split("missing")[1]
+    (root / "es5" / "output" / "chtml" / "fonts" / "woff-v2").mkdir(parents=True)
+    assert doctor.mathjax_check()[0]
+
+
+def test_low_disk_and_unwritable_work_folder_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**9, 10**9))
+    bad = failing(doctor.disk_checks())
+    (low,) = bad
+    assert low.startswith("1 GB free for") and "SEMALIGN_WORKDIR" in bad[low]
+    monkeypatch.setattr(doctor.os, "access", lambda path, mode: False)
+    assert any("is writable" in w for w in failing(doctor.disk_checks()))
+
+
+def test_data_with_a_wrong_checksum_is_reported_with_the_reinstall_command(monkeypatch):
+    real = manifest.load_manifest()
+    entry = {**real["sources"]["iu_xray_reports"], "sha256": "0" * 64}
+    patched = {**real, "sources": {**real["sources"], "iu_xray_reports": entry}}
+    monkeypatch.setattr(manifest, "load_manifest", lambda path=None: patched)
+    bad = failing(doctor.data_checks())
+    (what,) = bad
+    assert what.startswith("data iu_xray_reports: corrupt") and "NLMCXR_reports.tgz" in what
+    assert bad[what] == f"{entry['install']} --force-reinstall"
+
+
+def test_damaged_packaged_weights_are_reported(tmp_path, monkeypatch):
+    fake = tmp_path / "efficientnet-lite0.pth"
+    fake.write_bytes(b"not the weights")
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
+    real = encoders._effnet_weights
+    monkeypatch.setattr(encoders, "_effnet_weights", lambda arch: fake if arch == "efficientnet-lite0" else real(arch))
+    bad = failing(doctor.encoder_checks())
+    (what,) = [w for w in bad if "effnet-lite0" in w]
+    assert "sha256" in what and "requirements-assets.txt" in bad[what]
+
+
+def test_doctor_command_prints_each_problem_with_its_fix(tmp_path):
+    env = {**os.environ, "SEMALIGN_WORKDIR": str(tmp_path)}  # a fresh work folder: MathJax not vendored
+    proc = subprocess.run([sys.executable, "-m", "semalign", "doctor"], capture_output=True, text=True,
+                          env=env, cwd=PROJECT_ROOT, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    checks = [line for line in lines if line.startswith("[")]
+    assert len(checks) >= 10 and all(line.startswith(("[ok] ", "[FIX] ")) for line in checks)
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("[FIX]"):
+            assert lines[i + 1].startswith("       fix: "), line
+    assert any(line.startswith("[FIX] MathJax") for line in checks)
+    assert any(line.startswith("[ok] data iu_xray_reports") for line in checks)
+    assert any("encoder minilm" in line for line in checks)
+    fixes = sum(line.startswith("[FIX]") for line in checks)
+    assert lines[-1] == f"{len(checks) - fixes} ok, {fixes} to fix"
+
+
+# ----------------------------------------------------------------------------- reliability report
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_reliability", PROJECT_ROOT / "benchmarks" / "bench_reliability.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmarks_page_says_plainly_when_reliability_was_not_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    page = pages.benchmarks_page()
+    assert "## Reliability" in page and "have not been run in this work folder yet" in page
+
+
+def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeypatch):
+    bench = load_bench()
+    (tmp_path / "test_sample.py").write_text(textwrap.dedent("""
+        def test_refused(record_property):
+            record_property("bad_input", "missing data file")
+
+        def test_not_refused(record_property):
+            record_property("bad_input", "corrupt image")
+            assert False
+
+        def test_killed_twice(record_property):
+            record_property("interruptions", 2)
+
+        def test_same_bytes(record_property):
+            record_property("determinism", "phantom")
+    """))
+    junit = tmp_path / "out.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                    f"--junitxml={junit}", "test_sample.py"], cwd=tmp_path, capture_output=True, timeout=120)
+    report = bench.summarise(bench.read_junit(junit), command="python benchmarks/bench_reliability.py",
+                             wall_s=3.2, exit_status=1)
+    assert report["tests"] == {"passed": 3, "failed": 1, "skipped": 0}
+    assert (report["bad_inputs"]["tried"], report["bad_inputs"]["passed"]) == (2, 1)
+    assert (report["interruptions"]["tried"], report["interruptions"]["passed"]) == (2, 2)
+    assert (report["determinism"]["tried"], report["cache_damage"]["tried"]) == (1, 0)
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "reliability.json").write_text(json.dumps(report))
+    page = pages.benchmarks_page()
+    assert "3 tests passed, 1 failed, 0 skipped (**1 failed**)" in page
+    assert "| bad inputs refused with a one-line error naming the input and the fix | 2 | 1 |" in page
+    assert "| runs killed with SIGKILL, then completed with the uninterrupted result | 2 | 2 |" in page
+    assert "| corrupt image | `test_not_refused` | failed |" in page
+    assert report["date"] in page and "python benchmarks/bench_reliability.py" in page
+    assert "have not been run" not in page

@@ -1,0 +1,366 @@
+"""Interruption and cache integrity: a study killed at any point re-runs to the
+same results, and nothing torn or half-written is ever trusted.
+
+* Atomic writes: a writer killed with SIGKILL leaves the old file (or none) and
+  a temporary file that the next write removes; finished files get the umask's
+  modes, not mkstemp's 0600.
+* Cache integrity: a damaged embedding entry (flipped bytes, truncated or missing
+  shard, non-finite values, torn manifest) is reported in one line naming the
+  file and recomputed, and only the damaged shard is recomputed.
+* Embedding extraction killed mid-entry resumes at the first missing shard and
+  gives the uninterrupted result.
+* The slow test kills ``semalign run text_stitching`` (smoke profile) with
+  SIGKILL once during embedding extraction and once during notebook execution,
+  re-runs it, and compares ``semalign results --json`` with an uninterrupted
+  run in another work folder with its own fresh cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semalign import cache
+from semalign.embed import embed
+from semalign.encoders import EncoderSpec
+from semalign.errors import SemalignError
+from semalign.paths import PROJECT_ROOT
+
+TEMPORARY = re.compile(r"~[A-Za-z0-9._-]+~\d+~|\.partial$|\.tmp$")
+
+
+def leftovers(*roots: Path) -> list[Path]:
+    """Temporary files or folders (of any writer) under ``roots``."""
+    found = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d != "vendor"]
+            found += [Path(dirpath) / n for n in [*dirnames, *filenames] if TEMPORARY.search(n)]
+    return found
+
+
+def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=PROJECT_ROOT, timeout=300)
+
+
+@pytest.fixture
+def restore_umask():
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def test_writer_killed_midway_leaves_the_old_file_and_a_temporary_the_next_write_removes(tmp_path, record_property):
+    record_property("interruptions", 1)
+    target = tmp_path / "entry.json"
+    target.write_text("old and complete")
+    proc = run_python(f"""
+        import os, signal
+        from semalign.cache import atomic_path
+        with atomic_path({str(target)!r}) as tmp:
+            tmp.write_bytes(b"half of the new")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert target.read_text() == "old and complete"
+    (stale,) = leftovers(tmp_path)
+    assert stale.name.startswith(".entry.json.~") and stale.read_bytes() == b"half of the new"
+    cache.atomic_write_json(target, {"new": True})
+    assert json.loads(target.read_text()) == {"new": True}
+    assert leftovers(tmp_path) == []
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
+    with cache.atomic_path(tmp_path / "a.bin") as mine:
+        mine.write_bytes(b"in progress")
+        assert cache.remove_stale_temporaries(tmp_path) == []  # this process is alive
+        other_host = tmp_path / ".a.bin.~elsewhere~1~abc.tmp"
+        other_host.write_bytes(b"")
+        assert cache.remove_stale_temporaries(tmp_path) == []  # another host's writer cannot be checked
+    assert (tmp_path / "a.bin").read_bytes() == b"in progress" and other_host.exists()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_finished_files_get_the_umask_modes(tmp_path, monkeypatch, restore_umask, mask):
+    os.umask(mask)
+    cache.atomic_write_json(tmp_path / "x.json", {})
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~mask
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
+    embed(FakeEncoder(), IDS, TEXTS, shard_size=4, progress=False)
+    for path in (tmp_path / "cache" / "embeddings").rglob("*"):
+        want = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+
+
+def test_results_are_staged_until_the_run_completes(tmp_path, monkeypatch, restore_umask):
+    from semalign import results
+
+    os.umask(0o022)
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setenv(results.STAGING_ENV, str(staging))
+    record = dict(method="m", metric="accuracy", value=0.5)
+    written = results.save_records([record], profile="smoke", run="r", experiment="e", parameters={})
+    assert written == staging / "r.json" and not results.results_file("smoke", "r").exists()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
+    written.unlink()
+    staging.rmdir()  # the runner is gone: a kernel it left behind must not write anywhere
+    with pytest.raises(SemalignError, match="staging folder .* is gone"):
+        results.save_records([record], profile="smoke", run="r", experiment="e", parameters={})
+    assert not results.results_file("smoke", "r").exists()
+
+
+# ----------------------------------------------------------------------------- cache integrity
+TEXTS = [f"report number {i}: " + "lungs clear. " * (i % 4) for i in range(14)]
+IDS = [f"r{i:02d}" for i in range(14)]
+
+
+class FakeEncoder:
+    """A deterministic text encoder that counts the rows it computes."""
+
+    def __init__(self, kill_at_row: int | None = None):
+        self.spec = EncoderSpec(name="fake-text", modality="text", family="hf-text", source="/nowhere")
+        self.fingerprint, self.dim, self.rows, self.kill_at_row = "fake-text-v1", 6, 0, kill_at_row
+
+    def encode(self, texts, batch_size=None, callback=None):
+        if self.kill_at_row is not None and self.rows >= self.kill_at_row:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.rows += len(texts)
+        lengths = np.array([[len(t)] for t in texts], np.float32)
+        return np.hstack([np.sin(lengths * k) for k in range(1, self.dim + 1)]).astype(np.float32)
+
+
+def entry_folder(root: Path) -> Path:
+    (folder,) = (root / "embeddings").iterdir()
+    return folder
+
+
+def damage(kind: str, folder: Path) -> str:
+    """Damage one part of a complete entry; returns the file whose name the report must carry."""
+    shard = folder / "shard-00001.safetensors"
+    if kind == "flipped bytes":
+        raw = bytearray(shard.read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        shard.write_bytes(bytes(raw))
+    elif kind == "truncated":
+        shard.write_bytes(shard.read_bytes()[:100])
+    elif kind == "missing":
+        shard.unlink()
+    elif kind == "non-finite values":  # rewritten with a consistent checksum: only the values are wrong
+        from safetensors.numpy import load_file, save_file
+
+        rows = load_file(str(shard))["embeddings"]
+        rows[1, 2] = np.inf
+        save_file({"embeddings": rows}, str(shard))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["shards"][1]["sha256"] = cache.sha256_file(shard)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    elif kind == "torn manifest":
+        raw = (folder / "manifest.json").read_bytes()
+        (folder / "manifest.json").write_bytes(raw[: len(raw) // 2])
+        return "manifest.json"
+    return shard.name
+
+
+@pytest.mark.parametrize("kind", ["flipped bytes", "truncated", "missing", "non-finite values", "torn manifest"])
+def test_damaged_entry_is_reported_in_one_line_and_recomputed(tmp_path, monkeypatch, kind, record_property):
+    record_property("cache_damage", kind)
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    reference = embed(FakeEncoder(), IDS, TEXTS, shard_size=4, progress=False)
+    folder = entry_folder(tmp_path)
+    name = damage(kind, folder)
+    encoder = FakeEncoder()
+    with pytest.warns(UserWarning) as caught:
+        again = embed(encoder, IDS, TEXTS, shard_size=4, progress=False)
+    (warning,) = [w for w in caught if name in str(w.message)]
+    message = str(warning.message)
+    assert "\n" not in message and str(folder / name) in message and "recomput" in message
+    assert np.array_equal(again, reference)
+    assert encoder.rows == (len(TEXTS) if kind == "torn manifest" else 4)  # only the damaged shard
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired: read back silently, nothing computed
+        quiet = FakeEncoder()
+        assert np.array_equal(embed(quiet, IDS, TEXTS, shard_size=4, progress=False), reference)
+        assert quiet.rows == 0
+
+
+def test_extraction_killed_mid_entry_resumes_at_the_first_missing_shard(tmp_path, monkeypatch, record_property):
+    record_property("interruptions", 1)
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "killed"))
+    proc = run_python(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_interrupt import FakeEncoder, IDS, TEXTS
+        from semalign.embed import embed
+        embed(FakeEncoder(kill_at_row=8), IDS, TEXTS, shard_size=4, progress=False)
+    """, env={"SEMALIGN_CACHE": str(tmp_path / "killed")})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    folder = entry_folder(tmp_path / "killed")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert not manifest["complete"] and [s is not None for s in manifest["shards"]] == [True, True, False, False]
+    resumed_by = FakeEncoder()
+    resumed = embed(resumed_by, IDS, TEXTS, shard_size=4, progress=False)
+    assert resumed_by.rows == len(TEXTS) - 8  # shards 0 and 1 were read back, not recomputed
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "uninterrupted"))
+    assert np.array_equal(resumed, embed(FakeEncoder(), IDS, TEXTS, shard_size=4, progress=False))
+    assert json.loads((folder / "manifest.json").read_text())["complete"]
+    assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- the study, killed
+SMOKE_RUN = ["run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "transform=ortho",
+             "-p", "max_reports=120", "-p", "anchor_counts=[8,32]", "-p", "seeds=[0]"]
+EXPECTED_ENTRIES = 2  # the smoke profile's text encoders: minilm, radiology-minilm
+DEADLINE_S = 400
+
+
+def study_env(work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "SEMALIGN_WORKDIR": str(work), "SEMALIGN_CACHE": str(work / "cache"),
+            "SEMALIGN_SHARD_SIZE": "16", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def start(work: Path, *args: str) -> subprocess.Popen:
+    """``python -m semalign ARGS`` in its own work folder; its output goes to a log beside it."""
+    log = work.with_name(f"{work.name}-{time.monotonic_ns()}.log")
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "semalign", *args], env=study_env(work), cwd=PROJECT_ROOT,
+                                stdout=handle, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def tail(proc: subprocess.Popen) -> str:
+    return proc.log.read_text()[-3000:]
+
+
+def finish(proc: subprocess.Popen) -> None:
+    proc.wait(timeout=DEADLINE_S)
+    assert proc.returncode == 0, tail(proc)
+
+
+def manifests(work: Path) -> list[dict]:
+    found = []
+    for path in (work / "cache" / "embeddings").glob("*/manifest.json"):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass  # written atomically, so this is a race with a replacement: poll again
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def kill_when(proc: subprocess.Popen, work: Path, condition, what: str) -> None:
+    """SIGKILL ``proc`` as soon as ``condition(manifests)`` holds; its kernel must die with it."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition(manifests(work)):
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before {what}:\n{tail(proc)}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {what} within {DEADLINE_S} s")
+        time.sleep(0.02)
+    family = descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, tail(proc)
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [p for p in family if alive(p)]
+    for p in survivors:
+        os.kill(p, signal.SIGKILL)
+    assert not survivors, f"processes {survivors} outlived the killed run"
+
+
+def recorded(work: Path) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "semalign", "results", "--profile", "smoke", "--json"],
+                         env=study_env(work), capture_output=True, text=True, check=True).stdout
+    return sorted(json.loads(out), key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def assert_nothing_torn(work: Path) -> None:
+    from safetensors.numpy import load_file
+
+    assert leftovers(work) == []
+    entries = list((work / "cache" / "embeddings").iterdir())
+    assert len(entries) == EXPECTED_ENTRIES
+    for folder in entries:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["complete"]
+        for shard in manifest["shards"]:
+            assert cache.sha256_file(folder / shard["file"]) == shard["sha256"]
+            assert np.isfinite(load_file(str(folder / shard["file"]))["embeddings"]).all()
+
+
+@pytest.mark.slow
+def test_study_killed_during_embedding_and_notebook_execution_gives_the_uninterrupted_results(
+        tmp_path, record_property):
+    record_property("interruptions", 2)
+    reference = start(tmp_path / "uninterrupted", *SMOKE_RUN)  # in parallel: its own work folder and cache
+    killed = tmp_path / "killed"
+    results_json = killed / "results" / "smoke" / "text_stitching__transform-ortho.json"
+    executed = killed / "executed" / "smoke" / "text_stitching__transform-ortho.ipynb"
+
+    def mid_extraction(found):
+        return any(not m["complete"] and any(m["shards"]) for m in found)
+
+    kill_when(start(killed, *SMOKE_RUN), killed, mid_extraction, "embedding extraction under way")
+    assert not results_json.exists() and not executed.exists()
+    (partial,) = [m for m in manifests(killed) if not m["complete"]]
+    assert 0 < sum(s is not None for s in partial["shards"]) < len(partial["shards"])
+
+    def all_embedded(found):
+        return len(found) == EXPECTED_ENTRIES and all(m["complete"] for m in found)
+
+    kill_when(start(killed, *SMOKE_RUN), killed, all_embedded, "the end of embedding extraction")
+    assert not results_json.exists() and not executed.exists()  # killed inside the notebook: nothing recorded
+
+    finish(start(killed, *SMOKE_RUN))
+    finish(reference)
+    assert results_json.exists() and executed.exists()
+    for path in (results_json, executed):  # not mkstemp's owner-only mode
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~cache.umask(), path
+    assert_nothing_torn(killed)
+    survived = recorded(killed)
+    assert len(survived) > 10 and survived == recorded(tmp_path / "uninterrupted")
