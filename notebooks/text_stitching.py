@@ -113,7 +113,7 @@ table
 
 # %%
 claims = summary.claims(frame)
-best = claims.iloc[1]
+best = claims.loc["vs_upper_bound"]
 glue("ratio_evidence", best["evidence"], display=False)
 claims
 

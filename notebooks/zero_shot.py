@@ -55,7 +55,7 @@ batch_size = 32  # embedding batch size
 device = "auto"  # auto, cpu or cuda
 allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
 adapt_steps = 50  # training steps of the study-made radiology text encoder (on IU reports)
-vision_adapt_steps = 60  # training steps of the study-made phantom vision encoder (phantom-effnet)
+vision_adapt_steps = 300  # training steps of the study-made phantom vision encoder (phantom-effnet)
 
 # %%
 import matplotlib.pyplot as plt

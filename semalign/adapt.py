@@ -270,14 +270,6 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def _make_shareable(folder: Path) -> None:
-    """mkdtemp/mkstemp create owner-only entries; give the finished folder the umask's modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """Mean of the token vectors under the attention mask, then L2-normalised (fp32)."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -513,7 +505,7 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
             "weights_sha256": cache.sha256_file(tmp / "model.safetensors"),
         }
         cache.atomic_write_json(tmp / ENCODER_FILE, description)
-        _make_shareable(tmp)
+        cache.make_shareable(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

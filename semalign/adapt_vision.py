@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from semalign import cache, paths
-from semalign.adapt import _lr_factor, _make_shareable, _torch_threads, discard_damaged, file_sha256, is_complete
+from semalign.adapt import _lr_factor, _torch_threads, discard_damaged, file_sha256, is_complete
 from semalign.errors import SemalignError
 
 FORMAT_VERSION = 2
@@ -230,7 +230,7 @@ def adapt_vision_encoder(
         save_file(state, str(tmp / "model.safetensors"))
         cache.atomic_write_json(tmp / ENCODER_FILE, {"kind": "phantom-effnet", **inputs, "training": metrics,
                                                      "weights_sha256": cache.sha256_file(tmp / "model.safetensors")})
-        _make_shareable(tmp)
+        cache.make_shareable(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

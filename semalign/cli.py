@@ -26,11 +26,31 @@ def _cmd_run(args) -> int:
                 print(f"    {p.name} ({p.type_name}) = {p.default!r}{helptext}")
         return 0
     runs = runner.plan(args.names or ["all"], args.profile, args.param)
+    _require_paper_data(runs)
     for i, run in enumerate(runs, 1):
         print(f"[{i}/{len(runs)}] {run.name} ({args.profile})", flush=True)
         runner.execute(run, progress=not args.quiet)
     print(f"executed {len(runs)} run(s); notebooks in {runs[0].output.parent}")
     return 0
+
+
+def _require_paper_data(runs) -> None:
+    """Stop before executing anything when a run needs a credentialed dataset
+    that is missing or incomplete under its ``data_root`` (one-line error that
+    says how to obtain it), instead of failing halfway through ``run all``."""
+    from semalign import paper_data
+
+    needed = {}
+    for run in runs:
+        for key in ("dataset", "anchor_dataset", "text_dataset", "vision_dataset"):
+            name = run.parameters.get(key)
+            if isinstance(name, str) and name in paper_data.DATASETS:
+                needed.setdefault((name, run.parameters.get("data_root", "")), run.name)
+    for (name, root), first_run in needed.items():
+        if not root:
+            raise SemalignError(f"run {first_run} uses the credentialed dataset {name!r}: pass its folder with "
+                                "-p data_root=/path/to/data (see `semalign data verify --profile paper`)")
+        paper_data.require(name, root)
 
 
 def _cmd_book(args) -> int:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from semalign import data, paper_data, phantom
 from semalign.adapt import AdaptConfig, adapt_text_encoder
 from semalign.adapt_vision import VisionAdaptConfig, adapt_vision_encoder
-from semalign.cache import hash_key, sha256_file
+from semalign.cache import hash_key, make_shareable, sha256_file
 from semalign.data import ReportSet
 from semalign.embed import embed
 from semalign.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
@@ -340,17 +341,35 @@ def _phantom_key(spec: phantom.PhantomSpec) -> str:
     return hash_key("phantom", fields, sources, sha256_file(phantom.__file__))
 
 
+def _phantom_state(folder: Path) -> str:
+    """``ok``, ``missing`` (never finished, or written before checksums were
+    recorded) or ``damaged`` (images differ from the recorded sha256)."""
+    try:
+        expected = json.loads((folder / "done.json").read_text()).get("images_sha256")
+    except (OSError, ValueError):
+        return "missing"
+    if expected is None:
+        return "missing"
+    images = folder / "images.safetensors"
+    return "ok" if images.is_file() and sha256_file(images) == expected else "damaged"
+
+
 def phantom_dataset(spec: phantom.PhantomSpec, progress: bool = True) -> phantom.PhantomDataset:
     """The rendered phantom for ``spec``, from the cache when present.
 
     The cache key covers the spec, the CT files' checksums and the renderer's
     source, so a change to any of them re-renders. The entry is written to a
     temporary folder and renamed into place, so an interrupted render leaves
-    no entry that looks complete.
+    no entry that looks complete; the images' sha256 is recorded and checked on
+    every read, and a damaged entry is reported and rendered again.
     """
     spec.validate()
     folder = cache_dir() / "phantom" / _phantom_key(spec)
-    if not (folder / "done.json").is_file():
+    state = _phantom_state(folder)
+    if state == "damaged":
+        warnings.warn(f"{folder} is damaged (its images do not match the recorded sha256); rendering it again",
+                      stacklevel=2)
+    if state != "ok":
         data = phantom.render_phantom(spec, progress=progress)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -358,7 +377,10 @@ def phantom_dataset(spec: phantom.PhantomSpec, progress: bool = True) -> phantom
             save_file({"images": np.ascontiguousarray(data.images)}, tmp / "images.safetensors")
             data.labels.to_csv(tmp / "labels.csv", index=False)
             (tmp / "reports.json").write_text(json.dumps({"ids": data.ids, "reports": data.reports}))
-            (tmp / "done.json").write_text(json.dumps({"spec": dataclasses.asdict(spec)}, default=str))
+            (tmp / "done.json").write_text(json.dumps({"spec": dataclasses.asdict(spec),
+                                                       "images_sha256": sha256_file(tmp / "images.safetensors")},
+                                                      default=str))
+            make_shareable(tmp)
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)

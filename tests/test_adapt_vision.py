@@ -89,3 +89,20 @@ def test_damaged_weights_are_detected_and_rebuilt(training_set, trained, monkeyp
     with pytest.warns(UserWarning, match="damaged"):
         rebuilt = adapt_vision_encoder(*training_set, TINY, progress=False)
     assert rebuilt == trained and trained.read_bytes() == original  # same training, same bytes
+
+
+def test_damaged_phantom_cache_is_rendered_again(tmp_path, monkeypatch):
+    from semalign import experiments
+    from semalign.phantom import PhantomSpec
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    spec = PhantomSpec(n_images=4, seed=0, image_size=64)
+    first = experiments.phantom_dataset(spec, progress=False)
+    (images,) = tmp_path.glob("phantom/*/images.safetensors")
+    assert images.stat().st_mode & 0o044  # readable by others as the umask allows, not mkstemp's 0600
+    data = bytearray(images.read_bytes())
+    data[-10] ^= 0xFF
+    images.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged"):
+        again = experiments.phantom_dataset(spec, progress=False)
+    assert np.array_equal(first.images, again.images)

@@ -91,3 +91,13 @@ def test_code_change_makes_executed_notebook_stale(isolated_work, monkeypatch):
     nb.metadata["semalign"]["code_sha256"] = runner.code_fingerprint()
     nbformat.write(nb, run.output)
     assert runner.executed_status(run) == "missing its results file"
+
+
+def test_paper_profile_stops_before_running_when_data_is_missing(isolated_work, tmp_path, capsys):
+    assert cli.main(["run", "all", "--profile", "paper"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "-p data_root=" in err[0] and "mimic_cxr" in err[0]
+    assert cli.main(["run", "text_stitching", "--profile", "paper", "-p", f"data_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mimic_cxr" in err[0] and str(tmp_path) in err[0]
+    assert not (isolated_work / "executed").exists() or not any((isolated_work / "executed").rglob("*.ipynb"))
