@@ -27,10 +27,16 @@ def _cmd_run(args) -> int:
         return 0
     runs = runner.plan(args.names or ["all"], args.profile, args.param)
     _require_paper_data(runs)
+    executed = 0
     for i, run in enumerate(runs, 1):
+        if not args.force and runner.up_to_date(run):
+            print(f"[{i}/{len(runs)}] {run.name} ({args.profile}): up to date, not re-executed", flush=True)
+            continue
         print(f"[{i}/{len(runs)}] {run.name} ({args.profile})", flush=True)
         runner.execute(run, progress=not args.quiet)
-    print(f"executed {len(runs)} run(s); notebooks in {runs[0].output.parent}")
+        executed += 1
+    print(f"executed {executed} of {len(runs)} run(s) ({len(runs) - executed} up to date; --force re-executes them); "
+          f"notebooks in {runs[0].output.parent}")
     return 0
 
 
@@ -114,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (YAML value)")
     run.add_argument("--list", action="store_true", help="list notebooks, their parameters and defaults")
     run.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    run.add_argument("--force", action="store_true",
+                     help="re-execute runs that are up to date (same source, code, parameters and inputs)")
     run.set_defaults(func=_cmd_run)
 
     bk = sub.add_parser("book", help="build the HTML book from executed notebooks")

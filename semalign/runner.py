@@ -55,6 +55,7 @@ class Run:
     profile: str
     parameters: dict
     chapter: str
+    reads_results: bool = False
 
     @property
     def source(self) -> Path:
@@ -213,7 +214,8 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
                 checked[key] = coerce(name, known[key], raw)
             run_name = _run_name(name, {k: checked[k] for k in grid})
             checked.update(profile=profile, run_name=run_name)
-            runs.append(Run(name, run_name, profile, checked, entry.get("chapter", "Study")))
+            runs.append(Run(name, run_name, profile, checked, entry.get("chapter", "Study"),
+                            bool(entry.get("reads_results", False))))
     return runs
 
 
@@ -317,6 +319,25 @@ def executed_status(run: Run) -> str | None:
     if not (results_dir(run.profile) / f"{run.name}.json").is_file():
         return "missing its results file"
     return None
+
+
+def up_to_date(run: Run) -> bool:
+    """True when re-executing ``run`` could not change anything: its executed
+    notebook and results exist, come from the current source and package code and
+    the same parameters, and — for a notebook that reads other runs' records
+    (``reads_results: true`` in runs.yaml) — are newer than every other record
+    of the profile."""
+    if executed_status(run) is not None:
+        return False
+    recorded = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {}).get("parameters")
+    if json.dumps(recorded, sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
+        return False
+    if run.reads_results:
+        own = results_dir(run.profile) / f"{run.name}.json"
+        others = [p.stat().st_mtime_ns for p in results_dir(run.profile).glob("*.json") if p != own]
+        if others and max(others) > run.output.stat().st_mtime_ns:
+            return False
+    return True
 
 
 def executed_runs(profile: str) -> list[Run]:

@@ -101,3 +101,41 @@ def test_paper_profile_stops_before_running_when_data_is_missing(isolated_work, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mimic_cxr" in err[0] and str(tmp_path) in err[0]
     assert not (isolated_work / "executed").exists() or not any((isolated_work / "executed").rglob("*.ipynb"))
+
+
+def test_up_to_date_runs_are_not_executed_again(isolated_work):
+    from conftest import semalign_cli
+
+    args = ["run", "data_overview", "--profile", "smoke", "--quiet", "-p", "max_reports=60"]
+    assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout
+    (run,) = runner.plan(["data_overview"], "smoke", ["max_reports=60"])
+    before = run.output.stat().st_mtime_ns
+    again = semalign_cli(isolated_work, *args).stdout
+    assert "up to date, not re-executed" in again and run.output.stat().st_mtime_ns == before
+    assert not runner.up_to_date(runner.plan(["data_overview"], "smoke", ["max_reports=61"])[0])
+    forced = semalign_cli(isolated_work, *args, "--force").stdout
+    assert "executed 1 of 1" in forced and run.output.stat().st_mtime_ns > before
+
+
+def test_a_summary_is_stale_when_records_it_reads_are_newer(isolated_work):
+    import json
+    import os
+
+    import nbformat
+
+    (run,) = runner.plan(["results_table"], "smoke")
+    assert run.reads_results
+    run.output.parent.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(metadata={"semalign": {
+        "source_sha256": runner.source_fingerprint(run), "code_sha256": runner.code_fingerprint(),
+        "parameters": run.parameters}})
+    nbformat.write(nb, run.output)
+    records = runner.results_dir("smoke")
+    records.mkdir(parents=True)
+    (records / f"{run.name}.json").write_text(json.dumps([]))
+    other = records / "text_stitching__transform-ortho.json"
+    other.write_text(json.dumps([]))
+    os.utime(other, ns=(run.output.stat().st_mtime_ns - 10**9,) * 2)
+    assert runner.up_to_date(run)
+    os.utime(other, ns=(run.output.stat().st_mtime_ns + 10**9,) * 2)
+    assert not runner.up_to_date(run)
