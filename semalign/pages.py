@@ -102,7 +102,26 @@ def benchmarks_page() -> str:
                              f"{targets['peak_rss_gb']} GB"])
         text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
                  _table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
-    return "\n".join(text + [reliability_section()])
+    return "\n".join(text + [scale_section(), reliability_section()])
+
+
+def scale_section() -> str:
+    """``<work>/benchmarks/scale.json`` (from ``benchmarks/bench_scale.py``) as a section."""
+    text = ["## Embedding at scale\n",
+            "`python benchmarks/bench_scale.py` streams 50,000 short texts through the embedding cache in "
+            "shards and samples resident memory; the ratios compare the last shards with the first, in the "
+            "same run.\n"]
+    report_file = work_dir() / "benchmarks" / "scale.json"
+    if not report_file.is_file():
+        return "\n".join(text + ["Not measured in this work folder yet: run `python benchmarks/bench_scale.py`.\n"])
+    r = json.loads(report_file.read_text())
+    rows = [
+        ["texts, encoder, precision", f"{r['n_texts']:,}, `{r['model']}`, {r['precision']}"],
+        ["throughput", f"{r['items_per_s']} texts/s (last quarter / first quarter: {r['throughput_ratio_last_vs_first']}×)"],
+        ["resident memory", f"{r['rss_after_first_shard_mb']} MB after the first shard, {r['rss_peak_mb']} MB peak "
+                            f"({r['rss_growth_ratio']}×); the returned array alone is {r['returned_array_mb']} MB"],
+    ]
+    return "\n".join(text + [_table(["", "measured"], rows)])
 
 
 def reliability_section() -> str:

@@ -160,3 +160,16 @@ def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeyp
     assert "| corrupt image | `test_not_refused` | failed |" in page
     assert report["date"] in page and "python benchmarks/bench_reliability.py" in page
     assert "have not been run" not in page
+
+
+def test_scale_benchmark_reaches_the_appendix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    assert "Not measured in this work folder yet" in pages.benchmarks_page()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "scale.json").write_text(json.dumps({
+        "n_texts": 50000, "model": "minilm", "precision": "bf16", "items_per_s": 371.0,
+        "throughput_ratio_last_vs_first": 1.126, "rss_after_first_shard_mb": 698, "rss_peak_mb": 840,
+        "rss_growth_ratio": 1.203, "returned_array_mb": 73.2}))
+    page = pages.benchmarks_page()
+    assert "| throughput | 371.0 texts/s (last quarter / first quarter: 1.126×) |" in page
+    assert "698 MB after the first shard, 840 MB peak (1.203×)" in page and "Not measured" not in page
