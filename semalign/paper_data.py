@@ -393,23 +393,35 @@ def _image_rel(subject: str, study: str, dicom: str) -> str:
     return f"p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
 
 
-def _open_mimic(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
-    name, entry = "mimic_cxr", _entry("mimic_cxr")
+def _read_present(name: str, entry: dict, data_root: Path, root: Path, roles, folders=(),
+                  checksums: bool = True) -> tuple[SourceStatus | None, dict]:
+    """The tables of ``roles`` under ``root``: (None, tables), or the missing /
+    corrupt status (and no tables) when a file or folder is absent, unreadable or,
+    with ``checksums``, differs from the manifest's sha256."""
     files, columns = entry["files"], entry["required_columns"]
-    root = _find_root(data_root, entry)
-    if root is None:
-        return _missing(name, entry, data_root, [data_root / entry["layout"]["roots"][0] / files["labels"]], None), {}
-    roles = ["labels", "split"] + (["metadata"] if "images" in need else [])
     absent = [root / files[r] for r in roles if not (root / files[r]).is_file()]
-    if "images" in need and not (root / files["images_dir"]).is_dir():
-        absent.append(root / files["images_dir"])
+    absent += [root / files[d] for d in folders if not (root / files[d]).is_dir()]
     if absent:
         return _missing(name, entry, data_root, absent, root), {}
     try:
         tables = {r: _read_table(root / files[r], columns[r]) for r in roles}
-        _check_sums(root, [root / files[r] for r in roles])
+        if checksums:
+            _check_sums(root, [root / files[r] for r in roles])
     except _Corrupt as exc:
         return _corrupt(name, entry, root, str(exc)), {}
+    return None, tables
+
+
+def _open_mimic(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
+    name, entry = "mimic_cxr", _entry("mimic_cxr")
+    files = entry["files"]
+    root = _find_root(data_root, entry)
+    if root is None:
+        return _missing(name, entry, data_root, [data_root / entry["layout"]["roots"][0] / files["labels"]], None), {}
+    roles = ["labels", "split"] + (["metadata"] if "images" in need else [])
+    problem, tables = _read_present(name, entry, data_root, root, roles, ["images_dir"] if "images" in need else [])
+    if problem:
+        return problem, {}
     found = {"studies": len(tables["labels"])}
     if "reports" in need:
         source = _mimic_report_source(data_root, entry, root, tables["labels"])
@@ -586,20 +598,15 @@ def _load_mimic_images(data_root: Path, uncertain: str, labels, frontal_only: bo
 # --------------------------------------------------------------------- RSNA
 def _open_rsna(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     name, entry = "rsna_pneumonia", _entry("rsna_pneumonia")
-    files, columns = entry["files"], entry["required_columns"]
+    files = entry["files"]
     root = _find_root(data_root, entry)
     if root is None:
         return _missing(name, entry, data_root, [data_root / entry["layout"]["roots"][0] / files["labels"]], None), {}
-    absent = [root / files[r] for r in ("labels", "class_info") if not (root / files[r]).is_file()]
+    problem, tables = _read_present(name, entry, data_root, root, ("labels", "class_info"), ("images_dir",),
+                                    checksums=False)
+    if problem:
+        return problem, {}
     images_dir = root / files["images_dir"]
-    if not images_dir.is_dir():
-        absent.append(images_dir)
-    if absent:
-        return _missing(name, entry, data_root, absent, root), {}
-    try:
-        tables = {r: _read_table(root / files[r], columns[r]) for r in ("labels", "class_info")}
-    except _Corrupt as exc:
-        return _corrupt(name, entry, root, str(exc)), {}
     patients = tables["labels"]["patientId"].drop_duplicates()
     sample = [images_dir / f"{p}.dcm" for p in patients.head(20)]
     if not any(p.is_file() for p in sample):
@@ -654,20 +661,14 @@ def _load_rsna_images(data_root: Path, labels) -> ImageTable:
 # --------------------------------------------------------------------- VinDr-CXR
 def _open_vindr(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     name, entry = "vindr_cxr", _entry("vindr_cxr")
-    files, columns = entry["files"], entry["required_columns"]
+    files = entry["files"]
     root = _find_root(data_root, entry)
     if root is None:
         return _missing(name, entry, data_root, [data_root / entry["layout"]["roots"][0] / files["train_labels"]], None), {}
-    roles = ("train_labels", "test_labels")
-    absent = [root / files[r] for r in roles if not (root / files[r]).is_file()]
-    absent += [root / files[d] for d in ("train_dir", "test_dir") if not (root / files[d]).is_dir()]
-    if absent:
-        return _missing(name, entry, data_root, absent, root), {}
-    try:
-        tables = {r: _read_table(root / files[r], columns[r]) for r in roles}
-        _check_sums(root, [root / files[r] for r in roles])
-    except _Corrupt as exc:
-        return _corrupt(name, entry, root, str(exc)), {}
+    problem, tables = _read_present(name, entry, data_root, root, ("train_labels", "test_labels"),
+                                    ("train_dir", "test_dir"))
+    if problem:
+        return problem, {}
     for role, folder in (("train_labels", "train_dir"), ("test_labels", "test_dir")):
         sample = [root / files[folder] / f"{i}.dicom" for i in tables[role]["image_id"].head(20)]
         if not any(p.is_file() for p in sample):
@@ -744,18 +745,13 @@ _PATIENT = re.compile(r"(patient\d+)")
 
 def _open_chexpert(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     name, entry = "chexpert", _entry("chexpert")
-    files, columns = entry["files"], entry["required_columns"]
+    files = entry["files"]
     root = _find_root(data_root, entry)
     if root is None:
         return _missing(name, entry, data_root, [data_root / files["train"]], None), {}
-    roles = ("train", "valid")
-    absent = [root / files[r] for r in roles if not (root / files[r]).is_file()]
-    if absent:
-        return _missing(name, entry, data_root, absent, root), {}
-    try:
-        tables = {r: _read_table(root / files[r], columns[r]) for r in roles}
-    except _Corrupt as exc:
-        return _corrupt(name, entry, root, str(exc)), {}
+    problem, tables = _read_present(name, entry, data_root, root, ("train", "valid"), checksums=False)
+    if problem:
+        return problem, {}
     sample = [root / p for p in tables["train"]["Path"].head(20)]
     if not any(p.is_file() for p in sample):
         return _missing(name, entry, data_root, sample[:1], root), {}
