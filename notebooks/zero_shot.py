@@ -33,6 +33,7 @@ run_name = "zero_shot"  # set by the runner
 vision_encoders = ["effnet-lite0", "effnet-lite2", "phantom-effnet"]  # vision-only encoders
 text_encoders = ["minilm", "mpnet", "radiology-minilm"]  # text-only encoders
 transforms = ["affine", "linear", "l-ortho", "ortho"]  # transforms from vision to text space
+affine_precision = "auto"  # matmuls of the affine fit: fp32, bf16 (exact every 10 steps; ~2x faster on CPUs with native bf16) or auto (bf16 where native)
 anchor_counts = [16, 64, 256, 1024]  # paired image-report anchors from the training split
 seeds = [0, 1, 2]  # seeds of the anchor draw, the affine fit and the CLIP-style model
 prompts = {}  # {class: {positive: [...], negative: [...]}}; empty means the built-in prompts
@@ -64,6 +65,7 @@ import seaborn as sns
 from myst_nb import glue
 
 from semalign import data, experiments, results, zeroshot
+from semalign.align import resolve_gd_precision
 from semalign.phantom import PhantomSpec
 
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size)
@@ -111,6 +113,7 @@ setup = zeroshot.ZeroShotSetup(
     image_embeddings=image_embeddings, report_embeddings=report_embeddings, prompt_embeddings=prompt_embeddings,
     labels=evaluation.items.labels[classes].to_numpy(), classes=classes, train=train, test=test,
     transforms=transforms, anchor_counts=anchor_counts, seeds=seeds, anchor_images=anchor_images, multimodal=multimodal,
+    affine_precision=affine_precision,
 )
 records = zeroshot.zero_shot_records(setup)
 frame = pd.DataFrame(records)
@@ -225,7 +228,7 @@ results.save_records(
     records + extra_records, profile=profile, run=run_name, experiment="zero_shot",
     parameters=dict(vision_encoders=vision_encoders, text_encoders=text_encoders, transforms=transforms,
                     anchor_counts=anchor_counts, seeds=seeds, dataset=dataset, anchor_dataset=anchor_dataset,
-                    multimodal_encoders=multimodal_encoders),
+                    multimodal_encoders=multimodal_encoders, affine_precision=resolve_gd_precision(affine_precision)),
 )
 real_table
 

@@ -55,6 +55,10 @@ from semalign.errors import SemalignError
 KINDS = ("affine", "linear", "l-ortho", "ortho", "naive")
 SCALINGS = ("standard", "center", "none")
 AFFINE_FITS = ("gd", "lstsq")
+#: Matmul precisions of the affine fit's gradient (see :func:`fit_affine_gd`).
+GD_PRECISIONS = ("fp32", "bf16", "auto")
+#: With ``bf16``, the gradient is computed exactly every this many steps.
+BF16_REFRESH = 10
 ANCHOR_STRATEGIES = ("random", "stratified", "diverse")
 
 # Below this a dimension's anchor std counts as zero; it is then left unscaled
@@ -162,14 +166,20 @@ def fit_affine_lstsq(x, y) -> tuple[np.ndarray, np.ndarray]:
     return solution[:-1], solution[-1]
 
 
-def _svd(a: np.ndarray, full_matrices: bool = True):
-    """SVD by LAPACK's fast divide-and-conquer driver, falling back to the slower
-    but more robust QR-iteration driver when it does not converge (seen on
-    ill-conditioned 768-d cross-covariances of real embeddings)."""
+def _polar(a: np.ndarray) -> np.ndarray:
+    """U Vᵀ from the thin SVD U S Vᵀ of ``a``: its (semi-)orthogonal polar factor.
+
+    The SVD is LAPACK's fast divide-and-conquer driver, falling back to the
+    slower but more robust QR-iteration driver when it does not converge (seen
+    on ill-conditioned 768-d cross-covariances of real embeddings). (torch's
+    SVD was no faster on the study's 1280-d cross-covariances: 0.57-0.74 s
+    against numpy's 0.45-0.67 s.)
+    """
     try:
-        return np.linalg.svd(a, full_matrices=full_matrices)
+        u, _, vt = np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:
-        return scipy.linalg.svd(a, full_matrices=full_matrices, lapack_driver="gesvd")
+        u, _, vt = scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
+    return u @ vt
 
 
 def fit_l_ortho(x, y) -> np.ndarray:
@@ -178,8 +188,7 @@ def fit_l_ortho(x, y) -> np.ndarray:
     U Vᵀ is the orthogonal polar factor, argmin over Q with orthonormal rows or
     columns of ‖Q − W‖_F. Not unique when W has rank below min(d_x, d_y).
     """
-    u, _, vt = _svd(fit_linear(x, y), full_matrices=False)
-    return u @ vt
+    return _polar(fit_linear(x, y))
 
 
 def fit_procrustes(x, y) -> np.ndarray:
@@ -189,13 +198,15 @@ def fit_procrustes(x, y) -> np.ndarray:
     R = argmin over orthogonal d × d R of ‖x_pad R − y_pad‖_F = U Vᵀ, where
     U S Vᵀ = x_padᵀ y_pad. Since x_pad R keeps its first d_y columns, the map is
     x ↦ x R[:d_x, :d_y]. Not unique when x_padᵀ y_pad has rank below min(d_x, d_y).
+
+    That block is computed as the polar factor of the d_x × d_y block xᵀy alone:
+    when the answer is unique the two are equal (x_padᵀ y_pad's singular vectors
+    of non-zero singular values are those of xᵀy, padded with zeros), and the
+    SVD is of a d_x × d_y matrix instead of a max(d_x, d_y)² one (1280-d images
+    to 384-d texts: about 10x less work).
     """
     x, y = _anchor_pair(x, y)
-    d_x, d_y = x.shape[1], y.shape[1]
-    cross = np.zeros((max(d_x, d_y),) * 2)
-    cross[:d_x, :d_y] = x.T @ y  # x_padᵀ y_pad: zero outside this block
-    u, _, vt = _svd(cross)
-    return (u @ vt)[:d_x, :d_y]
+    return _polar(x.T @ y)
 
 
 def _linear_layer_init(d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -209,21 +220,35 @@ def _linear_layer_init(d_in: int, d_out: int, generator: torch.Generator, dtype:
     return torch.cat([weight.T, bias])
 
 
-def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype):
+def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype, low: torch.dtype | None = None):
     """∇L(θ) for L(θ) = mean((x₁ θ − y)²), x₁ = [x 1], θ = [W; bᵀ]: one matrix product per call.
 
     ∇L = c x₁ᵀ(x₁ θ − y) = c x₁ᵀx₁ θ − c x₁ᵀy with c = 2 / (n d_y). The right-hand
     form costs (d_x+1)² d_y per call and the left-hand one 2 n (d_x+1) d_y, so
     the statistics are precomputed (once, in float64) when 2n > d_x + 1.
+
+    Returns ``gradient(θ)`` and, when ``low`` is a dtype, ``change(δ)`` =
+    ∇L(θ + δ) − ∇L(θ) = c x₁ᵀx₁ δ with its products in ``low`` (None otherwise).
+    The change is linear in δ and carries no cancellation between large terms,
+    so rounding to bfloat16 costs about 2⁻⁹ of the change, not of x₁ᵀx₁ θ.
     """
     n, d_y = y.shape
     scale = 2.0 / (n * d_y)
     with_ones = np.hstack([x, np.ones((n, 1))])
     if 2 * n > with_ones.shape[1]:
         gram, cross = (torch.from_numpy(scale * m).to(dtype) for m in (with_ones.T @ with_ones, with_ones.T @ y))
-        return lambda theta: torch.addmm(cross, gram, theta, beta=-1)
+        if low is None:
+            return lambda theta: torch.addmm(cross, gram, theta, beta=-1), None
+        low_gram = gram.to(low)
+        return (lambda theta: torch.addmm(cross, gram, theta, beta=-1),
+                lambda delta: torch.mm(low_gram, delta.to(low)).to(dtype))
     inputs, targets = torch.from_numpy(with_ones).to(dtype), torch.from_numpy(y).to(dtype)
-    return lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)
+    exact = lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)  # noqa: E731
+    if low is None:
+        return exact, None
+    low_inputs = inputs.to(low)
+    low_inputs_t = low_inputs.T.contiguous()
+    return exact, lambda delta: torch.mm(low_inputs_t, torch.mm(low_inputs, delta.to(low))).to(dtype).mul_(scale)
 
 
 def _step_flops(n: int, d_x: int, d_y: int) -> float:
@@ -233,7 +258,7 @@ def _step_flops(n: int, d_x: int, d_y: int) -> float:
 
 
 @contextlib.contextmanager
-def _threads_for(flops: float):
+def threads_for(flops: float):
     """One torch thread for steps under a GFLOP, restored after.
 
     Each step is a short burst of small kernels; on a shared 2-core machine a
@@ -250,8 +275,26 @@ def _threads_for(flops: float):
         torch.set_num_threads(before)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX-512 BF16 or AMX,
+    as oneDNN reports it); elsewhere bfloat16 is emulated and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_gd_precision(precision: str) -> str:
+    """``fp32`` or ``bf16`` for a ``precision`` of :data:`GD_PRECISIONS`; ``auto`` is
+    ``bf16`` where :func:`native_bf16`, else ``fp32``."""
+    _check_choice(precision, GD_PRECISIONS, "precision")
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
+
 def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
-                  dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+                  dtype: torch.dtype = torch.float32, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Affine map x W + b fitted by full-batch Adam on the MSE, as Maiorca et al. (2023).
 
     Minimises L(W, b) = mean((x W + 1 bᵀ − y)²) over all n·d_y entries (like
@@ -266,18 +309,36 @@ def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
 
     from statistics precomputed once when n is large, so that a step costs
     d_x² d_y instead of n d_x d_y. Returns W (d_x × d_y) and b (d_y,) as float64.
+
+    ``precision="bf16"`` (or ``"auto"``, see :func:`resolve_gd_precision`) computes
+    the gradient exactly (in ``dtype``) every :data:`BF16_REFRESH` steps at a
+    reference θ_r and in between as ∇L(θ_r) + c x₁ᵀx₁ (θ − θ_r) with that product
+    in bfloat16, about 2x faster on CPUs with native bfloat16. On 1,024 anchors
+    of 1280-d phantom image embeddings the test-set outputs of the map moved by
+    0.09 % (relative Frobenius norm) against float32, whose own distance to a
+    float64 fit was 1e-6 and to a fit with another seed 27-38 %; a bfloat16
+    gradient without the exact refresh moved them by 5 %. Over the offline
+    vision sweep (6 encoder pairs × 8 anchor counts × 3 seeds) no test macro-AUROC
+    moved by more than 0.0008, and the fits from 256-1,024 anchors took 66 s
+    instead of 111 s.
     """
     x, y = _anchor_pair(x, y)
     if steps < 0 or lr <= 0:
         raise AlignmentInputError(f"need steps >= 0 and lr > 0; got steps={steps}, lr={lr}")
+    low = torch.bfloat16 if resolve_gd_precision(precision) == "bf16" else None
     theta = _linear_layer_init(x.shape[1], y.shape[1], torch.Generator().manual_seed(seed), dtype)
-    gradient = _mse_gradient(x, y, dtype)
+    gradient, change = _mse_gradient(x, y, dtype, low)
     # Adam acts elementwise, so one tensor for W and b is the same as two. The fused
     # kernel makes one pass over the parameters per step instead of about ten.
     optimizer = torch.optim.Adam([theta], lr=lr, fused=True)
-    with _threads_for(_step_flops(*x.shape, y.shape[1])):
-        for _ in range(steps):
-            theta.grad = gradient(theta)
+    with threads_for(_step_flops(*x.shape, y.shape[1])):
+        for step in range(steps):
+            if change is None:
+                theta.grad = gradient(theta)
+            else:
+                if step % BF16_REFRESH == 0:
+                    reference, at_reference = theta.detach().clone(), gradient(theta)
+                theta.grad = change(theta.detach() - reference).add_(at_reference)
             optimizer.step()
     theta = theta.double().numpy()
     return theta[:-1], theta[-1]
@@ -290,23 +351,25 @@ class Aligner:
     """Estimate T with T(x_anchor) ≈ y_anchor, then translate new points of X into Y's space.
 
     ``Aligner(kind, scaling, seed).fit(x_anchor, y_anchor).transform(x)``; see the
-    module docstring for the kinds. ``seed``, ``affine_fit``, ``steps`` and ``lr``
-    only matter for ``kind="affine"``. The fitted state is six float64 arrays
+    module docstring for the kinds. ``seed``, ``affine_fit``, ``steps``, ``lr`` and
+    ``precision`` (:data:`GD_PRECISIONS`, see :func:`fit_affine_gd`) only matter for
+    ``kind="affine"``. The fitted state is six float64 arrays
     (``x_mean``, ``x_scale``, ``weight``, ``bias``, ``y_mean``, ``y_scale``).
     """
 
     def __init__(self, kind: str = "ortho", scaling: str = "standard", seed: int = 0,
-                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3):
+                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, precision: str = "fp32"):
         _check_choice(kind, KINDS, "kind")
         _check_choice(scaling, SCALINGS, "scaling")
         _check_choice(affine_fit, AFFINE_FITS, "affine_fit")
+        _check_choice(precision, GD_PRECISIONS, "precision")
         self.kind, self.scaling, self.seed = kind, scaling, int(seed)
-        self.affine_fit, self.steps, self.lr = affine_fit, int(steps), float(lr)
+        self.affine_fit, self.steps, self.lr, self.precision = affine_fit, int(steps), float(lr), precision
         self.state: dict[str, np.ndarray] | None = None
 
     def config(self) -> dict:
         return {"kind": self.kind, "scaling": self.scaling, "seed": self.seed,
-                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr}
+                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr, "precision": self.precision}
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
@@ -335,7 +398,7 @@ class Aligner:
 
     def _fit_scaled(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "affine" and self.affine_fit == "gd":
-            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed)
+            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed, precision=self.precision)
         if self.kind == "affine":
             return fit_affine_lstsq(x, y)
         fit = {"linear": fit_linear, "l-ortho": fit_l_ortho, "ortho": fit_procrustes}[self.kind]

@@ -102,6 +102,11 @@ def benchmarks_page() -> str:
                              f"{targets['peak_rss_gb']} GB"])
         text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
                  _table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
+        if report.get("cold_chapters_s"):
+            text += ["From the empty cache, each chapter's runs took (papermill's execution times, summed; "
+                     "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
+                     _table(["chapter", "execution time"],
+                            [[chapter, f"{seconds / 60:.1f} min"] for chapter, seconds in report["cold_chapters_s"].items()])]
     return "\n".join(text + [scale_section(), reliability_section()])
 
 

@@ -20,9 +20,12 @@ import dataclasses
 import itertools
 import json
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import sklearn
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
@@ -30,13 +33,14 @@ from sklearn.neural_network import MLPClassifier
 from tqdm.auto import tqdm
 
 from semalign.align import Aligner, select_anchors
-from semalign.cache import atomic_write_json, hash_key, sha256_bytes
+from semalign.cache import atomic_path, atomic_write_json, hash_key, sha256_bytes
 from semalign.errors import SemalignError
 from semalign.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
 METRICS = ("macro_auroc", "macro_f1", "accuracy")
 FEW_SHOT_VERSION = 1  # bump when the few-shot computation changes
+DECODER_VERSION = 1  # bump when the decoders' training changes
 
 
 class Decoder:
@@ -44,7 +48,9 @@ class Decoder:
 
     ``logreg`` is a logistic regression, ``mlp`` a one-hidden-layer MLP. A label
     with a single class among the training rows (common with few anchors) is
-    predicted by its constant training frequency.
+    predicted by its constant training frequency. A fitted ``logreg`` decoder is
+    kept as plain arrays (``coef_``, ``intercept_``, ``fitted_``, ``constant_``;
+    :meth:`arrays` / :meth:`from_arrays`), so it can be cached without pickle.
     """
 
     def __init__(self, kind: str = "logreg", seed: int = 0):
@@ -63,9 +69,28 @@ class Decoder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.models_ = [self._model().fit(x, column) if column.min() != column.max() else None for column in y.T]
+        if self.kind == "logreg":
+            self.fitted_ = np.array([model is not None for model in self.models_])
+            self.coef_ = np.stack([model.coef_[0] if model is not None else np.zeros(x.shape[1]) for model in self.models_])
+            self.intercept_ = np.array([model.intercept_[0] if model is not None else 0.0 for model in self.models_])
         return self
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """A fitted ``logreg`` decoder's state as arrays."""
+        if self.kind != "logreg":
+            raise SemalignError(f"only logreg decoders are kept as arrays, not {self.kind!r}")
+        return {"coef": self.coef_, "intercept": self.intercept_, "fitted": self.fitted_, "constant": self.constant_}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Decoder:
+        decoder = cls("logreg")
+        decoder.coef_, decoder.intercept_ = np.asarray(arrays["coef"]), np.asarray(arrays["intercept"])
+        decoder.fitted_, decoder.constant_ = np.asarray(arrays["fitted"], dtype=bool), np.asarray(arrays["constant"])
+        return decoder
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "logreg":  # what LogisticRegression.predict_proba computes for a binary label
+            return np.where(self.fitted_, expit(x @ self.coef_.T + self.intercept_), self.constant_)
         columns = [
             model.predict_proba(x)[:, 1] if model is not None else np.full(len(x), self.constant_[j])
             for j, model in enumerate(self.models_)
@@ -102,6 +127,7 @@ class StitchingSetup:
     decoder: str = "logreg"
     scaling: str = "standard"
     task: str = "binary"
+    affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
 
 
 def _records(base: dict, scores: dict[str, float]) -> list[dict]:
@@ -117,7 +143,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
         raise SemalignError(f"anchor counts {too_many} exceed the anchor pool (the training split) of {pool} items; "
                             f"use anchor counts ≤ {pool} or more reports")
     y_train, y_test = setup.labels[setup.train], setup.labels[setup.test]
-    decoders = {name: Decoder(setup.decoder).fit(setup.embeddings[name][setup.train], y_train) for name in names}
+    decoders = {name: trained_decoder(setup, name) for name in names}
     records = []
     for name in names:
         proba = decoders[name].predict_proba(setup.embeddings[name][setup.test])
@@ -136,12 +162,41 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
             for target in names:
                 if target == source:
                     continue
-                aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed)
+                aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed,
+                                  precision=setup.affine_precision)
                 aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
                 proba = decoders[target].predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
                 records += _records({**base, "method": "aligned", "transform": setup.transform,
                                      "source": source, "target": target}, score(y_test, proba))
     return records
+
+
+def trained_decoder(setup: StitchingSetup, name: str) -> Decoder:
+    """Encoder ``name``'s decoder trained on the whole training split.
+
+    The four transform runs of a sweep train the same decoders, so a ``logreg``
+    decoder is cached (``.npz`` without pickle under ``<cache>/records/``), keyed
+    by the training rows' embeddings and labels, the decoder and scikit-learn's
+    version. A damaged entry is reported and retrained.
+    """
+    x, y = setup.embeddings[name][setup.train], setup.labels[setup.train]
+    if setup.decoder != "logreg":
+        return Decoder(setup.decoder).fit(x, y)
+    key = hash_key("decoder", DECODER_VERSION, sklearn.__version__, setup.decoder,
+                   sha256_bytes(np.ascontiguousarray(x).tobytes()) + str(x.dtype) + str(x.shape),
+                   sha256_bytes(np.ascontiguousarray(y).tobytes()) + str(y.dtype) + str(y.shape))
+    path = cache_dir() / "records" / f"decoder-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return Decoder.from_arrays({k: data[k] for k in ("coef", "intercept", "fitted", "constant")})
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            warnings.warn(f"{path} is damaged; retraining the decoder of {name}", stacklevel=2)
+    decoder = Decoder(setup.decoder).fit(x, y)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **decoder.arrays())
+    return decoder
 
 
 def _anchors(setup: StitchingSetup, source: str, seed: int, n: int) -> np.ndarray:

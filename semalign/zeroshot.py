@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from semalign.align import threads_for
 from semalign.errors import SemalignError
 
 DEFAULT_PROMPTS = {
@@ -125,6 +126,14 @@ class ClipStyle:
         params = [*self.image_head_.parameters(), *self.text_head_.parameters()]
         optimiser = torch.optim.Adam(params, lr=self.lr)
         targets = torch.arange(min(self.batch_size, len(x)))
+        # A step (forward and backward of both heads) is ~6·batch·(d_image + d_text)·dim
+        # FLOP, a fraction of a GFLOP: on one thread, 1.3x faster and bit-identical.
+        with threads_for(6.0 * self.batch_size * (x.shape[1] + t.shape[1]) * self.dim):
+            self._train(x, t, optimiser, targets, generator)
+        return self
+
+    def _train(self, x: torch.Tensor, t: torch.Tensor, optimiser, targets: torch.Tensor,
+               generator: torch.Generator) -> None:
         for _ in range(self.epochs):
             order = torch.randperm(len(x), generator=generator)
             for start in range(0, len(x) - 1, self.batch_size):
@@ -140,7 +149,6 @@ class ClipStyle:
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
-        return self
 
     @torch.no_grad()
     def embed_images(self, image: np.ndarray) -> np.ndarray:
@@ -167,6 +175,7 @@ class ZeroShotSetup:
     anchor_counts: Sequence[int]
     seeds: Sequence[int]
     scaling: str = "standard"
+    affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
     # Paired anchors from another dataset: image embeddings row-paired with
     # ``report_embeddings``. None: the anchors are this dataset's training rows.
     anchor_images: Mapping[str, np.ndarray] | None = None
@@ -233,7 +242,8 @@ def zero_shot_records(setup: ZeroShotSetup, clip: ClipStyle | None = None, progr
                                   class_aurocs(y_test, scores, setup.classes))
         for kind, n in product(setup.transforms, setup.anchor_counts):
             anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
-            aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed).fit(anchor_image[anchors], anchor_report[anchors])
+            aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
+            aligner.fit(anchor_image[anchors], anchor_report[anchors])
             scores = _scores(aligner.transform(image[setup.test]), prompts, setup.classes)
             records += _class_records(dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text,
                                            n_anchors=n, seed=seed), class_aurocs(y_test, scores, setup.classes))

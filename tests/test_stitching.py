@@ -97,3 +97,34 @@ def test_few_shot_baseline_is_shared_between_transform_runs(spaces, tmp_path, mo
     changed = dataclasses.replace(setup, seeds=[1])
     with pytest.raises(pytest.fail.Exception, match="recomputed"):
         stitching.few_shot_records(changed, progress=False)
+
+
+def test_logreg_decoder_arrays_predict_what_sklearn_predicts(spaces):
+    embeddings, labels = spaces
+    x = embeddings["large"]
+    decoder = Decoder("logreg").fit(x[:500], labels[:500])
+    sklearn_proba = np.stack([model.predict_proba(x[500:])[:, 1] for model in decoder.models_], axis=1)
+    np.testing.assert_allclose(decoder.predict_proba(x[500:]), sklearn_proba, rtol=0, atol=1e-12)
+    copy = Decoder.from_arrays(decoder.arrays())
+    np.testing.assert_array_equal(copy.predict_proba(x[500:]), decoder.predict_proba(x[500:]))
+
+
+def test_decoders_are_shared_between_transform_runs_and_a_damaged_one_is_retrained(spaces, tmp_path, monkeypatch):
+    from semalign import stitching
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8], [0])
+    first = stitching.trained_decoder(setup, "large")
+    [entry] = (tmp_path / "records").glob("decoder-*.npz")
+    real_fit = stitching.Decoder.fit
+    monkeypatch.setattr(stitching.Decoder, "fit", lambda *a, **k: pytest.fail("retrained a cached decoder"))
+    again = stitching.trained_decoder(dataclasses.replace(setup, transform="affine"), "large")
+    np.testing.assert_array_equal(again.predict_proba(embeddings["large"]), first.predict_proba(embeddings["large"]))
+
+    entry.write_bytes(entry.read_bytes()[:100])  # torn or corrupted on disk
+    monkeypatch.setattr(stitching.Decoder, "fit", real_fit)
+    with pytest.warns(UserWarning, match=r"decoder-.*\.npz is damaged; retraining the decoder of large"):
+        retrained = stitching.trained_decoder(setup, "large")
+    np.testing.assert_array_equal(retrained.coef_, first.coef_)
+    assert np.load(entry, allow_pickle=False)["coef"].shape == first.coef_.shape  # rewritten whole
