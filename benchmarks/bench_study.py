@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,22 @@ from semalign.paths import work_dir  # noqa: E402
 TARGETS = {"cold_s": 15 * 60, "warm_s": 60, "book_s": 60, "peak_rss_gb": 6.0}
 
 
+# Runs a command and prints, as its last line of stderr, the peak resident memory (KB)
+# of that command's process tree alone: RUSAGE_CHILDREN of this script would be the
+# maximum over every stage measured so far.
+_PEAK_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
 def timed(command: list[str], env: dict) -> dict:
     """Wall time and peak resident memory of a command and its descendants."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *command], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"wall_s": round(wall, 1), "peak_rss_gb": round(max(peak_kb, before) / 1e6, 2)}
+    peak_kb = int(proc.stderr.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(peak_kb / 1e6, 2)}
 
 
 def run_seconds(profile: str) -> tuple[dict, dict]:
@@ -61,11 +66,17 @@ def run_seconds(profile: str) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="offline")
-    parser.add_argument("--skip-cold", action="store_true", help="measure the warm run and the book only")
+    parser.add_argument("--skip-cold", action="store_true",
+                        help="measure the warm run and the book only (keeps the cold figures already recorded)")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "semalign"]
     env = dict(os.environ)
     report = {"profile": args.profile, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "targets": TARGETS}
+    out = work_dir() / "benchmarks" / "study.json"
+    if args.skip_cold and out.is_file():
+        earlier = json.loads(out.read_text())
+        if earlier.get("profile") == args.profile:
+            report.update({key: value for key, value in earlier.items() if key.startswith("cold")})
     with tempfile.TemporaryDirectory(prefix="semalign-cold-cache-") as cold_cache:
         if not args.skip_cold:
             cold_env = {**env, "SEMALIGN_CACHE": cold_cache}
@@ -74,7 +85,6 @@ def main() -> None:
             env = cold_env
         report["warm"] = timed([*cli, "run", "all", "--profile", args.profile, "--quiet"], env)
         report["book"] = timed([*cli, "book", "--profile", args.profile], env)
-    out = work_dir() / "benchmarks" / "study.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
