@@ -65,8 +65,8 @@ class VisionAdaptConfig:
     ``threads`` (1) torch threads while training (the count changes float
     reduction order, so fixing it fixes the weights); the frozen features are
     computed beforehand with the caller's threads (inference only: on 96 images
-    one and two threads gave bit-identical features, 1.6x faster with two). ``seed`` (0) drives the
-    batch order and the head's initialisation.
+    one and two threads gave bit-identical features, 1.6x faster with two).
+    ``seed`` (0) drives the batch order and the head's initialisation.
     """
 
     steps: int = 300

@@ -235,17 +235,18 @@ def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype, low: torch.d
     n, d_y = y.shape
     scale = 2.0 / (n * d_y)
     with_ones = np.hstack([x, np.ones((n, 1))])
-    if 2 * n > with_ones.shape[1]:
+    statistics = 2 * n > with_ones.shape[1]
+    if statistics:
         gram, cross = (torch.from_numpy(scale * m).to(dtype) for m in (with_ones.T @ with_ones, with_ones.T @ y))
-        if low is None:
-            return lambda theta: torch.addmm(cross, gram, theta, beta=-1), None
-        low_gram = gram.to(low)
-        return (lambda theta: torch.addmm(cross, gram, theta, beta=-1),
-                lambda delta: torch.mm(low_gram, delta.to(low)).to(dtype))
-    inputs, targets = torch.from_numpy(with_ones).to(dtype), torch.from_numpy(y).to(dtype)
-    exact = lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)  # noqa: E731
+        exact = lambda theta: torch.addmm(cross, gram, theta, beta=-1)  # noqa: E731
+    else:
+        inputs, targets = torch.from_numpy(with_ones).to(dtype), torch.from_numpy(y).to(dtype)
+        exact = lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)  # noqa: E731
     if low is None:
         return exact, None
+    if statistics:
+        low_gram = gram.to(low)
+        return exact, lambda delta: torch.mm(low_gram, delta.to(low)).to(dtype)
     low_inputs = inputs.to(low)
     low_inputs_t = low_inputs.T.contiguous()
     return exact, lambda delta: torch.mm(low_inputs_t, torch.mm(low_inputs, delta.to(low))).to(dtype).mul_(scale)

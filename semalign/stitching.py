@@ -171,6 +171,11 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
     return records
 
 
+def _digest(a: np.ndarray) -> str:
+    """An array's content, dtype and shape, for a cache key."""
+    return sha256_bytes(np.ascontiguousarray(a).tobytes()) + str(a.dtype) + str(a.shape)
+
+
 def trained_decoder(setup: StitchingSetup, name: str) -> Decoder:
     """Encoder ``name``'s decoder trained on the whole training split.
 
@@ -182,9 +187,7 @@ def trained_decoder(setup: StitchingSetup, name: str) -> Decoder:
     x, y = setup.embeddings[name][setup.train], setup.labels[setup.train]
     if setup.decoder != "logreg":
         return Decoder(setup.decoder).fit(x, y)
-    key = hash_key("decoder", DECODER_VERSION, sklearn.__version__, setup.decoder,
-                   sha256_bytes(np.ascontiguousarray(x).tobytes()) + str(x.dtype) + str(x.shape),
-                   sha256_bytes(np.ascontiguousarray(y).tobytes()) + str(y.dtype) + str(y.shape))
+    key = hash_key("decoder", DECODER_VERSION, sklearn.__version__, setup.decoder, _digest(x), _digest(y))
     path = cache_dir() / "records" / f"decoder-{key}.npz"
     if path.is_file():
         try:
@@ -217,9 +220,8 @@ def few_shot_records(setup: StitchingSetup, progress: bool = True) -> list[dict]
     ``<cache>/records/``): the key hashes the embeddings, labels, split, anchor
     counts, seeds, anchor strategy, decoder and task.
     """
-    digest = {name: sha256_bytes(np.ascontiguousarray(e, dtype=np.float32).tobytes()) for name, e in setup.embeddings.items()}
-    arrays = [np.ascontiguousarray(a) for a in (setup.labels, setup.train, setup.test)]
-    key = hash_key("few-shot", FEW_SHOT_VERSION, digest, [sha256_bytes(a.tobytes()) + str(a.dtype) for a in arrays],
+    digest = {name: _digest(np.asarray(e, dtype=np.float32)) for name, e in setup.embeddings.items()}
+    key = hash_key("few-shot", FEW_SHOT_VERSION, digest, [_digest(a) for a in (setup.labels, setup.train, setup.test)],
                    list(setup.anchor_counts), list(setup.seeds), setup.anchor_strategy, setup.decoder, setup.task)
     path = cache_dir() / "records" / f"few-shot-{key}.json"
     if path.is_file():

@@ -184,10 +184,7 @@ def test_corrupt_image(record_property, tmp_path):
     flipped.write_bytes(bytes(raw))
     truncated = tmp_path / "truncated.jpeg"
     truncated.write_bytes(source.read_bytes()[:1500])
-    for path in (flipped, truncated):
-        with pytest.raises(SemalignError) as info:
-            load_image(path)
-        one_line(info.value, str(path), "re-export or copy the file again")
+    refused_as_unreadable(flipped, truncated)
 
 
 def test_corrupt_dicom(record_property, tmp_path):
@@ -199,7 +196,12 @@ def test_corrupt_dicom(record_property, tmp_path):
     raw = bytearray(source.read_bytes())
     raw[132:2132] = bytes(range(250)) * 8  # the header after the DICM magic
     garbled.write_bytes(bytes(raw))
-    for path in (truncated, garbled):
+    refused_as_unreadable(truncated, garbled)
+
+
+def refused_as_unreadable(*paths) -> None:
+    """Each damaged image file is refused in one line that names it and says how to fix it."""
+    for path in paths:
         with pytest.raises(SemalignError) as info:
             load_image(path)
         one_line(info.value, str(path), "re-export or copy the file again")
