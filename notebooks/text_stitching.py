@@ -35,6 +35,7 @@ task = "binary"  # binary (abnormal vs normal) or multilabel (six findings)
 decoder = "logreg"  # logreg or mlp
 scaling = "standard"  # standard, center or none
 affine_precision = "auto"  # matmuls of the affine fit: fp32, bf16 (exact every 10 steps; ~2x faster on CPUs with native bf16) or auto (bf16 where native)
+jobs = 0  # fits run at once, each on one thread (results do not depend on it); 0 means one per CPU core, at most 8
 dataset = "iu_xray"  # "iu_xray", "mimic_cxr" (reports under data_root) or a path to a .csv/.parquet file
 data_root = ""  # folder holding the paper datasets (paper profile)
 uncertain = "zeros"  # MIMIC-CXR's uncertain (-1) labels: zeros, ones or ignore (drop the report)
@@ -88,7 +89,7 @@ pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}
 setup = StitchingSetup(
     embeddings=embeddings, labels=labels.to_numpy(), train=train, test=test, transform=transform,
     anchor_counts=anchor_counts, seeds=seeds, anchor_strategy=anchor_strategy, decoder=decoder,
-    scaling=scaling, task=task, affine_precision=affine_precision,
+    scaling=scaling, task=task, affine_precision=affine_precision, jobs=jobs,
 )
 records = stitching_records(setup)
 frame = pd.DataFrame(records)

@@ -34,6 +34,7 @@ vision_encoders = ["effnet-lite0", "effnet-lite2", "phantom-effnet"]  # vision-o
 text_encoders = ["minilm", "mpnet", "radiology-minilm"]  # text-only encoders
 transforms = ["affine", "linear", "l-ortho", "ortho"]  # transforms from vision to text space
 affine_precision = "auto"  # matmuls of the affine fit: fp32, bf16 (exact every 10 steps; ~2x faster on CPUs with native bf16) or auto (bf16 where native)
+jobs = 0  # fits run at once, each on one thread (results do not depend on it); 0 means one per CPU core, at most 8
 anchor_counts = [16, 64, 256, 1024]  # paired image-report anchors from the training split
 seeds = [0, 1, 2]  # seeds of the anchor draw, the affine fit and the CLIP-style model
 prompts = {}  # {class: {positive: [...], negative: [...]}}; empty means the built-in prompts
@@ -113,7 +114,7 @@ setup = zeroshot.ZeroShotSetup(
     image_embeddings=image_embeddings, report_embeddings=report_embeddings, prompt_embeddings=prompt_embeddings,
     labels=evaluation.items.labels[classes].to_numpy(), classes=classes, train=train, test=test,
     transforms=transforms, anchor_counts=anchor_counts, seeds=seeds, anchor_images=anchor_images, multimodal=multimodal,
-    affine_precision=affine_precision,
+    affine_precision=affine_precision, jobs=jobs,
 )
 records = zeroshot.zero_shot_records(setup)
 frame = pd.DataFrame(records)

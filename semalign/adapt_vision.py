@@ -43,7 +43,7 @@ from semalign import cache, paths
 from semalign.adapt import _lr_factor, _torch_threads, discard_damaged, file_sha256, is_complete
 from semalign.errors import SemalignError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: trained in channels-last layout on 2 threads
 ENCODER_FILE = "semalign_encoder.json"
 FOLDER_PREFIX = "phantom-effnet-"
 ARCH = "efficientnet-lite0"
@@ -62,10 +62,15 @@ class VisionAdaptConfig:
     wrecked the ImageNet features (probe AUROC 0.92 → 0.64 on the phantom) — and
     ``head_lr`` (1e-2) for the fresh finding head; linear warm-up over
     ``warmup_fraction`` (0.1) then linear decay; ``weight_decay`` 1e-4.
-    ``threads`` (1) torch threads while training (the count changes float
-    reduction order, so fixing it fixes the weights); the frozen features are
-    computed beforehand with the caller's threads (inference only: on 96 images
-    one and two threads gave bit-identical features, 1.6x faster with two).
+    ``threads`` (2) torch threads while training: the count changes the float
+    reduction order, so fixing it fixes the weights (two runs on 2 threads give
+    bit-identical weights; 1 and 2 threads do not). The upper blocks train in
+    channels-last layout, where oneDNN's depthwise-convolution backward is
+    fastest: a step of 32 images took 0.22 s on 2 threads against 0.62 s in
+    the default layout on 1 thread (format 2's setting), 0.33 s in the default
+    layout on 2. The frozen features are computed beforehand with the caller's
+    threads (inference only: on 96 images one and two threads gave
+    bit-identical features, 1.6x faster with two).
     ``seed`` (0) drives the batch order and the head's initialisation.
     """
 
@@ -77,7 +82,7 @@ class VisionAdaptConfig:
     weight_decay: float = 1e-4
     train_blocks: int = 4
     image_size: int = 224
-    threads: int = 1
+    threads: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -158,6 +163,9 @@ def _fit_upper_blocks(model: Any, first: int, frozen: torch.Tensor, labels: np.n
     from tqdm.auto import tqdm
 
     trained = [*model._blocks[first:], model._conv_head, model._bn1]
+    for m in trained:
+        m.to(memory_format=torch.channels_last)
+    frozen = frozen.contiguous(memory_format=torch.channels_last)
     body = [p for m in trained for p in m.parameters()]
     for p in body:
         p.requires_grad_(True)

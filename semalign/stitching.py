@@ -16,9 +16,11 @@ drawn from the training split only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+import threading
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -30,11 +32,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.neural_network import MLPClassifier
-from tqdm.auto import tqdm
 
 from semalign.align import Aligner, select_anchors
 from semalign.cache import atomic_path, atomic_write_json, hash_key, sha256_bytes
 from semalign.errors import SemalignError
+from semalign.parallel import sweep_map
 from semalign.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
@@ -66,8 +68,7 @@ class Decoder:
     def fit(self, x: np.ndarray, y: np.ndarray) -> Decoder:
         y = np.asarray(y, dtype=int)
         self.constant_ = y.mean(axis=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with _quiet_convergence():
             self.models_ = [self._model().fit(x, column) if column.min() != column.max() else None for column in y.T]
         if self.kind == "logreg":
             self.fitted_ = np.array([model is not None for model in self.models_])
@@ -128,6 +129,7 @@ class StitchingSetup:
     scaling: str = "standard"
     task: str = "binary"
     affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
+    jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
 
 
 def _records(base: dict, scores: dict[str, float]) -> list[dict]:
@@ -154,21 +156,45 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
         proba = decoders[target].predict_proba(naive.transform(setup.embeddings[source][setup.test]))
         records += _records(dict(method="naive", source=source, target=target, task=setup.task), score(y_test, proba))
     records += few_shot_records(setup, progress=progress)
-    grid = list(itertools.product(setup.seeds, setup.anchor_counts))
-    for seed, n in tqdm(grid, desc=f"{setup.transform} sweep", disable=not progress):
-        for source in names:
-            chosen = _anchors(setup, source, seed, n)
-            base = dict(n_anchors=n, seed=seed, task=setup.task)
-            for target in names:
-                if target == source:
-                    continue
-                aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed,
-                                  precision=setup.affine_precision)
-                aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
-                proba = decoders[target].predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
-                records += _records({**base, "method": "aligned", "transform": setup.transform,
-                                     "source": source, "target": target}, score(y_test, proba))
-    return records
+
+    def aligned(point: tuple[int, int, str]) -> list[dict]:
+        seed, n, source = point
+        chosen = _anchors(setup, source, seed, n)
+        rows = []
+        for target in names:
+            if target == source:
+                continue
+            aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
+            aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
+            proba = decoders[target].predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
+            rows += _records(dict(n_anchors=n, seed=seed, task=setup.task, method="aligned", transform=setup.transform,
+                                  source=source, target=target), score(y_test, proba))
+        return rows
+
+    return records + _swept(aligned, itertools.product(setup.seeds, setup.anchor_counts, names), setup.jobs,
+                            f"{setup.transform} sweep", progress)
+
+
+def _swept(fn, points, jobs: int, desc: str, progress: bool) -> list[dict]:
+    """The records of ``fn`` over the grid ``points``, in grid order (:func:`semalign.parallel.sweep_map`)."""
+    with _quiet_convergence(sweep=True):
+        return [row for rows in sweep_map(fn, points, jobs=jobs, desc=desc, progress=progress) for row in rows]
+
+
+@contextlib.contextmanager
+def _quiet_convergence(sweep: bool = False):
+    """Silence scikit-learn's ConvergenceWarning (a decoder stopping at ``max_iter``).
+
+    ``warnings.catch_warnings`` swaps process-wide state, so it is not safe in
+    the threads of a sweep: the sweep sets the filter once on the main thread
+    (``sweep=True``) and the decoders fitted in its worker threads leave it alone.
+    """
+    if not sweep and threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def _digest(a: np.ndarray) -> str:
@@ -230,15 +256,16 @@ def few_shot_records(setup: StitchingSetup, progress: bool = True) -> list[dict]
         except ValueError:
             warnings.warn(f"{path} is damaged; recomputing it", stacklevel=2)
     y_test = setup.labels[setup.test]
-    records = []
-    grid = list(itertools.product(setup.seeds, setup.anchor_counts))
-    for seed, n in tqdm(grid, desc="few-shot baseline", disable=not progress):
-        for source in setup.embeddings:
-            chosen = _anchors(setup, source, seed, n)
-            few = Decoder(setup.decoder, seed=seed).fit(setup.embeddings[source][chosen], setup.labels[chosen])
-            records += _records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot",
-                                     source=source, target=source),
-                                score(y_test, few.predict_proba(setup.embeddings[source][setup.test])))
+
+    def few_shot(point: tuple[int, int, str]) -> list[dict]:
+        seed, n, source = point
+        chosen = _anchors(setup, source, seed, n)
+        few = Decoder(setup.decoder, seed=seed).fit(setup.embeddings[source][chosen], setup.labels[chosen])
+        return _records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot", source=source, target=source),
+                        score(y_test, few.predict_proba(setup.embeddings[source][setup.test])))
+
+    records = _swept(few_shot, itertools.product(setup.seeds, setup.anchor_counts, setup.embeddings), setup.jobs,
+                     "few-shot baseline", progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, records)
     return records

@@ -176,6 +176,7 @@ class ZeroShotSetup:
     seeds: Sequence[int]
     scaling: str = "standard"
     affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
+    jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
     # Paired anchors from another dataset: image embeddings row-paired with
     # ``report_embeddings``. None: the anchors are this dataset's training rows.
     anchor_images: Mapping[str, np.ndarray] | None = None
@@ -210,41 +211,51 @@ def zero_shot_records(setup: ZeroShotSetup, clip: ClipStyle | None = None, progr
     from itertools import product
 
     from sklearn.linear_model import LogisticRegression
-    from tqdm.auto import tqdm
 
     from semalign.align import Aligner, select_anchors
+    from semalign.parallel import sweep_map
 
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
     if max(setup.anchor_counts) > pool:
         raise SemalignError(f"anchor counts up to {max(setup.anchor_counts)} exceed the {pool} paired training items; lower them")
     y_test = setup.labels[setup.test]
+
+    def probe(point: tuple[str, int]) -> np.ndarray:
+        vision, j = point
+        image = setup.image_embeddings[vision]
+        model = LogisticRegression(max_iter=2000).fit(image[setup.train], setup.labels[setup.train, j])
+        return model.predict_proba(image[setup.test])[:, 1]
+
+    columns = sweep_map(probe, product(setup.image_embeddings, range(len(setup.classes))), jobs=setup.jobs)
     records = []
-    for vision, image in setup.image_embeddings.items():
-        probe = []
-        for j, _ in enumerate(setup.classes):
-            model = LogisticRegression(max_iter=2000).fit(image[setup.train], setup.labels[setup.train, j])
-            probe.append(model.predict_proba(image[setup.test])[:, 1])
+    for i, vision in enumerate(setup.image_embeddings):
+        proba = np.stack(columns[i * len(setup.classes):(i + 1) * len(setup.classes)], axis=1)
         records += _class_records(dict(method="linear_probe", source=vision, target=vision),
-                                  class_aurocs(y_test, np.stack(probe, axis=1), setup.classes))
+                                  class_aurocs(y_test, proba, setup.classes))
     for name, (image, prompts) in (setup.multimodal or {}).items():
         records += _class_records(dict(method="pretrained_multimodal", source=name, target=name),
                                   class_aurocs(y_test, _scores(image[setup.test], prompts, setup.classes), setup.classes))
-    pairs = list(product(setup.image_embeddings, setup.report_embeddings))
-    grid = list(product(pairs, setup.seeds))
-    for (vision, text), seed in tqdm(grid, desc="zero-shot", disable=not progress):
+
+    def pair_records(point: tuple[tuple[str, str], int]) -> list[dict]:
+        (vision, text), seed = point
         image, anchor_image, anchor_report = setup.image_embeddings[vision], anchor_images[vision], anchor_reports[text]
         prompts = setup.prompt_embeddings[text]
         model = dataclasses.replace(clip or ClipStyle(), seed=seed).fit(anchor_image, anchor_report)
         projected = {c: tuple(model.embed_texts(p) for p in prompts[c]) for c in setup.classes}
         scores = _scores(model.embed_images(image[setup.test]), projected, setup.classes)
-        records += _class_records(dict(method="clip_style", source=vision, target=text, seed=seed),
-                                  class_aurocs(y_test, scores, setup.classes))
+        rows = _class_records(dict(method="clip_style", source=vision, target=text, seed=seed),
+                              class_aurocs(y_test, scores, setup.classes))
         for kind, n in product(setup.transforms, setup.anchor_counts):
             anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
             aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
             aligner.fit(anchor_image[anchors], anchor_report[anchors])
             scores = _scores(aligner.transform(image[setup.test]), prompts, setup.classes)
-            records += _class_records(dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text,
-                                           n_anchors=n, seed=seed), class_aurocs(y_test, scores, setup.classes))
+            rows += _class_records(dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text,
+                                        n_anchors=n, seed=seed), class_aurocs(y_test, scores, setup.classes))
+        return rows
+
+    grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)
+    for rows in sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress):
+        records += rows
     return records

@@ -128,3 +128,14 @@ def test_decoders_are_shared_between_transform_runs_and_a_damaged_one_is_retrain
         retrained = stitching.trained_decoder(setup, "large")
     np.testing.assert_array_equal(retrained.coef_, first.coef_)
     assert np.load(entry, allow_pickle=False)["coef"].shape == first.coef_.shape  # rewritten whole
+
+
+def test_records_do_not_depend_on_the_number_of_jobs(spaces, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    for transform in ("affine", "ortho"):
+        setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), transform, [4, 32], [0, 1],
+                               task="multilabel", jobs=1)
+        one = stitching_records(setup, progress=False)
+        (tmp_path / "records").rename(tmp_path / f"records-{transform}")  # the few-shot baseline is recomputed too
+        assert stitching_records(dataclasses.replace(setup, jobs=2), progress=False) == one
