@@ -22,15 +22,12 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import torch
 
 from semalign.errors import SemalignError
 
-T = TypeVar("T")
-R = TypeVar("R")
-
+#: The most fits at once that ``jobs=0`` picks.
 MAX_JOBS = 8
 
 
@@ -59,8 +56,7 @@ def single_threaded_kernels() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def sweep_map(fn: Callable[[T], R], items: Iterable[T], *, jobs: int = 0, desc: str = "",
-              progress: bool = False) -> list[R]:
+def sweep_map(fn: Callable, items: Iterable, *, jobs: int = 0, desc: str = "", progress: bool = False) -> list:
     """``[fn(item) for item in items]``, ``jobs`` items at a time, each on one thread.
 
     Results come back in the order of ``items`` and are identical for every
