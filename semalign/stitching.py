@@ -177,19 +177,19 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
 
 def _swept(fn, points, jobs: int, desc: str, progress: bool) -> list[dict]:
     """The records of ``fn`` over the grid ``points``, in grid order (:func:`semalign.parallel.sweep_map`)."""
-    with _quiet_convergence(sweep=True):
+    with _quiet_convergence():
         return [row for rows in sweep_map(fn, points, jobs=jobs, desc=desc, progress=progress) for row in rows]
 
 
 @contextlib.contextmanager
-def _quiet_convergence(sweep: bool = False):
+def _quiet_convergence():
     """Silence scikit-learn's ConvergenceWarning (a decoder stopping at ``max_iter``).
 
     ``warnings.catch_warnings`` swaps process-wide state, so it is not safe in
-    the threads of a sweep: the sweep sets the filter once on the main thread
-    (``sweep=True``) and the decoders fitted in its worker threads leave it alone.
+    the threads of a sweep: only the main thread sets the filter (around the
+    whole sweep in :func:`_swept`), and decoders fitted in worker threads run under it.
     """
-    if not sweep and threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     with warnings.catch_warnings():
