@@ -17,7 +17,8 @@
 # A decoder trained on encoder $Y$'s embeddings of radiology reports is fed
 # encoder $X$'s embeddings of *test* reports, mapped into $Y$'s space by a
 # transform fitted on a few unlabelled anchor reports (see {ref}`method`). This
-# page runs one transform for every ordered pair of encoders, every anchor count
+# page runs one transform for every ordered pair of encoders (or only the pairs
+# into the `targets`), every anchor count
 # and every seed, next to the references: *naive* (no transform), the *upper
 # bound* (each encoder with its own decoder) and *few-shot* (a decoder trained
 # on $X$ with the same anchors and their labels). The runner executes it once
@@ -27,7 +28,8 @@
 profile = "offline"  # set by the runner
 run_name = "text_stitching"  # set by the runner
 transform = "ortho"  # affine, linear, l-ortho or ortho
-encoders = ["minilm", "mpnet", "radiology-minilm"]  # every ordered pair X -> Y is run
+encoders = ["minilm", "mpnet", "radiology-minilm"]  # text encoders compared
+targets = []  # encoders Y whose decoder is reused: pairs X -> Y into them are run; [] means every ordered pair
 anchor_counts = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]  # anchors drawn from the training split
 anchor_strategy = "random"  # random, stratified or diverse
 seeds = [0, 1, 2]  # seeds of the anchor draw and of the affine fit
@@ -46,7 +48,7 @@ test_fraction = 0.3  # share of reports held out for testing
 split_seed = 0  # seed of the subset and the train/test split
 split = "seeded"  # seeded (by patient where patients are known) or official (the dataset's own split, where it has one)
 precision = "bf16"  # fp32 or bf16 for embedding extraction
-batch_size = 64  # embedding batch size
+batch_size = 0  # embedding batch size; 0 means the encoder's own (16 texts on a CPU, where larger batches were slower)
 device = "auto"  # auto, cpu or cuda
 allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
 adapt_steps = 50  # training steps of the study-made radiology encoder (batches of 16 pairs)
@@ -89,12 +91,12 @@ pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}
 setup = StitchingSetup(
     embeddings=embeddings, labels=labels.to_numpy(), train=train, test=test, transform=transform,
     anchor_counts=anchor_counts, seeds=seeds, anchor_strategy=anchor_strategy, decoder=decoder,
-    scaling=scaling, task=task, affine_precision=affine_precision, jobs=jobs,
+    scaling=scaling, task=task, affine_precision=affine_precision, jobs=jobs, targets=targets,
 )
 records = stitching_records(setup)
 frame = pd.DataFrame(records)
 results.save_records(records, profile=profile, run=run_name, experiment="text_stitching",
-                     parameters=dict(transform=transform, encoders=encoders, anchor_counts=anchor_counts,
+                     parameters=dict(transform=transform, encoders=encoders, targets=targets, anchor_counts=anchor_counts,
                                      seeds=seeds, task=task, decoder=decoder, dataset=dataset,
                                      affine_precision=resolve_gd_precision(affine_precision)))
 

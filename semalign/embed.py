@@ -160,6 +160,18 @@ def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | Non
     return None
 
 
+def _distinct(texts: list) -> tuple[list, np.ndarray]:
+    """Each distinct text once, in order of first appearance, and the index of
+    every input's text among them (repeated reports are common: 768 of IU's 3,927
+    repeat an earlier one). Non-string items are passed through for the encoder
+    to refuse."""
+    if not all(isinstance(t, str) for t in texts):
+        return texts, np.arange(len(texts))
+    first: dict[str, int] = {}
+    inverse = np.fromiter((first.setdefault(t, len(first)) for t in texts), np.int64, len(texts))
+    return list(first), inverse
+
+
 def embed(
     encoder: Any,
     ids: Sequence[str],
@@ -184,6 +196,8 @@ def embed(
     cache file (default :func:`default_shard_size`; an existing partial entry
     keeps its own shard size); ``batch_size``
     defaults to the encoder's. ``cache=False`` computes without touching the disk.
+    Texts repeated within a shard are encoded once, so equal texts get equal
+    embeddings whatever batch they would have fallen in.
 
     Images are read twice on a cold run (a hashing pass for the key, then the
     extraction, one batch at a time) and once on a warm one; beyond the returned
@@ -256,7 +270,9 @@ def embed(
             if model.fingerprint != fingerprint:
                 raise SemalignError(f"the files of encoder {name!r} changed while embedding; run again")
         if modality == "text":  # the whole shard at once: the encoder length-sorts it
-            rows = model.encode([get(i) for i in range(start, stop)], batch_size=batch_size, callback=bar.update)
+            distinct, inverse = _distinct([get(i) for i in range(start, stop)])
+            bar.update(stop - start - len(distinct))
+            rows = np.asarray(model.encode(distinct, batch_size=batch_size, callback=bar.update))[inverse]
         else:  # images: only one batch in memory at a time
             bs = int(batch_size or getattr(model, "default_batch_size", 32))
             rows = np.empty((stop - start, model.dim), np.float32)

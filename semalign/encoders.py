@@ -1197,9 +1197,15 @@ def fuse_conv_bn(conv: Any, bn: Any) -> None:
 
 
 class EffNetLiteEncoder(_VisionEncoder):
-    """EfficientNet-Lite: (x − 127)/128, features before the classifier, global average pooled."""
+    """EfficientNet-Lite: (x − 127)/128, features before the classifier, global average pooled.
 
-    default_batch_size = 32
+    The default batch is 8 images: on a CPU the early high-resolution
+    activations then stay in cache. On 2 threads in bf16, Lite0 embedded 183
+    images/s in batches of 8 against 111 in batches of 32 (Lite2: 98 against
+    59), with bit-identical embeddings.
+    """
+
+    default_batch_size = 8
 
     def __init__(self, spec: EncoderSpec, located: _Located, device: str, precision: str, fingerprint: str):
         super().__init__(spec, device, precision, fingerprint)

@@ -2,7 +2,7 @@
 
 Given the embeddings of the same items by several encoders, a label matrix and
 a train/test split, :func:`stitching_records` evaluates, for every ordered
-encoder pair X → Y, anchor count and seed:
+encoder pair X → Y (or only those into the ``targets``), anchor count and seed:
 
 * ``naive``       – Y's decoder on X's raw test embeddings (padded/truncated);
 * ``aligned``     – Y's decoder on T(X), T fitted on unlabelled anchors;
@@ -130,6 +130,22 @@ class StitchingSetup:
     task: str = "binary"
     affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
     jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
+    # Encoders Y whose decoder is reused: only pairs X → Y into them are run. Empty: every ordered pair.
+    targets: Sequence[str] = ()
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The ordered pairs (source, target) of the sweep."""
+        names = list(self.embeddings)
+        unknown = [t for t in self.targets if t not in names]
+        if unknown:
+            raise SemalignError(f"targets {unknown} are not among the encoders {names}; "
+                                f"name targets from the encoders, or leave targets empty for every ordered pair")
+        targets = [n for n in names if n in self.targets] if self.targets else names
+        pairs = [(x, y) for x in names for y in targets if x != y]
+        if not pairs:
+            raise SemalignError(f"no encoder pair to stitch: encoders {names}, targets {list(self.targets)}; "
+                                f"give at least one encoder besides the targets")
+        return pairs
 
 
 def _records(base: dict, scores: dict[str, float]) -> list[dict]:
@@ -150,20 +166,19 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
     for name in names:
         proba = decoders[name].predict_proba(setup.embeddings[name][setup.test])
         records += _records(dict(method="upper_bound", source=name, target=name, task=setup.task), score(y_test, proba))
-    pairs = list(itertools.permutations(names, 2))
+    pairs = setup.pairs()
+    sources = list(dict.fromkeys(source for source, _ in pairs))
     for source, target in pairs:
         naive = Aligner(kind="naive").fit(setup.embeddings[source][setup.train[:2]], setup.embeddings[target][setup.train[:2]])
         proba = decoders[target].predict_proba(naive.transform(setup.embeddings[source][setup.test]))
         records += _records(dict(method="naive", source=source, target=target, task=setup.task), score(y_test, proba))
-    records += few_shot_records(setup, progress=progress)
+    records += few_shot_records(setup, sources, progress=progress)
 
     def aligned(point: tuple[int, int, str]) -> list[dict]:
         seed, n, source = point
         chosen = _anchors(setup, source, seed, n)
         rows = []
-        for target in names:
-            if target == source:
-                continue
+        for target in (y for x, y in pairs if x == source):
             aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
             aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
             proba = decoders[target].predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
@@ -171,7 +186,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
                                   source=source, target=target), score(y_test, proba))
         return rows
 
-    return records + _swept(aligned, itertools.product(setup.seeds, setup.anchor_counts, names), setup.jobs,
+    return records + _swept(aligned, itertools.product(setup.seeds, setup.anchor_counts, sources), setup.jobs,
                             f"{setup.transform} sweep", progress)
 
 
@@ -237,16 +252,18 @@ def _anchors(setup: StitchingSetup, source: str, seed: int, n: int) -> np.ndarra
                                features=setup.embeddings[source][pool], labels=stratify, pool_size=len(pool))]
 
 
-def few_shot_records(setup: StitchingSetup, progress: bool = True) -> list[dict]:
-    """The few-shot baseline: per source encoder, seed and anchor count, a decoder
-    trained on the anchors *with their labels*, scored on the test split.
+def few_shot_records(setup: StitchingSetup, sources: Sequence[str] | None = None, progress: bool = True) -> list[dict]:
+    """The few-shot baseline: per source encoder (``sources``, default every
+    encoder), seed and anchor count, a decoder trained on the anchors *with their
+    labels*, scored on the test split.
 
     It does not depend on the transform, so the four transform runs of a sweep
     share it through a content-keyed cache entry (JSON records under
     ``<cache>/records/``): the key hashes the embeddings, labels, split, anchor
-    counts, seeds, anchor strategy, decoder and task.
+    counts, seeds, anchor strategy, decoder, task and sources.
     """
-    digest = {name: _digest(np.asarray(e, dtype=np.float32)) for name, e in setup.embeddings.items()}
+    sources = list(setup.embeddings) if sources is None else list(sources)
+    digest = {name: _digest(np.asarray(setup.embeddings[name], dtype=np.float32)) for name in sources}
     key = hash_key("few-shot", FEW_SHOT_VERSION, digest, [_digest(a) for a in (setup.labels, setup.train, setup.test)],
                    list(setup.anchor_counts), list(setup.seeds), setup.anchor_strategy, setup.decoder, setup.task)
     path = cache_dir() / "records" / f"few-shot-{key}.json"
@@ -264,7 +281,7 @@ def few_shot_records(setup: StitchingSetup, progress: bool = True) -> list[dict]
         return _records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot", source=source, target=source),
                         score(y_test, few.predict_proba(setup.embeddings[source][setup.test])))
 
-    records = _swept(few_shot, itertools.product(setup.seeds, setup.anchor_counts, setup.embeddings), setup.jobs,
+    records = _swept(few_shot, itertools.product(setup.seeds, setup.anchor_counts, sources), setup.jobs,
                      "few-shot baseline", progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, records)

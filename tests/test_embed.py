@@ -248,3 +248,24 @@ def test_manifest_holds_no_pickle(isolated_cache, minilm):
 
     rows = load_file(str(folder / "shard-00002.safetensors"))[embed_mod._TENSOR]
     assert rows.shape == (3, 384)
+
+
+class CountingEncoder(FakeEncoder):
+    """A fake encoder that records what it was asked to encode; row i of a call is i + its text's length."""
+
+    def __init__(self):
+        super().__init__(bad_rows=set())
+        self.calls = []
+
+    def encode(self, texts, batch_size=None, callback=None):
+        self.calls.append(list(texts))
+        return np.array([[len(t), i, 0, 0] for i, t in enumerate(texts)], np.float32)
+
+
+def test_repeated_texts_are_encoded_once(isolated_cache):
+    texts = [TEXTS[0], TEXTS[1], TEXTS[0], TEXTS[2], TEXTS[1], TEXTS[0]]
+    fake = CountingEncoder()
+    out = embed(fake, [f"r{i}" for i in range(len(texts))], texts, progress=False, cache=False)
+    assert fake.calls == [[TEXTS[0], TEXTS[1], TEXTS[2]]]  # first appearance order, each once
+    assert out[:, 1].tolist() == [0, 1, 0, 2, 1, 0]  # every row gets its own text's embedding
+    assert out[:, 0].tolist() == [len(t) for t in texts]

@@ -17,6 +17,16 @@ def test_every_notebook_declares_reserved_parameters_and_literal_defaults():
         assert {"profile", "run_name"} <= set(params)
 
 
+def test_papermill_reads_every_parameter_the_runner_reads():
+    """papermill injects only the parameters it can parse from the parameters cell (a
+    comment holding '=' hides the line from it, and the value is silently not passed)."""
+    from papermill.inspection import _infer_parameters
+
+    for name in runner.notebook_names():
+        seen = {p.name for p in _infer_parameters(runner.read_notebook(name))}
+        assert seen == set(runner.notebook_parameters(name)), name
+
+
 def test_plan_applies_profile_overrides_and_command_line_values():
     (run,) = runner.plan(["data_overview"], "smoke")
     assert run.parameters["max_reports"] == 300

@@ -139,3 +139,33 @@ def test_records_do_not_depend_on_the_number_of_jobs(spaces, tmp_path, monkeypat
         one = stitching_records(setup, progress=False)
         (tmp_path / "records").rename(tmp_path / f"records-{transform}")  # the few-shot baseline is recomputed too
         assert stitching_records(dataclasses.replace(setup, jobs=2), progress=False) == one
+
+
+def test_targets_keep_only_the_pairs_into_them(spaces, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    three = {**embeddings, "third": embeddings["small"][:, ::-1] + 0.1}
+    setup = StitchingSetup(three, labels, np.arange(500), np.arange(500, 800), "ortho",
+                           anchor_counts=[32], seeds=[0], task="multilabel", targets=["large"])
+    assert setup.pairs() == [("small", "large"), ("third", "large")]
+    every = pd.DataFrame(stitching_records(dataclasses.replace(setup, targets=[]), progress=False))
+    only = pd.DataFrame(stitching_records(setup, progress=False))
+    for method in ("aligned", "naive"):
+        assert set(zip(only[only["method"] == method]["source"], only[only["method"] == method]["target"])) == \
+            set(setup.pairs())
+    assert set(only[only["method"] == "few_shot"]["source"]) == {"small", "third"}  # sources only
+    assert set(only[only["method"] == "upper_bound"]["source"]) == set(three)  # every encoder's own decoder
+    keys = ["method", "source", "target", "n_anchors", "seed", "metric"]
+    merged = only.merge(every, on=keys, suffixes=("", "_every"), validate="one_to_one")
+    assert len(merged) == len(only) and (merged["value"] == merged["value_every"]).all()  # same numbers, fewer rows
+
+
+def test_bad_targets_are_refused_in_one_line(spaces):
+    embeddings, labels = spaces
+    split = dict(labels=labels, train=np.arange(500), test=np.arange(500, 800), transform="ortho",
+                 anchor_counts=[32], seeds=[0])
+    with pytest.raises(SemalignError, match=r"targets \['nope'\] are not among the encoders"):
+        StitchingSetup(embeddings, targets=["nope"], **split).pairs()
+    with pytest.raises(SemalignError, match="no encoder pair to stitch"):
+        StitchingSetup({"small": embeddings["small"]}, targets=["small"], **split).pairs()
+    assert len(StitchingSetup(embeddings, targets=["small", "large"], **split).pairs()) == 2  # both orders
