@@ -161,7 +161,7 @@ pairs = pairs.join(largest, on="experiment")
 # A stitching page may run only the pairs into its `targets`: the other orders are left out, and said so.
 not_run = pairs[pairs["aligned"].isna() & pairs["experiment"].isin(largest.index)]
 pairs = pairs.drop(not_run.index)
-left_out = (f"{len(not_run)} ordered pairs were not run by the stitching pages (their `targets` parameter) "
+left_out = (f"{len(not_run)} ordered pairs were not run by the stitching pages (their targets parameter) "
             f"and are left out: {', '.join(not_run['source'] + ' → ' + not_run['target'])}." if len(not_run)
             else "The stitching pages ran every ordered pair.")
 print(left_out)

@@ -60,3 +60,15 @@ def test_book_builds_offline_with_pages_and_no_cdn(smoke_book, records):
                 text = open(os.path.join(root, name), encoding="utf-8").read()
                 assert not CDN_HOSTS.search(text), f"{name} references a CDN"
     assert os.path.isfile(os.path.join(html, "_static", "mathjax", "tex-mml-chtml.js"))
+
+
+def test_results_table_shows_the_claims_of_both_modalities(smoke_study, records):
+    """Both summary runs record the same claim texts; the table keeps each run's verdicts."""
+    claims = {run: sum(1 for r in records if r["method"] == "claim" and r["run"] == run)
+              for run in ("stitching_summary__experiment-text_stitching", "stitching_summary__experiment-vision_stitching")}
+    assert all(claims.values())
+    nb = json.loads((smoke_study / "executed" / "smoke" / "results_table.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    text, vision = claims.values()
+    # every stitching claim of each run, and the zero-shot claim in the vision column
+    assert f"verdicts per modality: {{'text': {text}, 'vision': {vision + 1}}}" in printed
