@@ -139,7 +139,7 @@ class StitchingSetup:
         unknown = [t for t in self.targets if t not in names]
         if unknown:
             raise SemalignError(f"targets {unknown} are not among the encoders {names}; "
-                                f"name targets from the encoders, or leave targets empty for every ordered pair")
+                                f"name targets among the encoders (e.g. -p targets=[{names[-1]}]), or -p targets=[] for every ordered pair")
         targets = [n for n in names if n in self.targets] if self.targets else names
         pairs = [(x, y) for x in names for y in targets if x != y]
         if not pairs:

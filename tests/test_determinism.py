@@ -89,7 +89,7 @@ TEXT_RUN = ["run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "tra
             "-p", "max_reports=120", "-p", "anchor_counts=[8,32]", "-p", "seeds=[0]"]
 VISION_RUN = ["run", "vision_stitching", "--profile", "smoke", "--quiet", "-p", "transform=affine",
               "-p", "n_images=80", "-p", "anchor_counts=[8,16]", "-p", "seeds=[0]",
-              "-p", "encoders=[effnet-lite0,effnet-lite1]"]
+              "-p", "encoders=[effnet-lite0,effnet-lite1]", "-p", "targets=[]"]
 
 
 def env_for(work: Path) -> dict:

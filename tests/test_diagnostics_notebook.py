@@ -87,7 +87,8 @@ def test_smoke_study_records_similarities_gaps_and_rank_correlations(smoke_study
             by_pair.setdefault((r["source"], r["target"]), {})[r["metric"]] = r["value"]
     expected = set()
     for run in ("text_stitching", "vision_stitching"):  # the ordered pairs each run ran: those into its targets
-        names, targets = planned_parameters(run)["encoders"], planned_parameters(run)["targets"]
+        planned = {**{k: p.default for k, p in runner.notebook_parameters(run).items()}, **planned_parameters(run)}
+        names, targets = planned["encoders"], planned["targets"]
         expected |= {(a, b) for a in names for b in (targets or names) if a != b}
     assert set(by_pair) == expected and len(expected) == 3  # text: both orders; vision: into phantom-effnet only
     for (source, target), values in by_pair.items():
