@@ -17,8 +17,8 @@
 #
 # Two encoders whose spaces are alike should be easier to stitch. This page
 # tests that on the study's own encoders: for every ordered pair of text
-# encoders and of vision encoders that the stitching pages ran, it measures, on the test split, how similar
-# the two spaces are — linear CKA and the mutual $k$-NN overlap (see
+# encoders and of vision encoders that the stitching pages ran, it measures,
+# on the test split, how similar the two spaces are — linear CKA and the mutual $k$-NN overlap (see
 # {ref}`method`) — and sets that against how much a decoder loses when fed the
 # aligned embeddings of the other encoder: the *stitching gap*, the target's
 # upper bound minus the aligned score, read from the stitching runs' records at

@@ -30,8 +30,8 @@
 # The offline text encoders are a general one (MiniLM) and its radiology
 # adaptation (radiology-minilm, see {doc}`text_stitching__transform-affine`): the
 # same architecture with and without domain training, a direct comparison.
-# Adding mpnet (`text_encoders`) is one parameter away; it roughly doubles the time of
-# this page on a laptop CPU.
+# Adding mpnet (`text_encoders`) is one parameter away; it roughly doubles
+# the time of this page on a laptop CPU.
 
 # %% tags=["parameters"]
 profile = "offline"  # set by the runner

@@ -138,14 +138,18 @@ class StitchingSetup:
         names = list(self.embeddings)
         unknown = [t for t in self.targets if t not in names]
         if unknown:
-            raise SemalignError(f"targets {unknown} are not among the encoders {names}; "
-                                f"name targets among the encoders (e.g. -p targets=[{names[-1]}]), or -p targets=[] for every ordered pair")
+            raise SemalignError(f"targets {unknown} are not among the encoders {names}; name targets among the "
+                                f"encoders (e.g. -p targets=[{names[-1]}]), or -p targets=[] for every ordered pair")
         targets = [n for n in names if n in self.targets] if self.targets else names
         pairs = [(x, y) for x in names for y in targets if x != y]
         if not pairs:
             raise SemalignError(f"no encoder pair to stitch: encoders {names}, targets {list(self.targets)}; "
                                 f"give at least one encoder besides the targets")
         return pairs
+
+    def sources(self) -> list[str]:
+        """The encoders X of :meth:`pairs`, in encoder order."""
+        return list(dict.fromkeys(source for source, _ in self.pairs()))
 
 
 def _records(base: dict, scores: dict[str, float]) -> list[dict]:
@@ -167,12 +171,11 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
         proba = decoders[name].predict_proba(setup.embeddings[name][setup.test])
         records += _records(dict(method="upper_bound", source=name, target=name, task=setup.task), score(y_test, proba))
     pairs = setup.pairs()
-    sources = list(dict.fromkeys(source for source, _ in pairs))
     for source, target in pairs:
         naive = Aligner(kind="naive").fit(setup.embeddings[source][setup.train[:2]], setup.embeddings[target][setup.train[:2]])
         proba = decoders[target].predict_proba(naive.transform(setup.embeddings[source][setup.test]))
         records += _records(dict(method="naive", source=source, target=target, task=setup.task), score(y_test, proba))
-    records += few_shot_records(setup, sources, progress=progress)
+    records += few_shot_records(setup, progress=progress)
 
     def aligned(point: tuple[int, int, str]) -> list[dict]:
         seed, n, source = point
@@ -186,7 +189,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict
                                   source=source, target=target), score(y_test, proba))
         return rows
 
-    return records + _swept(aligned, itertools.product(setup.seeds, setup.anchor_counts, sources), setup.jobs,
+    return records + _swept(aligned, itertools.product(setup.seeds, setup.anchor_counts, setup.sources()), setup.jobs,
                             f"{setup.transform} sweep", progress)
 
 
@@ -252,17 +255,17 @@ def _anchors(setup: StitchingSetup, source: str, seed: int, n: int) -> np.ndarra
                                features=setup.embeddings[source][pool], labels=stratify, pool_size=len(pool))]
 
 
-def few_shot_records(setup: StitchingSetup, sources: Sequence[str] | None = None, progress: bool = True) -> list[dict]:
-    """The few-shot baseline: per source encoder (``sources``, default every
-    encoder), seed and anchor count, a decoder trained on the anchors *with their
-    labels*, scored on the test split.
+def few_shot_records(setup: StitchingSetup, progress: bool = True) -> list[dict]:
+    """The few-shot baseline: per source encoder (:meth:`StitchingSetup.sources`),
+    seed and anchor count, a decoder trained on the anchors *with their labels*,
+    scored on the test split.
 
     It does not depend on the transform, so the four transform runs of a sweep
     share it through a content-keyed cache entry (JSON records under
     ``<cache>/records/``): the key hashes the embeddings, labels, split, anchor
     counts, seeds, anchor strategy, decoder, task and sources.
     """
-    sources = list(setup.embeddings) if sources is None else list(sources)
+    sources = setup.sources()
     digest = {name: _digest(np.asarray(setup.embeddings[name], dtype=np.float32)) for name in sources}
     key = hash_key("few-shot", FEW_SHOT_VERSION, digest, [_digest(a) for a in (setup.labels, setup.train, setup.test)],
                    list(setup.anchor_counts), list(setup.seeds), setup.anchor_strategy, setup.decoder, setup.task)
