@@ -13,7 +13,10 @@ per-batch fp32 forward of the packaged model (resize, (x−127)/128,
 and bf16.
 
 Methods are timed in interleaved rounds and the best round is reported (the
-machine may be shared), with the process CPU time of that round alongside.
+machine may be shared), with the process CPU time of that round alongside. Each
+row is judged against the targets (fp32: ≥ 1.0× the reference with max |Δ| ≤ 1e-5;
+bf16: ≥ 2.5× with min cosine ≥ 0.999), and the rows are written to
+``<work>/benchmarks/embed.json`` for the book's appendix (not with ``--quick``).
 
     python benchmarks/bench_embed.py [--models minilm,mpnet] [--quick]
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import platform
 import re
 import sys
 import tarfile
@@ -39,6 +43,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from semalign import encoders  # noqa: E402
+from semalign.cache import atomic_write_json  # noqa: E402
+from semalign.paths import work_dir  # noqa: E402
 
 
 def iu_reports(n: int) -> list[str]:
@@ -79,6 +85,33 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
 
 
+# fp32: at least as fast as the reference with the same embeddings; bf16: 2.5x with cosine >= 0.999
+TARGETS = {"fp32": {"ratio": 1.0, "max_abs_diff": 1e-5}, "bf16": {"ratio": 2.5, "min_cosine": 0.999}}
+
+
+def judged(best: dict, reference: str, workload: str, n: int, unit: str) -> list[dict]:
+    """One row per method: throughput, ratio to the reference, agreement, and the target's verdict."""
+    ref_wall, _, ref = best[reference]
+    rows = []
+    for name, (wall, cpu, out) in best.items():
+        row = {"workload": workload, "method": name, "throughput": round(n / wall, 1), "unit": unit,
+               "ratio": round(ref_wall / wall, 3), "cpu_s": round(cpu, 1)}
+        if name == reference:
+            row["check"] = "reference"
+        elif "fp32" in name:
+            target = TARGETS["fp32"]
+            row["max_abs_diff"] = float(np.abs(out - ref).max())
+            row["check"] = f"max|Δ| {row['max_abs_diff']:.1e}"
+            row["target_met"] = row["ratio"] >= target["ratio"] and row["max_abs_diff"] <= target["max_abs_diff"]
+        else:
+            target = TARGETS["bf16"]
+            row["min_cosine"] = cosine_min(out, ref)
+            row["check"] = f"min cos {row['min_cosine']:.5f}"
+            row["target_met"] = row["ratio"] >= target["ratio"] and row["min_cosine"] >= target["min_cosine"]
+        rows.append(row)
+    return rows
+
+
 def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None) -> list[tuple]:
     from sentence_transformers import SentenceTransformer
 
@@ -101,16 +134,7 @@ def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None
         },
         rounds,
     )
-    ref_wall, _, ref = best["sentence-transformers fp32"]
-    rows = []
-    for name, (wall, cpu, out) in best.items():
-        if name.startswith("sentence"):
-            check = "reference"
-        elif "fp32" in name:
-            check = f"max|Δ| {np.abs(out - ref).max():.1e}"
-        else:
-            check = f"min cos {cosine_min(out, ref):.5f}"
-        rows.append((f"{model} ({len(texts)} reports)", name, len(texts) / wall, "reports/s", ref_wall / wall, cpu, check))
+    rows = judged(best, "sentence-transformers fp32", f"{model} ({len(texts)} reports)", len(texts), "reports/s")
     del st, fp32, bf16
     return rows
 
@@ -147,17 +171,7 @@ def bench_images(n: int, rounds: int, batch_size: int) -> list[tuple]:
         },
         rounds,
     )
-    ref_wall, _, ref = best["plain forward fp32"]
-    rows = []
-    for name, (wall, cpu, out) in best.items():
-        if name.startswith("plain"):
-            check = "reference"
-        elif "fp32" in name:
-            check = f"max|Δ| {np.abs(out - ref).max():.1e}"
-        else:
-            check = f"min cos {cosine_min(out, ref):.5f}"
-        rows.append((f"effnet-lite0 ({n} images 256²)", name, n / wall, "images/s", ref_wall / wall, cpu, check))
-    return rows
+    return judged(best, "plain forward fp32", f"effnet-lite0 ({n} images 256²)", n, "images/s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
           f"oneDNN bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}, load average {load0:.1f}")
     texts = iu_reports(args.texts)
     print(f"{len(texts)} IU X-ray reports, mean {np.mean([len(t) for t in texts]):.0f} characters")
-    widths = (30, 28, 10, 9, 7, 7, 16)
-    head = ("workload", "method", "throughput", "", "× ref", "CPU s", "check")
+    widths = (30, 28, 10, 9, 7, 7, 16, 12)
+    head = ("workload", "method", "throughput", "", "× ref", "CPU s", "check", "target")
 
     def show(row: tuple) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip(), flush=True)
@@ -194,10 +208,29 @@ def main(argv: list[str] | None = None) -> int:
                  for m in (m.strip() for m in args.models.split(",")) if m]
     if not args.no_images:
         workloads.append(lambda: bench_images(args.images, args.rounds, 32))
+    rows: list[dict] = []
     for run in workloads:
-        for w, m, t, u, r, c, chk in run():
-            show((w, m, f"{t:8.1f}", u, f"{r:5.2f}×", f"{c:6.1f}", chk))
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} (best of {args.rounds} interleaved rounds)")
+        for row in run():
+            rows.append(row)
+            verdict = {True: "met", False: "NOT MET"}.get(row.get("target_met"), "")
+            show((row["workload"], row["method"], f"{row['throughput']:8.1f}", row["unit"], f"{row['ratio']:5.2f}×",
+                  f"{row['cpu_s']:6.1f}", row["check"], verdict))
+    load1 = os.getloadavg()[0]
+    print(f"load average at the end: {load1:.1f} (best of {args.rounds} interleaved rounds); targets: fp32 "
+          f">= {TARGETS['fp32']['ratio']}x with max|Δ| <= {TARGETS['fp32']['max_abs_diff']:g}, bf16 >= "
+          f"{TARGETS['bf16']['ratio']}x with min cos >= {TARGETS['bf16']['min_cosine']}")
+    if args.quick:
+        print("--quick: not recorded")
+        return 0
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "python benchmarks/bench_embed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "load_average": [round(load0, 1), round(load1, 1)], "targets": TARGETS, "rows": rows,
+    }
+    out = work_dir() / "benchmarks" / "embed.json"
+    atomic_write_json(out, report)
+    print(f"wrote {out}")
     return 0
 
 

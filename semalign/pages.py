@@ -107,7 +107,28 @@ def benchmarks_page() -> str:
                      "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
                      _table(["chapter", "execution time"],
                             [[chapter, f"{seconds / 60:.1f} min"] for chapter, seconds in report["cold_chapters_s"].items()])]
-    return "\n".join(text + [scale_section(), reliability_section()])
+    return "\n".join(text + [embed_section(), scale_section(), reliability_section()])
+
+
+def embed_section() -> str:
+    """``<work>/benchmarks/embed.json`` (from ``benchmarks/bench_embed.py``) as a section."""
+    text = ["## Embedding throughput\n",
+            "`python benchmarks/bench_embed.py` times our extraction against a reference in the same process: "
+            "sentence-transformers' `encode()` on the same model and IU X-ray reports, and a plain fp32 "
+            "per-batch forward for images. Each method is timed in interleaved rounds and its best round is "
+            "kept. Targets: fp32 at least as fast as the reference with the same embeddings (max |Δ| ≤ 1e-5); "
+            "bf16 at least 2.5× the fp32 reference with cosine ≥ 0.999 to it.\n"]
+    report_file = work_dir() / "benchmarks" / "embed.json"
+    if not report_file.is_file():
+        return "\n".join(text + ["Not measured in this work folder yet: run `python benchmarks/bench_embed.py`.\n"])
+    r = json.loads(report_file.read_text())
+    verdicts = {True: "met", False: "**not met**"}
+    rows = [[row["workload"], row["method"], f"{row['throughput']:.1f} {row['unit']}", f"{row['ratio']:.2f}×",
+             row["check"], verdicts.get(row.get("target_met"), "")] for row in r["rows"]]
+    return "\n".join(text + [
+        f"Run on {r['date']} on {r['machine']} ({r['threads']} threads, torch {r['torch']}, best of {r['rounds']} "
+        f"rounds, load average {r['load_average'][0]} at the start) with `{r['command'].strip()}`:\n",
+        _table(["workload", "method", "throughput", "× reference", "agreement", "target"], rows)])
 
 
 def scale_section() -> str:

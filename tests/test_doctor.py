@@ -11,6 +11,8 @@ import sys
 import textwrap
 from collections import namedtuple
 
+import numpy as np
+
 from semalign import doctor, encoders, manifest, pages
 from semalign.paths import PROJECT_ROOT
 
@@ -172,4 +174,32 @@ def test_scale_benchmark_reaches_the_appendix(tmp_path, monkeypatch):
         "rss_growth_ratio": 1.203, "returned_array_mb": 73.2}))
     page = pages.benchmarks_page()
     assert "| throughput | 371.0 texts/s (last quarter / first quarter: 1.126×) |" in page
-    assert "698 MB after the first shard, 840 MB peak (1.203×)" in page and "Not measured" not in page
+    assert "698 MB after the first shard, 840 MB peak (1.203×)" in page
+    assert "Not measured in this work folder yet: run `python benchmarks/bench_scale.py`" not in page
+
+
+def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_embed", PROJECT_ROOT / "benchmarks" / "bench_embed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ref = np.eye(3, 4, dtype=np.float32) + 1.0
+    best = {  # method: (wall s, CPU s, embeddings)
+        "sentence-transformers fp32": (10.0, 20.0, ref),
+        "ours fp32": (8.0, 16.0, ref + 2e-6),
+        "ours bf16": (5.0, 10.0, ref + 0.01),  # 2.0x: short of 2.5x
+    }
+    rows = bench.judged(best, "sentence-transformers fp32", "minilm (3 reports)", 3, "reports/s")
+    assert [r.get("target_met") for r in rows] == [None, True, False]
+    assert rows[1]["ratio"] == 1.25 and rows[2]["ratio"] == 2.0 and rows[2]["min_cosine"] > 0.999
+    best["ours fp32"] = (8.0, 16.0, ref + 1e-4)  # faster, but not the same embeddings
+    assert bench.judged(best, "sentence-transformers fp32", "w", 3, "reports/s")[1]["target_met"] is False
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    assert "Not measured in this work folder yet: run `python benchmarks/bench_embed.py`" in pages.benchmarks_page()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "embed.json").write_text(json.dumps({
+        "date": "2026-11-23", "machine": "x86_64, 2 cores", "command": "python benchmarks/bench_embed.py",
+        "torch": "2.13.0", "threads": 2, "rounds": 3, "load_average": [0.5, 1.9], "rows": rows}))
+    page = pages.benchmarks_page()
+    assert "| minilm (3 reports) | ours bf16 | 0.6 reports/s | 2.00× | min cos" in page and "**not met** |" in page
+    assert "| minilm (3 reports) | ours fp32 | 0.4 reports/s | 1.25× | max\\|Δ\\| 2.0e-06 | met |" in page
+    assert "Run on 2026-11-23" in page and "bench_embed.py`:" in page

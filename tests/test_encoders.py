@@ -81,6 +81,50 @@ def test_minilm_matches_sentence_transformers(minilm, st_minilm):
     assert np.abs(reversed_rows[::-1] - reference).max() <= 1e-5
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert minilm.dim == 384 and minilm.max_length == 256
+    # what was compared is our CPU attention, not transformers' SDPA
+    assert minilm.cpu_attention and minilm.model.config._attn_implementation == encoders.CPU_ATTENTION
+
+
+def test_long_texts_go_in_smaller_batches(minilm, st_minilm, monkeypatch):
+    monkeypatch.setattr(minilm, "max_batch_tokens", 96)
+    texts = RADIOLOGY + [" ".join(RADIOLOGY[:3])]
+    sizes: list[int] = []
+    ours = minilm.encode(texts, batch_size=8, callback=sizes.append)
+    lengths = sorted((len(ids) for ids in minilm.tokenize(texts)), reverse=True)
+    widths = [lengths[sum(sizes[:k])] for k in range(len(sizes))]  # a batch is as wide as its longest text
+    assert sum(sizes) == len(texts)
+    assert all(n == 1 or n * w <= 96 for n, w in zip(sizes, widths)), list(zip(sizes, widths))
+    assert sizes[0] == 1 and max(sizes) > 3  # the limit split the long texts, not the short ones
+    reference = st_minilm.encode(texts, batch_size=32)
+    assert np.abs(ours - reference).max() <= 1e-5
+
+
+def test_cpu_attention_hands_other_cases_to_transformers():
+    import torch
+    from transformers import masking_utils
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    assert encoders._cpu_attention_works()
+    gen = torch.Generator().manual_seed(1)
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[0, 3:] = False
+    # a causal mask is built in full by transformers' eager mask function
+    causal = encoders._key_padding_mask(2, 5, 5, mask_function=masking_utils.causal_mask_function, attention_mask=keep)
+    expected = masking_utils.eager_mask(2, 5, 5, mask_function=masking_utils.causal_mask_function, attention_mask=keep)
+    assert causal.shape == (2, 1, 5, 5) and torch.equal(causal, expected)
+    # no padding: no mask at all
+    assert encoders._key_padding_mask(2, 5, 5, mask_function=masking_utils.bidirectional_mask_function,
+                                      attention_mask=torch.ones(2, 5, dtype=torch.bool)) is None
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=gen) for _ in range(3))
+    module = torch.nn.Module().eval()
+    ours = encoders._cpu_attention(module, q, k, v, causal)[0]
+    ref = sdpa_attention_forward(module, q, k, v, causal, is_causal=False)[0]
+    assert torch.allclose(ours, ref, atol=1e-5)
+    module.train()  # training (dropout): transformers' SDPA, whatever the mask
+    assert torch.equal(encoders._cpu_attention(module, q, k, v, None, dropout=0.0)[0],
+                       sdpa_attention_forward(module, q, k, v, None, dropout=0.0)[0])
+    # a model that does not use transformers' attention interface keeps its own
+    assert not encoders.use_cpu_attention(torch.nn.Linear(2, 2))
 
 
 def test_minilm_truncates_like_sentence_transformers(minilm, st_minilm):
