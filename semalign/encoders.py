@@ -1137,10 +1137,11 @@ def _cpu_attention(module: Any, query: Any, key: Any, value: Any, attention_mask
 
     ``scores = mask + scaling·QKᵀ`` is one ``baddbmm`` over batch×heads with the key
     padding mask broadcast along the queries (not a (B, 1, L, L) tensor), then
-    softmax and ``bmm`` with V. For MiniLM's 12 heads of 32 on IU reports this is
-    about 2× faster than PyTorch's CPU flash kernel (whose tiles suit long
-    sequences and large heads). Anything else (training, causal or cross attention,
-    grouped heads) goes to transformers' SDPA function unchanged.
+    softmax and ``bmm`` with V. For MiniLM's 12 heads of 32 on 1,000 IU reports
+    in bf16 this took about 1.0 s against 1.35 s in PyTorch's CPU flash kernel
+    (profiled), whose tiles suit long sequences and large heads. Anything else
+    (training, causal or cross attention, grouped heads) goes to transformers'
+    SDPA function unchanged.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
