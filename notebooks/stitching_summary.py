@@ -39,7 +39,7 @@ modality = {"text_stitching": "Text: general and medical report encoders",
 records = results.load_records(profile)
 # naive and upper-bound records repeat in every run: keep one copy of each
 keys = ["method", "transform", "source", "target", "n_anchors", "seed", "metric"]
-rows = records[records["experiment"] == experiment].drop_duplicates(keys)
+rows = results.experiment_records(records, experiment, profile).drop_duplicates(keys)
 print(f"{modality}: {len(rows):,} records from runs {', '.join(sorted(rows['run'].unique()))}")
 
 # %% tags=["hide-input"]

@@ -73,6 +73,15 @@ def save_records(records: Iterable[Mapping], *, profile: str, run: str, experime
     return path
 
 
+def experiment_records(records: pd.DataFrame, experiment: str, profile: str) -> pd.DataFrame:
+    """The records of one experiment; a clear error when its runs have not been executed."""
+    rows = records[records["experiment"] == experiment]
+    if rows.empty:
+        raise SemalignError(f"no records of {experiment} for profile {profile!r} in {results_dir(profile)}; "
+                            f"run `semalign run {experiment} --profile {profile}` first")
+    return rows
+
+
 def load_records(profile: str) -> pd.DataFrame:
     """Every record of one profile's executed runs, as a DataFrame."""
     folder = results_dir(profile)

@@ -66,6 +66,15 @@ def test_summary_table_and_claims_read_the_records(frame):
     assert "naive_unrelated" not in related.index  # the only pair is now related
 
 
+def test_a_summary_before_its_runs_names_the_run_to_execute(frame):
+    from semalign import results
+
+    frame = frame.assign(experiment="vision_stitching")
+    assert len(results.experiment_records(frame, "vision_stitching", "offline")) == len(frame)
+    with pytest.raises(SemalignError, match=r"no records of text_stitching .*semalign run text_stitching --profile smoke"):
+        results.experiment_records(frame, "text_stitching", "smoke")
+
+
 def test_anchor_count_above_the_pool_is_refused(spaces):
     embeddings, labels = spaces
     setup = StitchingSetup(embeddings, labels, np.arange(50), np.arange(50, 80), "ortho", [64], [0])
