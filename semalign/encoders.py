@@ -1157,9 +1157,7 @@ def _cpu_attention(module: Any, query: Any, key: Any, value: Any, attention_mask
     if attention_mask is None:
         scores = torch.bmm(q, k).mul_(alpha)
     else:
-        bias = attention_mask
-        if bias.dtype == torch.bool:
-            bias = torch.zeros(bias.shape, dtype=q.dtype).masked_fill_(~bias, torch.finfo(q.dtype).min)
+        bias = _additive(attention_mask, q.dtype) if attention_mask.dtype == torch.bool else attention_mask
         bias = bias.to(q.dtype).expand(b, h, bias.shape[-2], lk).reshape(b * h, -1, lk)
         scores = torch.baddbmm(bias, q, k, alpha=alpha)
     probs = torch.softmax(scores, dim=-1)
@@ -1183,9 +1181,14 @@ def _key_padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: 
                                         attention_mask, dtype=dtype or torch.float32, **kwargs)
     if bool(attention_mask.all()):
         return None
-    dtype = dtype or torch.float32
-    bias = torch.zeros(attention_mask.shape, dtype=dtype).masked_fill_(~attention_mask.bool(), torch.finfo(dtype).min)
-    return bias[:, None, None, :]
+    return _additive(attention_mask.bool(), dtype or torch.float32)[:, None, None, :]
+
+
+def _additive(keep: Any, dtype: Any) -> Any:
+    """A boolean keep-mask as an additive bias: 0 where kept, the dtype's lowest value elsewhere."""
+    import torch
+
+    return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)
 
 
 @functools.cache

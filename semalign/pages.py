@@ -71,6 +71,16 @@ def runs_page(profile: str, runs) -> str:
     ])
 
 
+def _benchmark_report(name: str) -> dict | None:
+    """``<work>/benchmarks/<name>.json`` as written by a benchmark script, or None if there is none."""
+    path = work_dir() / "benchmarks" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _not_measured(script: str) -> str:
+    return f"Not measured in this work folder yet: run `python benchmarks/{script}.py`.\n"
+
+
 def benchmarks_page() -> str:
     """The appendix: measured speed and memory, and the reliability figures.
 
@@ -87,11 +97,10 @@ def benchmarks_page() -> str:
         "embedding throughput (against sentence-transformers) and phantom rendering.\n",
         "## Speed and memory\n",
     ]
-    report_file = work_dir() / "benchmarks" / "study.json"
-    if not report_file.is_file():
+    report = _benchmark_report("study")
+    if report is None:
         text.append("No end-to-end measurement has been recorded in this work folder yet.\n")
     else:
-        report = json.loads(report_file.read_text())
         targets = report["targets"]
         rows = []
         for stage, key, label in (("cold", "cold_s", "study, empty cache"), ("warm", "warm_s", "study, warm cache"),
@@ -118,10 +127,9 @@ def embed_section() -> str:
             "per-batch forward for images. Each method is timed in interleaved rounds and its best round is "
             "kept. Targets: fp32 at least as fast as the reference with the same embeddings (max |Δ| ≤ 1e-5); "
             "bf16 at least 2.5× the fp32 reference with cosine ≥ 0.999 to it.\n"]
-    report_file = work_dir() / "benchmarks" / "embed.json"
-    if not report_file.is_file():
-        return "\n".join(text + ["Not measured in this work folder yet: run `python benchmarks/bench_embed.py`.\n"])
-    r = json.loads(report_file.read_text())
+    r = _benchmark_report("embed")
+    if r is None:
+        return "\n".join(text + [_not_measured("bench_embed")])
     verdicts = {True: "met", False: "**not met**"}
     rows = [[row["workload"], row["method"], f"{row['throughput']:.1f} {row['unit']}", f"{row['ratio']:.2f}×",
              row["check"], verdicts.get(row.get("target_met"), "")] for row in r["rows"]]
@@ -137,10 +145,9 @@ def scale_section() -> str:
             "`python benchmarks/bench_scale.py` streams 50,000 short texts through the embedding cache in "
             "shards and samples resident memory; the ratios compare the last shards with the first, in the "
             "same run.\n"]
-    report_file = work_dir() / "benchmarks" / "scale.json"
-    if not report_file.is_file():
-        return "\n".join(text + ["Not measured in this work folder yet: run `python benchmarks/bench_scale.py`.\n"])
-    r = json.loads(report_file.read_text())
+    r = _benchmark_report("scale")
+    if r is None:
+        return "\n".join(text + [_not_measured("bench_scale")])
     rows = [
         ["texts, encoder, precision", f"{r['n_texts']:,}, `{r['model']}`, {r['precision']}"],
         ["throughput", f"{r['items_per_s']} texts/s (last quarter / first quarter: {r['throughput_ratio_last_vs_first']}×)"],
@@ -161,11 +168,10 @@ def reliability_section() -> str:
         "line: exit status 2, no traceback); an interruption is survived when a run killed with SIGKILL, "
         "re-run, gives the uninterrupted result and leaves no torn or temporary file.\n",
     ]
-    report_file = work_dir() / "benchmarks" / "reliability.json"
-    if not report_file.is_file():
+    report = _benchmark_report("reliability")
+    if report is None:
         return "\n".join(text + ["The reliability tests have not been run in this work folder yet, so there are "
                                  "no figures to show: run `python benchmarks/bench_reliability.py`.\n"])
-    report = json.loads(report_file.read_text())
     parts = (("bad_inputs", "bad inputs refused with a one-line error naming the input and the fix"),
              ("interruptions", "runs killed with SIGKILL, then completed with the uninterrupted result"),
              ("cache_damage", "damaged cache entries detected, reported and recomputed"),
