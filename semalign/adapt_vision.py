@@ -7,8 +7,8 @@ findings (multi-label binary cross-entropy) from the global-average-pooled
 features, and the last ``train_blocks`` MBConv blocks, the 1×1 head convolution
 and the head are trained; the stem and the earlier blocks keep their ImageNet
 weights, and every BatchNorm keeps its ImageNet statistics (eval mode), so the
-graph the encoder registry loads (BatchNorm folded into the convolutions) is
-exactly the trained one. The finding head is thrown away: the encoder is the
+graph the encoder registry loads (in bf16 with BatchNorm folded into the
+convolutions) computes the trained function. The finding head is thrown away: the encoder is the
 1280-d pooled feature, like the other EfficientNets of the study, and the saved
 weights keep the ImageNet classifier so the file loads as a plain
 ``efficientnet-lite0`` checkpoint.

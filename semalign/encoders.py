@@ -51,11 +51,12 @@ import numpy as np
 from . import cache, paths
 from .errors import SemalignError
 
-# Bump a modality's number when its preprocessing, pooling, batching or kernels
-# change in a way that changes the numbers: the embedding caches of that
-# modality's encoders (keyed by their fingerprint) are then invalidated.
+# Bump a (modality, precision) number when preprocessing, pooling, batching or
+# kernels change in a way that changes those numbers: the embedding caches of
+# those encoders (keyed by their fingerprint) are then invalidated.
 # text 2: CPU attention of our own and long texts in smaller batches (bf16 rows moved, cosine >= 0.9999)
-CODE_VERSION = {"text": 2, "vision": 1}
+# vision fp32 2: BatchNorm no longer folded into the convolutions in fp32 (rows moved by <= 1.4e-5)
+CODE_VERSION = {("text", "fp32"): 2, ("text", "bf16"): 2, ("vision", "fp32"): 2, ("vision", "bf16"): 1}
 
 MODALITIES = ("text", "vision")
 DOMAINS = ("general", "medical")
@@ -788,7 +789,7 @@ def _fingerprint(spec: EncoderSpec, located: _Located, precision: str) -> str:
         size_field = {"image_size": _effective_image_size(spec, located)}
     return cache.hash_key(
         "semalign-encoder",
-        CODE_VERSION[spec.modality],
+        CODE_VERSION[spec.modality, precision],
         spec.family,
         weights,
         small,
@@ -1319,6 +1320,24 @@ def fuse_conv_bn(conv: Any, bn: Any) -> None:
     conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
 
 
+def fold_batchnorms(model: Any) -> None:
+    """Fold every BatchNorm of an EfficientNet-Lite into its convolution (inference only)."""
+    from torch import nn
+
+    fuse_conv_bn(model._conv_stem, model._bn0)
+    model._bn0 = nn.Identity()
+    for block in model._blocks:
+        if block._block_args.expand_ratio != 1:
+            fuse_conv_bn(block._expand_conv, block._bn0)
+            block._bn0 = nn.Identity()
+        fuse_conv_bn(block._depthwise_conv, block._bn1)
+        block._bn1 = nn.Identity()
+        fuse_conv_bn(block._project_conv, block._bn2)
+        block._bn2 = nn.Identity()
+    fuse_conv_bn(model._conv_head, model._bn1)
+    model._bn1 = nn.Identity()
+
+
 class EffNetLiteEncoder(_VisionEncoder):
     """EfficientNet-Lite: (x − 127)/128, features before the classifier, global average pooled.
 
@@ -1326,6 +1345,12 @@ class EffNetLiteEncoder(_VisionEncoder):
     activations then stay in cache. On 2 threads in bf16, Lite0 embedded 183
     images/s in batches of 8 against 111 in batches of 32 (Lite2: 98 against
     59), with bit-identical embeddings.
+
+    fp32 runs the model's own operations, so its embeddings equal a plain
+    forward's (max |Δ| 0 in ``benchmarks/bench_embed.py``). bf16 folds every
+    BatchNorm into its convolution first (:func:`fold_batchnorms`): fewer passes
+    over the activations, at a different rounding order (folding in fp32 moved
+    embeddings by up to 1.4e-5, which is why fp32 does not fold).
     """
 
     default_batch_size = 8
@@ -1355,19 +1380,8 @@ class EffNetLiteEncoder(_VisionEncoder):
             raise SemalignError(f"{path} does not hold {located.arch} weights: {exc}") from exc
         model.eval()
         self.classifier = model._fc  # kept in fp32 for logits()
-        # inference-only graph: fold every BatchNorm into its convolution
-        fuse_conv_bn(model._conv_stem, model._bn0)
-        model._bn0 = nn.Identity()
-        for block in model._blocks:
-            if block._block_args.expand_ratio != 1:
-                fuse_conv_bn(block._expand_conv, block._bn0)
-                block._bn0 = nn.Identity()
-            fuse_conv_bn(block._depthwise_conv, block._bn1)
-            block._bn1 = nn.Identity()
-            fuse_conv_bn(block._project_conv, block._bn2)
-            block._bn2 = nn.Identity()
-        fuse_conv_bn(model._conv_head, model._bn1)
-        model._bn1 = nn.Identity()
+        if precision == "bf16":
+            fold_batchnorms(model)
         model._fc = nn.Identity()
         self.model = self._prepare_module(model).to(memory_format=torch.channels_last)
         self.classifier = self.classifier.to(self.device).float()

@@ -124,7 +124,8 @@ def embed_section() -> str:
     text = ["## Embedding throughput\n",
             "`python benchmarks/bench_embed.py` times our extraction against a reference in the same process: "
             "sentence-transformers' `encode()` on the same model and IU X-ray reports, and a plain fp32 "
-            "per-batch forward for images. Each method is timed in interleaved rounds and its best round is "
+            "per-batch forward for images (also shown at our batch size, without a target, to separate "
+            "what batching alone gives). Each method is timed in interleaved rounds and its best round is "
             "kept. Targets: fp32 at least as fast as the reference with the same embeddings (max |Δ| ≤ 1e-5); "
             "bf16 at least 2.5× the fp32 reference with cosine ≥ 0.999 to it.\n"]
     r = _benchmark_report("embed")

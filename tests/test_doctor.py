@@ -193,6 +193,9 @@ def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkey
     assert rows[1]["ratio"] == 1.25 and rows[2]["ratio"] == 2.0 and rows[2]["min_cosine"] > 0.999
     best["ours fp32"] = (8.0, 16.0, ref + 1e-4)  # faster, but not the same embeddings
     assert bench.judged(best, "sentence-transformers fp32", "w", 3, "reports/s")[1]["target_met"] is False
+    # a comparison-only row is measured but not judged
+    context = bench.judged(best, "sentence-transformers fp32", "w", 3, "reports/s", context=("ours fp32",))[1]
+    assert "target_met" not in context and context["max_abs_diff"] > 1e-5 and context["ratio"] == 1.25
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
     assert "Not measured in this work folder yet: run `python benchmarks/bench_embed.py`" in pages.benchmarks_page()
     (tmp_path / "benchmarks").mkdir()

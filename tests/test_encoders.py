@@ -197,6 +197,31 @@ def test_lite0_bf16_agrees(lite0):
     assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.99
 
 
+def test_lite0_fp32_is_the_plain_forward(lite0):
+    """fp32 keeps the model's BatchNorms (folding moved embeddings by 1.4e-5); bf16 folds them."""
+    import torch
+    import torch.nn.functional as F
+    from efficientnet_lite_pytorch import EfficientNet
+
+    plain = EfficientNet.from_name("efficientnet-lite0")
+    weights = encoders.locate(lite0.spec).weights[0]
+    plain.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+    plain.eval()
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 256, 256, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = F.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=(224, 224), mode="bilinear",
+                          antialias=True, align_corners=False)
+        expected = plain.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).numpy()
+    assert np.abs(lite0.encode(images) - expected).max() <= 1e-6
+
+    def batchnorms(model):
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+    bf16 = load_encoder("effnet-lite0", device="cpu", precision="bf16")
+    assert batchnorms(lite0.model) == batchnorms(plain) > 0 and batchnorms(bf16.model) == 0
+    assert lite0.fingerprint != bf16.fingerprint
+
+
 def test_gray_images_are_three_identical_channels(lite0):
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, size=(3, 180, 150), dtype=np.uint8)
