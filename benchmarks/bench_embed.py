@@ -119,7 +119,7 @@ def judged(best: dict, reference: str, workload: str, n: int, unit: str, context
     return rows
 
 
-def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None) -> list[tuple]:
+def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None) -> list[dict]:
     from sentence_transformers import SentenceTransformer
 
     spec = encoders.resolve_encoder(model)
@@ -146,7 +146,7 @@ def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None
     return rows
 
 
-def bench_images(n: int, rounds: int, batch_size: int) -> list[tuple]:
+def bench_images(n: int, rounds: int, batch_size: int) -> list[dict]:
     from efficientnet_lite_pytorch import EfficientNet
 
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ never drift from what the code uses: the data-and-models page (from
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from semalign.manifest import load_manifest, verify_sources
@@ -81,6 +82,12 @@ def _not_measured(script: str) -> str:
     return f"Not measured in this work folder yet: run `python benchmarks/{script}.py`.\n"
 
 
+def _report_section(text: list[str], name: str, render: Callable[[dict], list[str]]) -> str:
+    """``text``, then ``render`` of ``bench_<name>``'s report, or how to make that report."""
+    report = _benchmark_report(name)
+    return "\n".join(text + (render(report) if report is not None else [_not_measured(f"bench_{name}")]))
+
+
 def benchmarks_page() -> str:
     """The appendix: measured speed and memory, and the reliability figures.
 
@@ -128,16 +135,17 @@ def embed_section() -> str:
             "what batching alone gives). Each method is timed in interleaved rounds and its best round is "
             "kept. Targets: fp32 at least as fast as the reference with the same embeddings (max |Δ| ≤ 1e-5); "
             "bf16 at least 2.5× the fp32 reference with cosine ≥ 0.999 to it.\n"]
-    r = _benchmark_report("embed")
-    if r is None:
-        return "\n".join(text + [_not_measured("bench_embed")])
     verdicts = {True: "met", False: "**not met**"}
-    rows = [[row["workload"], row["method"], f"{row['throughput']:.1f} {row['unit']}", f"{row['ratio']:.2f}×",
-             row["check"], verdicts.get(row.get("target_met"), "")] for row in r["rows"]]
-    return "\n".join(text + [
-        f"Run on {r['date']} on {r['machine']} ({r['threads']} threads, torch {r['torch']}, best of {r['rounds']} "
-        f"rounds, load average {r['load_average'][0]} at the start) with `{r['command'].strip()}`:\n",
-        _table(["workload", "method", "throughput", "× reference", "agreement", "target"], rows)])
+
+    def render(r: dict) -> list[str]:
+        rows = [[row["workload"], row["method"], f"{row['throughput']:.1f} {row['unit']}", f"{row['ratio']:.2f}×",
+                 row["check"], verdicts.get(row.get("target_met"), "")] for row in r["rows"]]
+        return [f"Run on {r['date']} on {r['machine']} ({r['threads']} threads, torch {r['torch']}, best of "
+                f"{r['rounds']} rounds, load average {r['load_average'][0]} at the start) with "
+                f"`{r['command'].strip()}`:\n",
+                _table(["workload", "method", "throughput", "× reference", "agreement", "target"], rows)]
+
+    return _report_section(text, "embed", render)
 
 
 def scale_section() -> str:
@@ -146,16 +154,18 @@ def scale_section() -> str:
             "`python benchmarks/bench_scale.py` streams 50,000 short texts through the embedding cache in "
             "shards and samples resident memory; the ratios compare the last shards with the first, in the "
             "same run.\n"]
-    r = _benchmark_report("scale")
-    if r is None:
-        return "\n".join(text + [_not_measured("bench_scale")])
-    rows = [
-        ["texts, encoder, precision", f"{r['n_texts']:,}, `{r['model']}`, {r['precision']}"],
-        ["throughput", f"{r['items_per_s']} texts/s (last quarter / first quarter: {r['throughput_ratio_last_vs_first']}×)"],
-        ["resident memory", f"{r['rss_after_first_shard_mb']} MB after the first shard, {r['rss_peak_mb']} MB peak "
-                            f"({r['rss_growth_ratio']}×); the returned array alone is {r['returned_array_mb']} MB"],
-    ]
-    return "\n".join(text + [_table(["", "measured"], rows)])
+    def render(r: dict) -> list[str]:
+        rows = [
+            ["texts, encoder, precision", f"{r['n_texts']:,}, `{r['model']}`, {r['precision']}"],
+            ["throughput", f"{r['items_per_s']} texts/s (last quarter / first quarter: "
+                           f"{r['throughput_ratio_last_vs_first']}×)"],
+            ["resident memory", f"{r['rss_after_first_shard_mb']} MB after the first shard, {r['rss_peak_mb']} MB "
+                                f"peak ({r['rss_growth_ratio']}×); the returned array alone is "
+                                f"{r['returned_array_mb']} MB"],
+        ]
+        return [_table(["", "measured"], rows)]
+
+    return _report_section(text, "scale", render)
 
 
 def reliability_section() -> str:
