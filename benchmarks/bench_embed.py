@@ -20,7 +20,12 @@ row is judged against the targets (fp32: ≥ 1.0× the reference with max |Δ| �
 bf16: ≥ 2.5× with min cosine ≥ 0.999), and the rows are written to
 ``<work>/benchmarks/embed.json`` for the book's appendix (not with ``--quick``).
 
-    python benchmarks/bench_embed.py [--models minilm,mpnet] [--quick]
+``--device cuda`` runs every method on the GPU (the reference too) and writes
+``embed-cuda.json``: ratios, plus each of our rows' distance to our CPU embeddings
+at the same precision (what the study's caches hold), without verdicts — the targets are
+the CPU's.
+
+    python benchmarks/bench_embed.py [--models minilm,mpnet] [--quick] [--device cuda]
 """
 
 from __future__ import annotations
@@ -119,16 +124,16 @@ def judged(best: dict, reference: str, workload: str, n: int, unit: str, context
     return rows
 
 
-def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None) -> list[dict]:
+def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None, device: str = "cpu") -> list[dict]:
     from sentence_transformers import SentenceTransformer
 
     spec = encoders.resolve_encoder(model)
     folder = encoders.locate(spec).folder
     if spec.family == "sentence-transformer" and (folder.parent / "modules.json").is_file():
         folder = folder.parent
-    st = SentenceTransformer(str(folder), device="cpu")
-    fp32 = encoders.load_encoder(model, device="cpu", precision="fp32")
-    bf16 = encoders.load_encoder(model, device="cpu", precision="bf16")
+    st = SentenceTransformer(str(folder), device=device)
+    fp32 = encoders.load_encoder(model, device=device, precision="fp32")
+    bf16 = encoders.load_encoder(model, device=device, precision="bf16")
     warm = texts[:64]
     st.encode(warm, batch_size=32)
     fp32.encode(warm)
@@ -143,10 +148,23 @@ def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None
     )
     rows = judged(best, "sentence-transformers fp32", f"{model} ({len(texts)} reports)", len(texts), "reports/s")
     del st, fp32, bf16
+    if device != "cpu":
+        _against_cpu(rows, best, model, texts)
     return rows
 
 
-def bench_images(n: int, rounds: int, batch_size: int) -> list[dict]:
+def _against_cpu(rows: list[dict], best: dict, model: str, items) -> None:
+    """On a GPU: how far each of our rows is from our CPU embeddings at the same precision."""
+    for row in rows:
+        if row["method"].startswith("ours"):
+            precision = "bf16" if "bf16" in row["method"] else "fp32"
+            cpu = encoders.load_encoder(model, device="cpu", precision=precision).encode(items)
+            out = best[row["method"]][2]
+            row["cpu_max_abs_diff"] = float(np.abs(out - cpu).max())
+            row["cpu_min_cosine"] = cosine_min(out, cpu)
+
+
+def bench_images(n: int, rounds: int, batch_size: int, device: str = "cpu") -> list[dict]:
     from efficientnet_lite_pytorch import EfficientNet
 
     rng = np.random.default_rng(0)
@@ -154,19 +172,19 @@ def bench_images(n: int, rounds: int, batch_size: int) -> list[dict]:
     located = encoders.locate(encoders.resolve_encoder("effnet-lite0"))
     plain = EfficientNet.from_name("efficientnet-lite0")
     plain.load_state_dict(torch.load(str(located.weights[0]), map_location="cpu", weights_only=True))
-    plain.eval()
+    plain.eval().to(device)
 
     def reference(size: int) -> np.ndarray:
         out = []
         with torch.no_grad():
             for start in range(0, n, size):
-                x = torch.from_numpy(images[start : start + size]).permute(0, 3, 1, 2).float()
+                x = torch.from_numpy(images[start : start + size]).to(device).permute(0, 3, 1, 2).float()
                 x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-                out.append(plain.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).numpy())
+                out.append(plain.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).cpu().numpy())
         return np.concatenate(out)
 
-    fp32 = encoders.load_encoder("effnet-lite0", device="cpu", precision="fp32")
-    bf16 = encoders.load_encoder("effnet-lite0", device="cpu", precision="bf16")
+    fp32 = encoders.load_encoder("effnet-lite0", device=device, precision="fp32")
+    bf16 = encoders.load_encoder("effnet-lite0", device=device, precision="bf16")
     ours = fp32.default_batch_size
     reference(batch_size)
     fp32.encode(images[:ours])
@@ -181,7 +199,10 @@ def bench_images(n: int, rounds: int, batch_size: int) -> list[dict]:
         },
         rounds,
     )
-    return judged(best, ref_name, f"effnet-lite0 ({n} images 256²)", n, "images/s", context=(same_batch,))
+    rows = judged(best, ref_name, f"effnet-lite0 ({n} images 256²)", n, "images/s", context=(same_batch,))
+    if device != "cpu":
+        _against_cpu(rows, best, "effnet-lite0", images)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=None, help="our text batch size (default: the encoder's)")
     parser.add_argument("--no-images", action="store_true", help="skip the image benchmark")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where every method runs (default: %(default)s); the targets are the CPU's, so a GPU "
+                             "run reports ratios and each row's distance to our CPU embeddings instead of verdicts")
     parser.add_argument("--quick", action="store_true", help="200 reports, 64 images, 2 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -204,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"oneDNN bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}, load average {load0:.1f}")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA GPU; run without --device")
+        torch.backends.cudnn.allow_tf32 = False  # the plain reference in true fp32, as ours (on by default)
+        print(f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); TF32 off")
     texts = iu_reports(args.texts)
     print(f"{len(texts)} IU X-ray reports, mean {np.mean([len(t) for t in texts]):.0f} characters")
     widths = (30, 28, 10, 9, 7, 7, 16, 12)
@@ -214,14 +243,18 @@ def main(argv: list[str] | None = None) -> int:
 
     show(head)
     show(tuple("-" * w for w in widths))
-    workloads = [lambda m=m: bench_text(m, texts, args.rounds, args.batch_size)
+    workloads = [lambda m=m: bench_text(m, texts, args.rounds, args.batch_size, args.device)
                  for m in (m.strip() for m in args.models.split(",")) if m]
     if not args.no_images:
-        workloads.append(lambda: bench_images(args.images, args.rounds, 32))
+        workloads.append(lambda: bench_images(args.images, args.rounds, 32, args.device))
     rows: list[dict] = []
     for run in workloads:
         for row in run():
             rows.append(row)
+            if args.device != "cpu":
+                row.pop("target_met", None)
+                if "cpu_max_abs_diff" in row:
+                    row["check"] += f"; vs CPU max|Δ| {row['cpu_max_abs_diff']:.1e} min cos {row['cpu_min_cosine']:.5f}"
             verdict = {True: "met", False: "NOT MET"}.get(row.get("target_met"), "")
             show((row["workload"], row["method"], f"{row['throughput']:8.1f}", row["unit"], f"{row['ratio']:5.2f}×",
                   f"{row['cpu_s']:6.1f}", row["check"], verdict))
@@ -235,10 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": "python benchmarks/bench_embed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds, "device": args.device,
         "load_average": [round(load0, 1), round(load1, 1)], "targets": TARGETS, "rows": rows,
     }
-    out = work_dir() / "benchmarks" / "embed.json"
+    if args.device == "cuda":
+        report["machine"] += f", {torch.cuda.get_device_name()}"
+    out = work_dir() / "benchmarks" / ("embed.json" if args.device == "cpu" else f"embed-{args.device}.json")
     atomic_write_json(out, report)
     print(f"wrote {out}")
     return 0

@@ -218,7 +218,7 @@ def embed(
     if loaded is not None:
         spec, fingerprint = loaded.spec, loaded.fingerprint
     else:
-        spec, fingerprint = encoders.encoder_fingerprint(encoder, precision)
+        spec, fingerprint = encoders.encoder_fingerprint(encoder, precision, device)
     modality = spec.modality
     name = spec.name
 

@@ -206,3 +206,13 @@ def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkey
     assert "| minilm (3 reports) | ours bf16 | 0.6 reports/s | 2.00× | min cos" in page and "**not met** |" in page
     assert "| minilm (3 reports) | ours fp32 | 0.4 reports/s | 1.25× | max\\|Δ\\| 2.0e-06 | met |" in page
     assert "Run on 2026-11-23" in page and "bench_embed.py`:" in page
+    assert "On a GPU" not in page
+    gpu_rows = [{k: v for k, v in r.items() if k != "target_met"} for r in rows]
+    gpu_rows[1]["check"] += "; vs CPU max|Δ| 5.6e-05 min cos 1.00000"
+    (tmp_path / "benchmarks" / "embed-cuda.json").write_text(json.dumps({
+        "date": "2026-11-23", "machine": "x86_64, 16 cores, NVIDIA H100 80GB HBM3", "device": "cuda",
+        "command": "python benchmarks/bench_embed.py --device cuda", "torch": "2.11.0+cu130", "threads": 16,
+        "rounds": 3, "load_average": [0.4, 8.0], "rows": gpu_rows}))
+    gpu_part = pages.benchmarks_page().split("### On a GPU", 1)[1]
+    assert "NVIDIA H100 80GB HBM3" in gpu_part and "| × reference | agreement |\n" in gpu_part
+    assert "| ours fp32 | 0.4 reports/s | 1.25× | max\\|Δ\\| 2.0e-06; vs CPU max\\|Δ\\| 5.6e-05 min cos 1.00000 |" in gpu_part

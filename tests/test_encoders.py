@@ -222,6 +222,28 @@ def test_lite0_fp32_is_the_plain_forward(lite0):
     assert lite0.fingerprint != bf16.fingerprint
 
 
+def test_bf16_caches_are_kept_apart_per_device_fp32_shared(lite0):
+    """bf16 rounds differently on CPU and CUDA kernels, so caches are kept apart; fp32 is one computation."""
+    located = encoders.locate(lite0.spec)
+    fp = {(p, d): encoders._fingerprint(lite0.spec, located, p, d) for p in ("fp32", "bf16") for d in ("cpu", "cuda")}
+    assert fp["fp32", "cpu"] == fp["fp32", "cuda"] == lite0.fingerprint
+    assert fp["bf16", "cpu"] != fp["bf16", "cuda"]
+    assert encoders.encoder_fingerprint("effnet-lite0", "bf16", "cpu")[1] == fp["bf16", "cpu"]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp32_agrees_with_cpu_without_tf32(lite0):
+    """cuDNN's default TF32 moved Lite0 embeddings by 2.5e-2 on an H100; ours turn it off, then restore it."""
+    import torch
+
+    images = np.random.default_rng(2).integers(0, 256, size=(16, 256, 256, 3), dtype=np.uint8)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    gpu = load_encoder("effnet-lite0", device="cuda")
+    assert gpu.fingerprint == lite0.fingerprint
+    assert np.abs(gpu.encode(images) - lite0.encode(images)).max() <= 1e-4
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
 def test_gray_images_are_three_identical_channels(lite0):
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, size=(3, 180, 150), dtype=np.uint8)
