@@ -778,7 +778,7 @@ def _effective_image_size(spec: EncoderSpec, located: _Located) -> int:
     return 224
 
 
-def _fingerprint(spec: EncoderSpec, located: _Located, precision: str, device: str = "cpu") -> str:
+def _fingerprint(spec: EncoderSpec, located: _Located, precision: str, device: str) -> str:
     weights = [[p.name, file_sha256(p)] for p in located.weights]
     small = []
     if located.folder is not None:
