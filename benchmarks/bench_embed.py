@@ -20,6 +20,12 @@ row is judged against the targets (fp32: ≥ 1.0× the reference with max |Δ| �
 bf16: ≥ 2.5× with min cosine ≥ 0.999), and the rows are written to
 ``<work>/benchmarks/embed.json`` for the book's appendix (not with ``--quick``).
 
+Each bf16 row also carries the *floor* of its cosine: the reference model with
+every parameter (and BatchNorm statistic) rounded to bfloat16 and everything
+computed in fp32, once, untimed. Any bf16 path stores those weights, so none can
+be expected above it; where the floor itself is below 0.999 the cosine target is
+out of reach for every bf16 path, not just ours.
+
 ``--device cuda`` runs every method on the GPU (the reference too) and writes
 ``embed-cuda.json``: ratios, plus each of our rows' distance to our CPU embeddings
 at the same precision (what the study's caches hold), without verdicts — the targets are
@@ -88,19 +94,37 @@ def timed_rounds(methods: dict, rounds: int) -> dict:
     return best
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
 def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+    return float(cosines(a, b).min())
 
 
 # fp32: at least as fast as the reference with the same embeddings; bf16: 2.5x with cosine >= 0.999
 TARGETS = {"fp32": {"ratio": 1.0, "max_abs_diff": 1e-5}, "bf16": {"ratio": 2.5, "min_cosine": 0.999}}
 
 
-def judged(best: dict, reference: str, workload: str, n: int, unit: str, context: tuple[str, ...] = ()) -> list[dict]:
+def rounded_to_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every floating parameter and buffer rounded to bfloat16 and kept in fp32, in place."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(torch.bfloat16).to(tensor.dtype))
+    return model
+
+
+def judged(best: dict, reference: str, workload: str, n: int, unit: str, context: tuple[str, ...] = (),
+           floor: np.ndarray | None = None) -> list[dict]:
     """One row per method: throughput, ratio to the reference, agreement, and the target's verdict.
 
     ``context`` names methods shown for comparison only (no target): e.g. the
     reference run at our batch size, to show what batching alone gives.
+    ``floor`` is the reference model's output with its weights rounded to bf16
+    (:func:`rounded_to_bf16`); bf16 rows then record its min cosine and whether
+    the cosine target is within reach of any bf16 path at all.
     """
     ref_wall, _, ref = best[reference]
     rows = []
@@ -117,8 +141,14 @@ def judged(best: dict, reference: str, workload: str, n: int, unit: str, context
                 row["target_met"] = row["ratio"] >= target["ratio"] and row["max_abs_diff"] <= target["max_abs_diff"]
         else:
             target = TARGETS["bf16"]
-            row["min_cosine"] = cosine_min(out, ref)
-            row["check"] = f"min cos {row['min_cosine']:.5f}"
+            agreement = cosines(out, ref)
+            row["min_cosine"] = float(agreement.min())
+            row["below_target"] = int((agreement < target["min_cosine"]).sum())
+            row["check"] = f"min cos {row['min_cosine']:.5f} ({row['below_target']} of {len(ref)} < {target['min_cosine']})"
+            if floor is not None:
+                row["floor_min_cosine"] = cosine_min(floor, ref)
+                row["cosine_reachable"] = row["floor_min_cosine"] >= target["min_cosine"]
+                row["check"] += f"; floor {row['floor_min_cosine']:.5f}"
             row["target_met"] = row["ratio"] >= target["ratio"] and row["min_cosine"] >= target["min_cosine"]
         rows.append(row)
     return rows
@@ -146,7 +176,9 @@ def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None
         },
         rounds,
     )
-    rows = judged(best, "sentence-transformers fp32", f"{model} ({len(texts)} reports)", len(texts), "reports/s")
+    floor = rounded_to_bf16(st).encode(texts, batch_size=32)
+    rows = judged(best, "sentence-transformers fp32", f"{model} ({len(texts)} reports)", len(texts), "reports/s",
+                  floor=floor)
     del st, fp32, bf16
     if device != "cpu":
         _against_cpu(rows, best, model, texts)
@@ -158,6 +190,7 @@ def _against_cpu(rows: list[dict], best: dict, model: str, items) -> None:
     our rows is from our CPU embeddings at the same precision."""
     for row in rows:
         row.pop("target_met", None)
+        row.pop("cosine_reachable", None)
         if row["method"].startswith("ours"):
             precision = "bf16" if "bf16" in row["method"] else "fp32"
             cpu = encoders.load_encoder(model, device="cpu", precision=precision).encode(items)
@@ -173,17 +206,21 @@ def bench_images(n: int, rounds: int, batch_size: int, device: str = "cpu") -> l
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, 256, 256, 3), dtype=np.uint8)
     located = encoders.locate(encoders.resolve_encoder("effnet-lite0"))
-    plain = EfficientNet.from_name("efficientnet-lite0")
-    plain.load_state_dict(torch.load(str(located.weights[0]), map_location="cpu", weights_only=True))
-    plain.eval().to(device)
 
-    def reference(size: int) -> np.ndarray:
+    def packaged() -> torch.nn.Module:
+        model = EfficientNet.from_name("efficientnet-lite0")
+        model.load_state_dict(torch.load(str(located.weights[0]), map_location="cpu", weights_only=True))
+        return model.eval().to(device)
+
+    plain = packaged()
+
+    def reference(size: int, model: torch.nn.Module = plain) -> np.ndarray:
         out = []
         with torch.no_grad():
             for start in range(0, n, size):
                 x = torch.from_numpy(images[start : start + size]).to(device).permute(0, 3, 1, 2).float()
                 x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-                out.append(plain.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).cpu().numpy())
+                out.append(model.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3)).cpu().numpy())
         return np.concatenate(out)
 
     fp32 = encoders.load_encoder("effnet-lite0", device=device, precision="fp32")
@@ -202,7 +239,9 @@ def bench_images(n: int, rounds: int, batch_size: int, device: str = "cpu") -> l
         },
         rounds,
     )
-    rows = judged(best, ref_name, f"effnet-lite0 ({n} images 256²)", n, "images/s", context=(same_batch,))
+    floor = reference(batch_size, rounded_to_bf16(packaged()))
+    rows = judged(best, ref_name, f"effnet-lite0 ({n} images 256²)", n, "images/s", context=(same_batch,),
+                  floor=floor)
     if device != "cpu":
         _against_cpu(rows, best, "effnet-lite0", images)
     return rows
@@ -255,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in run():
             rows.append(row)
             verdict = {True: "met", False: "NOT MET"}.get(row.get("target_met"), "")
+            if row.get("cosine_reachable") is False:
+                verdict += " (floor < target)"
             show((row["workload"], row["method"], f"{row['throughput']:8.1f}", row["unit"], f"{row['ratio']:5.2f}×",
                   f"{row['cpu_s']:6.1f}", row["check"], verdict))
     load1 = os.getloadavg()[0]

@@ -134,13 +134,24 @@ def embed_section() -> str:
             "per-batch forward for images (also shown at our batch size, without a target, to separate "
             "what batching alone gives). Each method is timed in interleaved rounds and its best round is "
             "kept. Targets: fp32 at least as fast as the reference with the same embeddings (max |Δ| ≤ 1e-5); "
-            "bf16 at least 2.5× the fp32 reference with cosine ≥ 0.999 to it.\n"]
-    verdicts = {True: "met", False: "**not met**"}
+            "bf16 at least 2.5× the fp32 reference with cosine ≥ 0.999 to it.\n",
+            "A bf16 row's *floor* is the lowest cosine of the reference model itself with every weight rounded "
+            "to bfloat16 and everything computed in fp32: any bf16 path stores those weights, so none can be "
+            "expected above it. Where the floor is below 0.999, the cosine target is out of reach of every "
+            "bf16 path, not only of ours; the remaining choice is fp32 (`precision=fp32`).\n"]
+
+    def verdict(row: dict) -> str:
+        met = row.get("target_met")
+        if met is None:
+            return ""
+        if met:
+            return "met"
+        return "**not met** (out of reach: floor below target)" if row.get("cosine_reachable") is False else "**not met**"
 
     def render(r: dict) -> list[str]:
         gpu = r.get("device", "cpu") != "cpu"
         rows = [[row["workload"], row["method"], f"{row['throughput']:.1f} {row['unit']}", f"{row['ratio']:.2f}×",
-                 row["check"]] + ([] if gpu else [verdicts.get(row.get("target_met"), "")]) for row in r["rows"]]
+                 row["check"]] + ([] if gpu else [verdict(row)]) for row in r["rows"]]
         head = ["workload", "method", "throughput", "× reference", "agreement"] + ([] if gpu else ["target"])
         return [f"Run on {r['date']} on {r['machine']} ({r['threads']} threads, torch {r['torch']}, best of "
                 f"{r['rounds']} rounds, load average {r['load_average'][0]} at the start) with "
