@@ -219,11 +219,56 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
     return runs
 
 
+def _package_imports(path: Path) -> set[str] | None:
+    """Names of the package's modules that ``path`` imports (at any depth of its
+    code); None when it imports the bare package, which reaches every module."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top, _, rest = alias.name.partition(".")
+                if top == "semalign":
+                    if not rest:
+                        return None
+                    found.add(rest.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 0 and not (module == "semalign" or module.startswith("semalign.")):
+                continue
+            if node.level > 1:
+                continue
+            inner = module.partition(".")[2] if node.level == 0 else module
+            if inner:
+                found.add(inner.split(".")[0])
+            else:  # from semalign import x / from . import x
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def notebook_modules() -> list[Path]:
+    """The package's modules that an executed notebook can depend on: those the
+    notebooks import, and what those import in turn. The book-building and
+    command-line modules are not among them, so editing an appendix text does
+    not make every executed notebook stale."""
+    modules = {path.stem: path for path in PACKAGE_DIR.glob("*.py")}
+    reached: set[str] = {"__init__"}
+    todo: list[set[str] | None] = [_package_imports(nb) for nb in NOTEBOOKS_DIR.glob("*.py")]
+    while todo:
+        names = todo.pop()
+        if names is None:
+            return sorted(modules.values())
+        for name in sorted(names - reached):
+            if name in modules:
+                reached.add(name)
+                todo.append(_package_imports(modules[name]))
+    return sorted(modules[name] for name in reached if name in modules)
+
+
 def code_fingerprint() -> str:
-    """Hash of the package's Python sources: an executed notebook made by other
-    code is stale."""
+    """Hash of the package sources a notebook can run (:func:`notebook_modules`):
+    an executed notebook made by other code is stale."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
+    for path in notebook_modules():
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -149,3 +150,22 @@ def test_a_summary_is_stale_when_records_it_reads_are_newer(isolated_work):
     assert runner.up_to_date(run)
     os.utime(other, ns=(run.output.stat().st_mtime_ns + 10**9,) * 2)
     assert not runner.up_to_date(run)
+
+
+def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
+    names = {path.stem for path in runner.notebook_modules()}
+    assert {"__init__", "runner", "experiments", "align", "encoders", "embed", "paths", "results"} <= names
+    assert not names & {"__main__", "cli", "book", "pages", "sphinx_offline", "doctor"}
+    copy = tmp_path / "semalign"
+    shutil.copytree(runner.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runner, "PACKAGE_DIR", copy)
+    before = runner.code_fingerprint()
+    (copy / "pages.py").write_text((copy / "pages.py").read_text() + "\n# an appendix edit\n")
+    assert runner.code_fingerprint() == before  # book-only: executed notebooks stay current
+    (copy / "align.py").write_text((copy / "align.py").read_text() + "\n# a change notebooks run\n")
+    assert runner.code_fingerprint() != before
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "bare.py").write_text("import semalign\n")
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
+    assert {path.stem for path in runner.notebook_modules()} == {path.stem for path in copy.glob("*.py")}
