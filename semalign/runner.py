@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -221,9 +222,14 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
 
 def _package_imports(path: Path) -> set[str] | None:
     """Names of the package's modules that ``path`` imports (at any depth of its
-    code); None when it imports the bare package, which reaches every module."""
+    code); None when that cannot be narrowed down: it imports the bare package,
+    or it does not parse."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError:
+        return None
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 top, _, rest = alias.name.partition(".")
@@ -245,23 +251,34 @@ def _package_imports(path: Path) -> set[str] | None:
     return found
 
 
-def notebook_modules() -> list[Path]:
-    """The package's modules that an executed notebook can depend on: those the
-    notebooks import, and what those import in turn. The book-building and
-    command-line modules are not among them, so editing an appendix text does
-    not make every executed notebook stale."""
-    modules = {path.stem: path for path in PACKAGE_DIR.glob("*.py")}
-    reached: set[str] = {"__init__"}
-    todo: list[set[str] | None] = [_package_imports(nb) for nb in NOTEBOOKS_DIR.glob("*.py")]
+@functools.lru_cache(maxsize=8)
+def _reached_modules(package_dir: Path, notebooks_dir: Path, files: tuple) -> tuple[Path, ...]:
+    """:func:`notebook_modules` for one state of the files (``files``: paths,
+    modification times and sizes, so an edit computes it anew)."""
+    modules = {path.stem: path for path in package_dir.glob("*.py")}
+    reached: set[str] = set()
+    todo: list[set[str] | None] = [{"__init__", "runner"}]  # runner executes every notebook
+    todo += [_package_imports(nb) for nb in sorted(notebooks_dir.glob("*.py"))]
     while todo:
         names = todo.pop()
         if names is None:
-            return sorted(modules.values())
+            return tuple(sorted(modules.values()))
         for name in sorted(names - reached):
             if name in modules:
                 reached.add(name)
                 todo.append(_package_imports(modules[name]))
-    return sorted(modules[name] for name in reached if name in modules)
+    return tuple(sorted(modules[name] for name in reached))
+
+
+def notebook_modules() -> list[Path]:
+    """The package's modules that an executed notebook can depend on: the
+    runner, the package's ``__init__``, the modules the notebooks import, and
+    what those import in turn. The book-building and command-line modules are
+    not among them, so editing an appendix text does not make every executed
+    notebook stale."""
+    files = sorted([*PACKAGE_DIR.glob("*.py"), *NOTEBOOKS_DIR.glob("*.py")])
+    state = tuple((str(path), path.stat().st_mtime_ns, path.stat().st_size) for path in files)
+    return list(_reached_modules(PACKAGE_DIR, NOTEBOOKS_DIR, state))
 
 
 def code_fingerprint() -> str:

@@ -196,7 +196,8 @@ def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkey
     # the floor: the reference's weights rounded to bf16; below the target, the cosine is out of reach
     floored = bench.judged(best, "sentence-transformers fp32", "w", 3, "reports/s", floor=ref + 0.5)[2]
     assert floored["floor_min_cosine"] < 0.999 and floored["cosine_reachable"] is False
-    assert floored["below_target"] == 0 and "(0 of 3 < 0.999); floor 0.9" in floored["check"]
+    assert floored["below_target"] == 0 and floored["floor_below_target"] == 3
+    assert "(0 of 3 < 0.999); floor 0.9" in floored["check"] and "(3 < 0.999)" in floored["check"]
     close = bench.judged(best, "sentence-transformers fp32", "w", 3, "reports/s", floor=ref + 1e-4)[2]
     assert close["cosine_reachable"] is True and close["target_met"] is False  # reachable, but 2.0x is too slow
     # a comparison-only row is measured but not judged
@@ -212,12 +213,12 @@ def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkey
     assert "| minilm (3 reports) | ours bf16 | 0.6 reports/s | 2.00× | min cos" in page and "**not met** |" in page
     assert "| minilm (3 reports) | ours fp32 | 0.4 reports/s | 1.25× | max\\|Δ\\| 2.0e-06 | met |" in page
     assert "Run on 2026-11-23" in page and "bench_embed.py`:" in page
-    assert "out of reach" not in page.split("bench_embed.py`:", 1)[1]
+    assert "floor below target" not in page.split("bench_embed.py`:", 1)[1]
     rows[2] = floored | {"workload": "minilm (3 reports)"}
     (tmp_path / "benchmarks" / "embed.json").write_text(json.dumps({
         "date": "2026-11-23", "machine": "x86_64, 2 cores", "command": "python benchmarks/bench_embed.py",
         "torch": "2.13.0", "threads": 2, "rounds": 3, "load_average": [0.5, 1.9], "rows": rows}))
-    assert "| **not met** (out of reach: floor below target) |" in pages.benchmarks_page()
+    assert "| **not met** (cosine: floor below target) |" in pages.benchmarks_page()
     assert "On a GPU" not in page
     gpu_rows = [{k: v for k, v in r.items() if k != "target_met"} for r in rows]
     gpu_rows[1]["check"] += "; vs CPU max|Δ| 5.6e-05 min cos 1.00000"

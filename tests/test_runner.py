@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -156,16 +155,24 @@ def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
     names = {path.stem for path in runner.notebook_modules()}
     assert {"__init__", "runner", "experiments", "align", "encoders", "embed", "paths", "results"} <= names
     assert not names & {"__main__", "cli", "book", "pages", "sphinx_offline", "doctor"}
-    copy = tmp_path / "semalign"
-    shutil.copytree(runner.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(runner, "PACKAGE_DIR", copy)
-    before = runner.code_fingerprint()
-    (copy / "pages.py").write_text((copy / "pages.py").read_text() + "\n# an appendix edit\n")
-    assert runner.code_fingerprint() == before  # book-only: executed notebooks stay current
-    (copy / "align.py").write_text((copy / "align.py").read_text() + "\n# a change notebooks run\n")
-    assert runner.code_fingerprint() != before
-    notebooks = tmp_path / "notebooks"
+    # a small package: every import form, each the only way to reach its module
+    package, notebooks = tmp_path / "semalign", tmp_path / "notebooks"
+    package.mkdir()
     notebooks.mkdir()
-    (notebooks / "bare.py").write_text("import semalign\n")
+    sources = {"__init__": "", "runner": "", "a": "from .b import x\n", "b": "def f():\n    from . import c\n",
+               "c": "", "d": "from semalign.e import y\n", "e": "", "book_only": "from . import a\n"}
+    for name, text in sources.items():
+        (package / f"{name}.py").write_text(text)
+    (notebooks / "one.py").write_text("# %%\nfrom semalign import a\nimport semalign.d as dd\n")
+    monkeypatch.setattr(runner, "PACKAGE_DIR", package)
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
-    assert {path.stem for path in runner.notebook_modules()} == {path.stem for path in copy.glob("*.py")}
+    assert [path.stem for path in runner.notebook_modules()] == ["__init__", "a", "b", "c", "d", "e", "runner"]
+    before = runner.code_fingerprint()
+    (package / "book_only.py").write_text("from . import a  # an appendix edit\n")
+    assert runner.code_fingerprint() == before  # executed notebooks stay current
+    (package / "c.py").write_text("z = 1  # reached only through b's function-level relative import\n")
+    assert runner.code_fingerprint() != before
+    # a notebook that imports the bare package, or does not parse, counts every module
+    for text in ("import semalign\n", "def broken(:\n"):
+        (notebooks / "two.py").write_text(text)
+        assert len(runner.notebook_modules()) == len(sources)
