@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from semalign import encoders  # noqa: E402
+from semalign import encoders, pages  # noqa: E402
 from semalign.cache import atomic_write_json  # noqa: E402
 from semalign.paths import work_dir  # noqa: E402
 
@@ -103,6 +103,12 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float(cosines(a, b).min())
 
 
+def cosine_summary(a: np.ndarray, reference: np.ndarray, target: float) -> tuple[float, int]:
+    """Lowest row-wise cosine of ``a`` to ``reference``, and how many rows fall below ``target``."""
+    agreement = cosines(a, reference)
+    return float(agreement.min()), int((agreement < target).sum())
+
+
 # fp32: at least as fast as the reference with the same embeddings; bf16: 2.5x with cosine >= 0.999
 TARGETS = {"fp32": {"ratio": 1.0, "max_abs_diff": 1e-5}, "bf16": {"ratio": 2.5, "min_cosine": 0.999}}
 
@@ -142,14 +148,10 @@ def judged(best: dict, reference: str, workload: str, n: int, unit: str, context
                 row["target_met"] = row["ratio"] >= target["ratio"] and row["max_abs_diff"] <= target["max_abs_diff"]
         else:
             target = TARGETS["bf16"]
-            agreement = cosines(out, ref)
-            row["min_cosine"] = float(agreement.min())
-            row["below_target"] = int((agreement < target["min_cosine"]).sum())
+            row["min_cosine"], row["below_target"] = cosine_summary(out, ref, target["min_cosine"])
             row["check"] = f"min cos {row['min_cosine']:.5f} ({row['below_target']} of {len(ref)} < {target['min_cosine']})"
             if floor is not None:
-                floor_agreement = cosines(floor, ref)
-                row["floor_min_cosine"] = float(floor_agreement.min())
-                row["floor_below_target"] = int((floor_agreement < target["min_cosine"]).sum())
+                row["floor_min_cosine"], row["floor_below_target"] = cosine_summary(floor, ref, target["min_cosine"])
                 row["cosine_reachable"] = row["floor_below_target"] == 0
                 row["check"] += f"; floor {row['floor_min_cosine']:.5f} ({row['floor_below_target']} < {target['min_cosine']})"
             row["target_met"] = row["ratio"] >= target["ratio"] and row["min_cosine"] >= target["min_cosine"]
@@ -296,9 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in workloads:
         for row in run():
             rows.append(row)
-            verdict = {True: "met", False: "NOT MET"}.get(row.get("target_met"), "")
-            if row.get("target_met") is False and row.get("cosine_reachable") is False:
-                verdict += " (cosine: floor < target)"
+            verdict = pages.embed_verdict(row).replace("not met", "NOT MET")
             show((row["workload"], row["method"], f"{row['throughput']:8.1f}", row["unit"], f"{row['ratio']:5.2f}×",
                   f"{row['cpu_s']:6.1f}", row["check"], verdict))
     load1 = os.getloadavg()[0]

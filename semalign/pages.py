@@ -126,6 +126,17 @@ def benchmarks_page() -> str:
     return "\n".join(text + [embed_section(), scale_section(), reliability_section()])
 
 
+def embed_verdict(row: dict) -> str:
+    """A ``bench_embed`` row's verdict: ``met``, ``not met`` (with why, where the
+    bf16 cosine target is below the row's floor), or empty for an unjudged row."""
+    met = row.get("target_met")
+    if met is None:
+        return ""
+    if met:
+        return "met"
+    return "not met (cosine: floor below target)" if row.get("cosine_reachable") is False else "not met"
+
+
 def embed_section() -> str:
     """``<work>/benchmarks/embed.json`` (from ``benchmarks/bench_embed.py``) as a section."""
     text = ["## Embedding throughput\n",
@@ -141,18 +152,11 @@ def embed_section() -> str:
             "the cosine target, ours included; keeping some weights in fp32 is the way, at a cost in speed "
             "({ref}`limitations` has the measurements), and `precision=fp32` is exact.\n"]
 
-    def verdict(row: dict) -> str:
-        met = row.get("target_met")
-        if met is None:
-            return ""
-        if met:
-            return "met"
-        return "**not met** (cosine: floor below target)" if row.get("cosine_reachable") is False else "**not met**"
-
     def render(r: dict) -> list[str]:
         gpu = r.get("device", "cpu") != "cpu"
         rows = [[row["workload"], row["method"], f"{row['throughput']:.1f} {row['unit']}", f"{row['ratio']:.2f}×",
-                 row["check"]] + ([] if gpu else [verdict(row)]) for row in r["rows"]]
+                 row["check"]] + ([] if gpu else [embed_verdict(row).replace("not met", "**not met**")])
+                for row in r["rows"]]
         head = ["workload", "method", "throughput", "× reference", "agreement"] + ([] if gpu else ["target"])
         return [f"Run on {r['date']} on {r['machine']} ({r['threads']} threads, torch {r['torch']}, best of "
                 f"{r['rounds']} rounds, load average {r['load_average'][0]} at the start) with "
