@@ -30,8 +30,8 @@
 # %% tags=["parameters"]
 profile = "offline"  # set by the runner
 run_name = "diagnostics"  # set by the runner
-text_encoders = ["minilm", "mpnet", "radiology-minilm"]  # text encoders compared (those of text_stitching)
-vision_encoders = ["effnet-lite0", "effnet-lite2", "phantom-effnet"]  # vision encoders compared (those of vision_stitching)
+text_encoders = ["minilm", "mpnet", "radiology-bert"]  # text encoders compared (those of text_stitching)
+vision_encoders = ["effnet-lite0", "effnet-lite2", "phantom-ssl"]  # vision encoders compared (those of vision_stitching)
 metric = "macro_auroc"  # stitching metric of the gap: macro_auroc, macro_f1 or accuracy
 k = 10  # neighbours of the mutual k-NN overlap
 text_dataset = "iu_xray"  # text_stitching's dataset: "iu_xray", "mimic_cxr" or a .csv/.parquet path
@@ -39,7 +39,8 @@ text_column = "text"  # text column of a table dataset
 text_label_columns = []  # text_stitching's label_columns
 max_reports = 0  # 0 means all reports, else a seeded random subset of this size
 split_seed = 0  # seed of the report subset and split
-adapt_steps = 50  # training steps of the study-made radiology text encoder
+adapt_steps = 50  # training steps of the study-made radiology-minilm
+medical_scale = 1.0  # share of the default training steps of the study-made radiology-bert and phantom-ssl
 allow_remote_code = []  # text encoders allowed to run code shipped with their weights, by name
 vision_dataset = "phantom"  # vision_stitching's dataset: phantom or a paper dataset under data_root
 vision_label_columns = []  # vision_stitching's label_columns
@@ -48,7 +49,7 @@ n_images = 2000  # phantom images rendered
 image_size = 256  # phantom image side in pixels (paper datasets: loaded at this size)
 phantom_seed = 0  # seed of the phantom, of the image subset and of the image split
 normal_fraction = 0.3  # share of phantom images with no finding
-vision_adapt_steps = 300  # training steps of the study-made phantom vision encoder
+vision_adapt_steps = 300  # training steps of the study-made phantom-effnet-supervised
 data_root = ""  # folder holding the paper datasets (paper profile)
 uncertain = "zeros"  # uncertain (-1) labels of the paper datasets: zeros, ones or ignore
 split = "seeded"  # seeded or official (the dataset's own split, where it has one)
@@ -77,16 +78,16 @@ from semalign.plots import METRIC_LABELS
 text_data = dict(dataset=text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column,
                  label_columns=text_label_columns, max_reports=max_reports, test_fraction=test_fraction,
                  split_seed=split_seed, split=split, precision=precision, allow_remote_code=allow_remote_code,
-                 adapt_steps=adapt_steps)
+                 adapt_steps=adapt_steps, medical_scale=medical_scale)
 vision_data = dict(dataset=vision_dataset, data_root=data_root, label_columns=vision_label_columns, uncertain=uncertain,
                    max_images=max_images, split=split, n_images=n_images, image_size=image_size,
                    phantom_seed=phantom_seed, normal_fraction=normal_fraction, test_fraction=test_fraction,
-                   precision=precision, vision_adapt_steps=vision_adapt_steps)
+                   precision=precision, vision_adapt_steps=vision_adapt_steps, medical_scale=medical_scale)
 
 # Parameters of the stitching notebooks that do not change which items are embedded, or how.
 SWEEP_PARAMETERS = {"profile", "run_name", "transform", "encoders", "anchor_counts", "anchor_strategy", "seeds",
                     "task", "decoder", "scaling", "affine_precision", "jobs", "batch_size", "device", "workers",
-                    "targets"}
+                    "targets", "validation_fraction"}
 
 
 def check_stitching_runs(notebook: str, ours: dict, encoders: list[str]) -> None:
@@ -123,14 +124,15 @@ reports, text_train, text_test = experiments.report_dataset(
     text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=text_label_columns,
     max_reports=max_reports, test_fraction=test_fraction, seed=split_seed, split=split)
 text = experiments.text_embeddings(reports, text_encoders, train_index=text_train, precision=precision, device=device,
-                                   adapt_steps=adapt_steps, allow_remote_code=allow_remote_code, progress=False)
+                                   adapt_steps=adapt_steps, medical_scale=medical_scale,
+                                   allow_remote_code=allow_remote_code, progress=False)
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)
 images = experiments.image_dataset(
     vision_dataset, spec=spec, data_root=data_root, label_columns=vision_label_columns, uncertain=uncertain,
     max_images=max_images, test_fraction=test_fraction, seed=phantom_seed, split=split, image_size=image_size,
     workers=workers, progress=False)
-vision = experiments.image_embeddings(images, vision_encoders, adapt_steps=vision_adapt_steps, precision=precision,
-                                      device=device, progress=False)
+vision = experiments.image_embeddings(images, vision_encoders, adapt_steps=vision_adapt_steps,
+                                      medical_scale=medical_scale, precision=precision, device=device, progress=False)
 
 rows = []
 for experiment, embeddings, test in (("text_stitching", text, text_test), ("vision_stitching", vision, images.test)):
@@ -150,13 +152,16 @@ pairs = pd.DataFrame(rows)
 
 # %%
 records = results.load_records(profile)
-records = records[records["experiment"].isin(["text_stitching", "vision_stitching"]) & (records["metric"] == metric)]
+records = records[records["experiment"].isin(["text_stitching", "vision_stitching"]) & (records["metric"] == metric)
+                  & (records["split"] == "test")]
 largest = records[records["method"] == "aligned"].groupby("experiment")["n_anchors"].max().rename("largest")
 records = records.join(largest, on="experiment")
 aligned = (records[(records["method"] == "aligned") & (records["n_anchors"] == records["largest"])]
            .groupby(["experiment", "source", "target"])["value"].mean().rename("aligned"))
 upper = records[records["method"] == "upper_bound"].groupby(["experiment", "target"])["value"].mean().rename("upper_bound")
-pairs = pairs.join(aligned, on=["experiment", "source", "target"]).join(upper, on=["experiment", "target"])
+naive = records[records["method"] == "naive"].groupby(["experiment", "source", "target"])["value"].mean().rename("naive")
+pairs = (pairs.join(aligned, on=["experiment", "source", "target"]).join(upper, on=["experiment", "target"])
+         .join(naive, on=["experiment", "source", "target"]))
 pairs = pairs.join(largest, on="experiment")
 # A stitching page may run only the pairs into its `targets`: the other orders are left out, and said so.
 not_run = pairs[pairs["aligned"].isna() & pairs["experiment"].isin(largest.index)]
@@ -172,7 +177,8 @@ if len(unrecorded):
 pairs["gap"] = pairs["upper_bound"] - pairs["aligned"]
 pairs["modality"] = pairs["experiment"].map({"text_stitching": "text", "vision_stitching": "vision"})
 
-table = pairs.set_index(["modality", "source", "target"])[["linear_cka", "mutual_knn", "upper_bound", "aligned", "gap"]]
+table = pairs.set_index(["modality", "source", "target"])[["linear_cka", "mutual_knn", "naive", "upper_bound", "aligned",
+                                                           "gap"]]
 glue("pairs_table", table.style.format("{:.3f}"), display=False)
 glue("metric_name", METRIC_LABELS.get(metric, metric), display=False)
 
@@ -181,9 +187,11 @@ glue("metric_name", METRIC_LABELS.get(metric, metric), display=False)
 # :name: tbl-diagnostics
 #
 # Similarity of each ordered pair of encoders on the test split, and its
-# stitching gap in test {glue:text}`metric_name`: *aligned* is the mean over
-# seeds and transforms at the largest anchor count, *upper bound* the target
-# encoder with its own decoder.
+# stitching gap in test {glue:text}`metric_name`: *naive* feeds the source's
+# raw embeddings to the target's decoder (near chance for encoders that share
+# no coordinates, as the study's medical encoders and the general ones should),
+# *aligned* is the mean over seeds and transforms at the largest anchor count,
+# *upper bound* the target encoder with its own decoder.
 # ```
 
 # %% tags=["hide-input"]

@@ -20,6 +20,11 @@ where μ, σ are the anchors' own per-dimension statistics (``scaling``) and
 * ``linear``  – x W with W = lstsq(X_a, Y_a), minimum-norm when n < d_x.
 * ``l-ortho`` – the linear W replaced by its nearest (semi-)orthogonal matrix.
 * ``ortho``   – orthogonal Procrustes on both sides zero-padded to max(d_x, d_y).
+* ``ridge``   – x W with W = argmin ‖X_a W − Y_a‖² + α‖W‖² (:func:`fit_ridge`). Not
+  one of the paper's four and not run by the study: an option for readers. The
+  minimum-norm least-squares W of ``linear`` and ``l-ortho`` has a norm that
+  blows up as n approaches d_x (the interpolation threshold), where the anchor
+  matrix's smallest singular values approach 0; the penalty caps that.
 * ``naive``   – no transform at all: X's raw embeddings are fed to Y's side
   unchanged, zero-padded or truncated to d_y. ``scaling`` is ignored, because
   naive stitching means using X's embeddings where Y's are expected.
@@ -52,7 +57,7 @@ from torch import nn
 from semalign.cache import atomic_path
 from semalign.errors import SemalignError
 
-KINDS = ("affine", "linear", "l-ortho", "ortho", "naive")
+KINDS = ("affine", "linear", "l-ortho", "ortho", "ridge", "naive")
 SCALINGS = ("standard", "center", "none")
 AFFINE_FITS = ("gd", "lstsq")
 #: Matmul precisions of the affine fit's gradient (see :func:`fit_affine_gd`).
@@ -166,19 +171,23 @@ def fit_affine_lstsq(x, y) -> tuple[np.ndarray, np.ndarray]:
     return solution[:-1], solution[-1]
 
 
-def _polar(a: np.ndarray) -> np.ndarray:
-    """U Vᵀ from the thin SVD U S Vᵀ of ``a``: its (semi-)orthogonal polar factor.
+def _thin_svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD U, S, Vᵀ of ``a``.
 
-    The SVD is LAPACK's fast divide-and-conquer driver, falling back to the
-    slower but more robust QR-iteration driver when it does not converge (seen
-    on ill-conditioned 768-d cross-covariances of real embeddings). (torch's
-    SVD was no faster on the study's 1280-d cross-covariances: 0.57-0.74 s
-    against numpy's 0.45-0.67 s.)
+    LAPACK's fast divide-and-conquer driver, falling back to the slower but more
+    robust QR-iteration driver when it does not converge (seen on ill-conditioned
+    768-d cross-covariances of real embeddings). (torch's SVD was no faster on
+    the study's 1280-d cross-covariances: 0.57-0.74 s against numpy's 0.45-0.67 s.)
     """
     try:
-        u, _, vt = np.linalg.svd(a, full_matrices=False)
+        return np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:
-        u, _, vt = scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
+        return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
+
+
+def _polar(a: np.ndarray) -> np.ndarray:
+    """U Vᵀ from the thin SVD U S Vᵀ of ``a``: its (semi-)orthogonal polar factor."""
+    u, _, vt = _thin_svd(a)
     return u @ vt
 
 
@@ -207,6 +216,46 @@ def fit_procrustes(x, y) -> np.ndarray:
     """
     x, y = _anchor_pair(x, y)
     return _polar(x.T @ y)
+
+
+def default_ridge_alpha(d_x: int) -> float:
+    """The ridge penalty ``Aligner(kind="ridge")`` uses unless given one: α = d_x.
+
+    Ridge's W is the posterior mean of W under independent Gaussian priors
+    N(0, τ²) on its entries and Gaussian noise of variance σ² on each target
+    column, with α = σ² / τ², whatever n is (so a penalty growing with n, such
+    as α ∝ n, would keep a bias that more anchors never remove). In standard-
+    scaled space each target column has unit variance; with roughly isotropic
+    scaled inputs, a column whose variance is half explained linearly has
+    σ² = 1/2 and d_x τ² = 1/2, hence α = d_x. (Dobriban & Wager, Ann. Statist.
+    2018, find the same optimum of the asymptotic prediction risk,
+    d_x σ² / ‖w‖², for isotropic inputs.) A target that the source explains
+    better wants less: α = d_x (1 − R²) / R².
+    """
+    return float(d_x)
+
+
+def fit_ridge(x, y, alpha: float) -> np.ndarray:
+    """W = argmin ‖x W − y‖_F² + α ‖W‖_F² = (xᵀx + α I)⁻¹ xᵀy, for α > 0.
+
+    Computed from the thin SVD x = U S Vᵀ as W = V diag(s / (s² + α)) Uᵀ y,
+    which is equally sound for n < d_x and n > d_x and does not square x's
+    condition number as solving with xᵀx + α I (or the dual x xᵀ + α I) would
+    when α is small. As α → 0 it tends to the minimum-norm :func:`fit_linear`;
+    each direction of x is amplified by at most s / (s² + α) ≤ 1 / (2√α), where
+    least squares amplifies it by 1 / s.
+    """
+    x, y = _anchor_pair(x, y)
+    alpha = _check_alpha(alpha)
+    u, s, vt = _thin_svd(x)
+    return vt.T @ ((s / (s * s + alpha))[:, None] * (u.T @ y))
+
+
+def _check_alpha(alpha) -> float:
+    alpha = float(alpha)
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise AlignmentInputError(f"the ridge penalty alpha must be a finite number > 0; got {alpha}")
+    return alpha
 
 
 def _linear_layer_init(d_in: int, d_out: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -354,23 +403,28 @@ class Aligner:
     ``Aligner(kind, scaling, seed).fit(x_anchor, y_anchor).transform(x)``; see the
     module docstring for the kinds. ``seed``, ``affine_fit``, ``steps``, ``lr`` and
     ``precision`` (:data:`GD_PRECISIONS`, see :func:`fit_affine_gd`) only matter for
-    ``kind="affine"``. The fitted state is six float64 arrays
-    (``x_mean``, ``x_scale``, ``weight``, ``bias``, ``y_mean``, ``y_scale``).
+    ``kind="affine"``; ``alpha``, the penalty in scaled space, only for
+    ``kind="ridge"`` (None: :func:`default_ridge_alpha`, α = d_x). The fitted
+    state is six float64 arrays (``x_mean``, ``x_scale``, ``weight``, ``bias``,
+    ``y_mean``, ``y_scale``).
     """
 
     def __init__(self, kind: str = "ortho", scaling: str = "standard", seed: int = 0,
-                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, precision: str = "fp32"):
+                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, precision: str = "fp32",
+                 alpha: float | None = None):
         _check_choice(kind, KINDS, "kind")
         _check_choice(scaling, SCALINGS, "scaling")
         _check_choice(affine_fit, AFFINE_FITS, "affine_fit")
         _check_choice(precision, GD_PRECISIONS, "precision")
         self.kind, self.scaling, self.seed = kind, scaling, int(seed)
         self.affine_fit, self.steps, self.lr, self.precision = affine_fit, int(steps), float(lr), precision
+        self.alpha = None if alpha is None else _check_alpha(alpha)
         self.state: dict[str, np.ndarray] | None = None
 
     def config(self) -> dict:
         return {"kind": self.kind, "scaling": self.scaling, "seed": self.seed,
-                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr, "precision": self.precision}
+                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr, "precision": self.precision,
+                "alpha": self.alpha}
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
@@ -402,6 +456,9 @@ class Aligner:
             return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed, precision=self.precision)
         if self.kind == "affine":
             return fit_affine_lstsq(x, y)
+        if self.kind == "ridge":
+            alpha = default_ridge_alpha(x.shape[1]) if self.alpha is None else self.alpha
+            return fit_ridge(x, y, alpha), np.zeros(y.shape[1])
         fit = {"linear": fit_linear, "l-ortho": fit_l_ortho, "ortho": fit_procrustes}[self.kind]
         return fit(x, y), np.zeros(y.shape[1])
 

@@ -208,5 +208,17 @@ def split_indices(n_items: int, test_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation): a seeded share ``fraction`` of the training rows held
+    out to choose settings (decoder strength, transform, pair, ...), so the test
+    split is scored once and chooses nothing. ``fraction`` 0 gives no validation rows."""
+    train = np.asarray(train)
+    if not 0 <= fraction < 1:
+        raise SemalignError(f"validation_fraction must be in [0, 1), got {fraction}; e.g. -p validation_fraction=0.2")
+    n_validation = int(round(len(train) * fraction))
+    order = np.random.default_rng([seed, 1]).permutation(len(train))
+    return np.sort(train[order[n_validation:]]), np.sort(train[order[:n_validation]])
+
+
 def label_counts(labels: pd.DataFrame) -> Counter:
     return Counter({c: int(labels[c].sum()) for c in labels.columns})

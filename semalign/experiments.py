@@ -34,8 +34,10 @@ from semalign.errors import SemalignError
 from semalign.images import load_image
 from semalign.paths import cache_dir
 
-RADIOLOGY_TEXT_ENCODER = "radiology-minilm"
-PHANTOM_VISION_ENCODER = "phantom-effnet"
+RADIOLOGY_TEXT_ENCODER = "radiology-minilm"  # MiniLM adapted on the reports: a near-copy of MiniLM
+MEDICAL_TEXT_ENCODER = "radiology-bert"  # a compact BERT pretrained from scratch: the study's medical text encoder
+PHANTOM_VISION_ENCODER = "phantom-effnet-supervised"  # Lite0 fine-tuned with the finding labels
+MEDICAL_VISION_ENCODER = "phantom-ssl"  # Lite1 trained without labels: the study's medical vision encoder
 PHANTOM = "phantom"
 SPLITS = ("seeded", "official")
 # the side of each official split that is held out for testing
@@ -217,25 +219,46 @@ def register_phantom_vision_encoder(data: phantom.PhantomDataset, train_index: n
         {
             "name": PHANTOM_VISION_ENCODER, "modality": "vision", "domain": "medical", "family": "efficientnet-lite",
             "source": f"efficientnet-lite0:{weights}", "pooling": "gap", "image_size": 224,
-            "description": "EfficientNet-Lite0 fine-tuned by the study on the phantom's training images "
-                           "(six-finding multi-label head, later blocks trained); stand-in for a CXR vision encoder",
+            "description": "EfficientNet-Lite0 fine-tuned by the study on the phantom's training images with the "
+                           "six finding labels (later blocks trained); a supervised variant, never used for "
+                           "zero-shot claims",
         },
         replace=True,
     )
     return PHANTOM_VISION_ENCODER
 
 
-def image_embeddings(images: ImageData, encoders: Sequence[str], *,
-                     adapt_steps: int = VisionAdaptConfig.steps, **options) -> dict[str, np.ndarray]:
-    """Embeddings of every image; ``phantom-effnet`` is first fine-tuned on the
-    phantom's training split (cached). Other entries are registry names or
-    references such as ``hf-vision:/folder``."""
+def scaled_steps(config, scale: float):
+    """``config`` with every ``*steps`` field multiplied by ``scale`` (at least 1):
+    the smoke profile trains the study-made encoders briefly."""
+    if scale == 1.0:
+        return config
+    if not 0 < scale <= 1:
+        raise SemalignError(f"medical_scale={scale} is out of range; use a share in (0, 1], e.g. -p medical_scale=0.1")
+    fields = {f.name: max(1, round(getattr(config, f.name) * scale))
+              for f in dataclasses.fields(config) if f.name.endswith("steps") and isinstance(getattr(config, f.name), int)}
+    return dataclasses.replace(config, **fields)
+
+
+def image_embeddings(images: ImageData, encoders: Sequence[str], *, adapt_steps: int = VisionAdaptConfig.steps,
+                     medical_scale: float = 1.0, **options) -> dict[str, np.ndarray]:
+    """Embeddings of every image. The study-made phantom encoders are first
+    trained on the phantom's training split (cached): ``phantom-ssl`` without
+    labels, ``phantom-effnet-supervised`` with them. Other entries are registry
+    names or references such as ``hf-vision:/folder``."""
+    from semalign.adapt_vision import SSLConfig, register_phantom_ssl_encoder
+
+    made = [name for name in (PHANTOM_VISION_ENCODER, MEDICAL_VISION_ENCODER) if name in encoders]
+    if made and images.phantom is None:
+        raise SemalignError(f"{', '.join(made)} are trained on the phantom; use them with dataset=phantom, "
+                            "or list other vision encoders")
+    progress = options.get("progress", True)
     if PHANTOM_VISION_ENCODER in encoders:
-        if images.phantom is None:
-            raise SemalignError(f"{PHANTOM_VISION_ENCODER} is fine-tuned on the phantom; use it with dataset=phantom, "
-                                "or list other vision encoders")
         register_phantom_vision_encoder(images.phantom, images.train, VisionAdaptConfig(steps=adapt_steps),
-                                        progress=options.get("progress", True))
+                                        progress=progress)
+    if MEDICAL_VISION_ENCODER in encoders:
+        register_phantom_ssl_encoder(images.phantom.images[images.train], scaled_steps(SSLConfig(), medical_scale),
+                                     progress=progress)
     return encode_all(images.items.ids, images.images, encoders, **options)
 
 
@@ -324,13 +347,26 @@ def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) ->
     return {resolve_encoder(ref).name: embed(ref, ids, items, **options) for ref in encoders}
 
 
-def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, train_index: np.ndarray,
-                    adapt_steps: int = AdaptConfig.steps, progress: bool = True, **options) -> dict[str, np.ndarray]:
-    """Embeddings of every report; ``radiology-minilm`` is first built from the
-    training split (cached). Other entries are registry names or references
-    such as ``hf-text:/folder``."""
+def register_medical_text_encoders(encoders: Sequence[str], train_reports: ReportSet, *, adapt_steps: int = AdaptConfig.steps,
+                                   medical_scale: float = 1.0, progress: bool = True) -> None:
+    """Build (cached) and register the study-made text encoders among ``encoders``
+    from ``train_reports``: ``radiology-bert`` and ``radiology-minilm``."""
+    from semalign.radiology_bert import RadiologyBertConfig, register_radiology_bert
+
     if RADIOLOGY_TEXT_ENCODER in encoders:
-        register_radiology_text_encoder(reports.subset(train_index), adapt_steps, progress)
+        register_radiology_text_encoder(train_reports, adapt_steps, progress)
+    if MEDICAL_TEXT_ENCODER in encoders:
+        register_radiology_bert(train_reports, scaled_steps(RadiologyBertConfig(), medical_scale), progress=progress)
+
+
+def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, train_index: np.ndarray,
+                    adapt_steps: int = AdaptConfig.steps, medical_scale: float = 1.0, progress: bool = True,
+                    **options) -> dict[str, np.ndarray]:
+    """Embeddings of every report; the study-made encoders are first built from
+    the training split (cached). Other entries are registry names or references
+    such as ``hf-text:/folder``."""
+    register_medical_text_encoders(encoders, reports.subset(train_index), adapt_steps=adapt_steps,
+                                   medical_scale=medical_scale, progress=progress)
     return encode_all(reports.ids, reports.texts, encoders, progress=progress, **options)
 
 

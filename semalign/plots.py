@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from semalign.summary import TRANSFORM_ORDER
+from semalign.summary import TRANSFORM_ORDER, test_rows
 
 METRIC_LABELS = {"macro_auroc": "macro-AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
 
@@ -14,8 +14,9 @@ METRIC_LABELS = {"macro_auroc": "macro-AUROC", "macro_f1": "macro-F1", "accuracy
 def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str | None = None, ax=None):
     """Figure 3 analogue: metric vs number of anchors (log axis), a line per
     transform with a band of ± one std over encoder pairs and seeds, the few-shot
-    baseline dashed, naive and upper bound as horizontal references."""
-    rows = records[records["metric"] == metric]
+    baseline dashed, naive and upper bound as horizontal references (test records)."""
+    rows = test_rows(records)
+    rows = rows[rows["metric"] == metric]
     curves = rows[rows["method"].isin(["aligned", "few_shot"])].copy()
     curves["line"] = curves["transform"].where(curves["method"] == "aligned", "few-shot")
     order = [t for t in (*TRANSFORM_ORDER, "few-shot") if t in set(curves["line"])]
@@ -41,8 +42,9 @@ def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str
 
 def pair_curves(records: pd.DataFrame, transform: str, metric: str = "macro_auroc"):
     """One transform's aligned metric per encoder pair vs anchors (band: ± std
-    over seeds), with mean upper bound and naive references."""
-    rows = records[records["metric"] == metric]
+    over seeds), with mean upper bound and naive references (test records)."""
+    rows = test_rows(records)
+    rows = rows[rows["metric"] == metric]
     aligned = rows[rows["method"] == "aligned"].assign(pair=lambda d: d["source"] + " → " + d["target"])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     sns.lineplot(data=aligned, x="n_anchors", y="value", hue="pair", errorbar="sd", marker="o", ax=ax)

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from semalign.cache import atomic_write_json
@@ -27,7 +28,16 @@ from semalign.paths import results_dir
 RECORD_KEYS = (
     "experiment", "profile", "run", "method", "transform", "source", "target",
     "n_anchors", "seed", "task", "metric", "value",
+    # which items scored the record (test or validation) and the 95% bootstrap interval over them
+    "split", "ci_low", "ci_high",
+    # a setting chosen on held-out data says so (e.g. "validation")
+    "selected_on",
+    # claim records (experiment "claims"): the claim's id, the modality it is judged on,
+    # its verdict and the estimate the verdict is read from
+    "claim", "modality", "verdict", "estimate",
 )
+# The keys whose values are numbers (a missing one is None).
+_NUMERIC_KEYS = ("value", "ci_low", "ci_high", "estimate")
 
 
 def make_record(**fields) -> dict:
@@ -38,10 +48,13 @@ def make_record(**fields) -> dict:
     if "value" not in fields or "metric" not in fields:
         raise ValueError("a record needs at least 'metric' and 'value'")
     record = {key: fields.get(key) for key in RECORD_KEYS}
-    value = float(record["value"])
-    if not math.isfinite(value):
-        raise ValueError(f"record {record['metric']} of {record['method']} has a non-finite value {value}")
-    record["value"] = value
+    for key in _NUMERIC_KEYS:
+        if record[key] is None and key != "value":
+            continue
+        number = float(record[key])
+        if not math.isfinite(number):
+            raise ValueError(f"record {record['metric']} of {record['method']} has a non-finite {key} {number}")
+        record[key] = number
     return record
 
 
@@ -65,11 +78,20 @@ def _destination(profile: str, run: str) -> Path:
     return Path(staging) / f"{run}.json"
 
 
-def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping) -> Path:
-    """Write a run's records atomically; returns the file written."""
-    rows = [make_record(**{**dict(r), "profile": profile, "run": run, "experiment": experiment}) for r in records]
+def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping,
+                 replicates: Mapping[str, Iterable[float]] | None = None) -> Path:
+    """Write a run's records atomically; returns the file written.
+
+    ``replicates`` maps a key (see :func:`semalign.claims.replicate_key`) to the
+    bootstrap replicates of a test metric, so a summary can compute paired
+    intervals across runs scored on the same test items (:func:`load_replicates`).
+    """
+    # a record may name its own experiment (claim records say "claims")
+    rows = [make_record(**{"experiment": experiment, **dict(r), "profile": profile, "run": run}) for r in records]
     path = _destination(profile, run)
-    atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters), "records": rows})
+    stored = {key: [round(float(v), 6) for v in values] for key, values in (replicates or {}).items()}
+    atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters),
+                             "records": rows, "replicates": stored})
     return path
 
 
@@ -95,3 +117,17 @@ def load_records(profile: str) -> pd.DataFrame:
         except (json.JSONDecodeError, KeyError) as exc:
             raise SemalignError(f"results file {file} is unreadable ({exc}); re-run its notebook") from None
     return pd.DataFrame(rows, columns=list(RECORD_KEYS))
+
+
+def load_replicates(profile: str, experiment: str) -> dict[str, np.ndarray]:
+    """The bootstrap replicates every run of ``experiment`` stored, by key (runs
+    of one experiment store the same key only for the same records)."""
+    out = {}
+    for file in sorted(results_dir(profile).glob("*.json")):
+        try:
+            content = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise SemalignError(f"results file {file} is unreadable ({exc}); re-run its notebook") from None
+        if content.get("experiment") == experiment:
+            out.update({key: np.asarray(values, dtype=float) for key, values in content.get("replicates", {}).items()})
+    return out

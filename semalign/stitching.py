@@ -1,17 +1,21 @@
 """Cross-encoder stitching experiments: naive, aligned, upper bound and few-shot.
 
 Given the embeddings of the same items by several encoders, a label matrix and
-a train/test split, :func:`stitching_records` evaluates, for every ordered
-encoder pair X → Y (or only those into the ``targets``), anchor count and seed:
+a fit/validation/test split, :func:`stitching_records` evaluates, for every
+ordered encoder pair X → Y (or only those into the ``targets``), anchor count
+and seed:
 
-* ``naive``       – Y's decoder on X's raw test embeddings (padded/truncated);
+* ``naive``       – Y's decoder on X's raw embeddings (padded/truncated);
 * ``aligned``     – Y's decoder on T(X), T fitted on unlabelled anchors;
-* ``upper_bound`` – each encoder's decoder on its own test embeddings;
+* ``upper_bound`` – each encoder's decoder on its own embeddings;
 * ``few_shot``    – a decoder trained on X's embeddings of the same anchors
   *with their labels*: the fair "just label n items" baseline.
 
-Decoders are trained once per encoder on the whole training split; anchors are
-drawn from the training split only.
+Decoders are trained once per encoder on the fit rows, their strength chosen on
+the validation rows; anchors are drawn from the fit rows only. Every setting is
+scored on the validation rows (``split="validation"``, what later choices such
+as the best transform read) and once on the test rows, with a 95% bootstrap
+interval over test items (:mod:`semalign.stats`).
 """
 
 from __future__ import annotations
@@ -33,16 +37,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.neural_network import MLPClassifier
 
+from semalign import stats
 from semalign.align import Aligner, select_anchors
 from semalign.cache import atomic_path, atomic_write_json, hash_key, sha256_bytes
+from semalign.claims import replicate_key
 from semalign.errors import SemalignError
 from semalign.parallel import sweep_map
 from semalign.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
 METRICS = ("macro_auroc", "macro_f1", "accuracy")
-FEW_SHOT_VERSION = 1  # bump when the few-shot computation changes
-DECODER_VERSION = 1  # bump when the decoders' training changes
+FEW_SHOT_VERSION = 2  # bump when the few-shot computation changes
+DECODER_VERSION = 2  # bump when the decoders' training changes
+# Inverse regularisation strengths (scikit-learn's C) a logreg decoder chooses from on the validation rows.
+DECODER_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+N_BOOT = 1000  # bootstrap resamples of the test items behind every interval
 
 
 class Decoder:
@@ -55,15 +64,15 @@ class Decoder:
     :meth:`arrays` / :meth:`from_arrays`), so it can be cached without pickle.
     """
 
-    def __init__(self, kind: str = "logreg", seed: int = 0):
+    def __init__(self, kind: str = "logreg", seed: int = 0, strength: float = 1.0):
         if kind not in DECODERS:
             raise SemalignError(f"unknown decoder {kind!r}; valid decoders: {', '.join(DECODERS)}")
-        self.kind, self.seed = kind, seed
+        self.kind, self.seed, self.strength = kind, seed, float(strength)
 
     def _model(self):
         if self.kind == "mlp":
             return MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, random_state=self.seed)
-        return LogisticRegression(max_iter=2000, random_state=self.seed)
+        return LogisticRegression(C=self.strength, max_iter=2000, random_state=self.seed)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> Decoder:
         y = np.asarray(y, dtype=int)
@@ -113,17 +122,33 @@ def score(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return {"macro_auroc": auroc, "macro_f1": f1, "accuracy": accuracy}
 
 
+def score_replicates(y_true: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics of :func:`score` under each bootstrap resample (rows of ``weights``)."""
+    y_true = np.asarray(y_true, dtype=int)
+    predicted = (proba >= 0.5).astype(int)
+    weights = np.asarray(weights, dtype=float)
+    tp = weights @ (predicted & y_true)
+    fp = weights @ (predicted & (1 - y_true))
+    fn = weights @ ((1 - predicted) & y_true)
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0).mean(axis=1)
+    accuracy = weights @ (y_true == predicted).mean(axis=1) / weights.sum(axis=1)
+    return {"macro_auroc": stats.macro_auroc_replicates(y_true, proba, weights), "macro_f1": f1, "accuracy": accuracy}
+
+
 @dataclasses.dataclass
 class StitchingSetup:
     """Everything a sweep needs; embeddings are keyed by encoder name."""
 
     embeddings: Mapping[str, np.ndarray]
     labels: np.ndarray
-    train: np.ndarray
+    train: np.ndarray  # the fit rows: decoders are trained and anchors drawn here
     test: np.ndarray
     transform: str
     anchor_counts: Sequence[int]
     seeds: Sequence[int]
+    # Held-out training rows that choose settings (decoder strength here; transform, pair downstream).
+    validation: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
     anchor_strategy: str = "random"
     decoder: str = "logreg"
     scaling: str = "standard"
@@ -132,6 +157,7 @@ class StitchingSetup:
     jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
     # Encoders Y whose decoder is reused: only pairs X → Y into them are run. Empty: every ordered pair.
     targets: Sequence[str] = ()
+    n_boot: int = N_BOOT
 
     def pairs(self) -> list[tuple[str, str]]:
         """The ordered pairs (source, target) of the sweep."""
@@ -152,51 +178,96 @@ class StitchingSetup:
         return list(dict.fromkeys(source for source, _ in self.pairs()))
 
 
-def _records(base: dict, scores: dict[str, float]) -> list[dict]:
-    return [{**base, "metric": m, "value": v} for m, v in scores.items()]
+class _Scorer:
+    """Scores predictions on the validation rows and, with a bootstrap interval,
+    on the test rows. Every record shares one set of resamples of the test
+    items, so replicates of two records give paired intervals."""
+
+    def __init__(self, setup: StitchingSetup):
+        self.setup = setup
+        self.y_validation, self.y_test = setup.labels[setup.validation], setup.labels[setup.test]
+        self.weights = stats.bootstrap_weights(len(setup.test), setup.n_boot, seed=0)
+
+    def records(self, base: dict, embeddings: np.ndarray, predict, keep: bool = False) -> tuple[list[dict], dict]:
+        """Records of ``predict`` (rows of embeddings → probabilities) for the setting
+        ``base``, and (when ``keep``) its test macro-AUROC replicates by key."""
+        rows = []
+        if len(self.setup.validation):
+            scores = score(self.y_validation, predict(embeddings[self.setup.validation]))
+            rows += [{**base, "split": "validation", "metric": m, "value": v} for m, v in scores.items()]
+        proba = predict(embeddings[self.setup.test])
+        replicates = score_replicates(self.y_test, proba, self.weights)
+        for metric, value in score(self.y_test, proba).items():
+            low, high = stats.interval(replicates[metric])
+            rows.append({**base, "split": "test", "metric": metric, "value": value, "ci_low": low, "ci_high": high})
+        kept = {}
+        if keep:
+            key = replicate_key(base["method"], base["source"], base["target"], base.get("transform"),
+                                base.get("n_anchors"), base.get("seed"))
+            kept[key] = replicates["macro_auroc"]
+        return rows, kept
 
 
-def stitching_records(setup: StitchingSetup, progress: bool = True) -> list[dict]:
-    """Every record of the sweep (see the module docstring)."""
+def stitching_records(setup: StitchingSetup, progress: bool = True,
+                      replicates: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Every record of the sweep (see the module docstring).
+
+    When ``replicates`` is given, it receives the test macro-AUROC bootstrap
+    replicates of the records the claims are judged on: naive, upper bound, and
+    aligned and few-shot at the largest anchor count.
+    """
     names = list(setup.embeddings)
     pool = len(setup.train)
     too_many = [n for n in setup.anchor_counts if n > pool]
     if too_many:
         raise SemalignError(f"anchor counts {too_many} exceed the anchor pool (the training split) of {pool} items; "
                             f"use anchor counts ≤ {pool} or more reports")
-    y_train, y_test = setup.labels[setup.train], setup.labels[setup.test]
+    scorer = _Scorer(setup)
+    largest = max(setup.anchor_counts)
     decoders = {name: trained_decoder(setup, name) for name in names}
-    records = []
+    records, kept = [], {}
+
+    def add(result: tuple[list[dict], dict]) -> None:
+        records.extend(result[0])
+        kept.update(result[1])
+
     for name in names:
-        proba = decoders[name].predict_proba(setup.embeddings[name][setup.test])
-        records += _records(dict(method="upper_bound", source=name, target=name, task=setup.task), score(y_test, proba))
+        base = dict(method="upper_bound", source=name, target=name, task=setup.task)
+        add(scorer.records(base, setup.embeddings[name], decoders[name].predict_proba, keep=True))
+        if len(setup.validation):
+            records.append(dict(method="decoder", source=name, target=name, task=setup.task, metric="strength",
+                                value=decoders[name].strength, selected_on="validation"))
     pairs = setup.pairs()
     for source, target in pairs:
         naive = Aligner(kind="naive").fit(setup.embeddings[source][setup.train[:2]], setup.embeddings[target][setup.train[:2]])
-        proba = decoders[target].predict_proba(naive.transform(setup.embeddings[source][setup.test]))
-        records += _records(dict(method="naive", source=source, target=target, task=setup.task), score(y_test, proba))
-    records += few_shot_records(setup, progress=progress)
+        add(scorer.records(dict(method="naive", source=source, target=target, task=setup.task),
+                           setup.embeddings[source],
+                           lambda x, t=target, a=naive: decoders[t].predict_proba(a.transform(x)), keep=True))
+    add(few_shot_records(setup, {name: decoders[name].strength for name in names}, progress=progress))
 
-    def aligned(point: tuple[int, int, str]) -> list[dict]:
+    def aligned(point: tuple[int, int, str]) -> tuple[list[dict], dict]:
         seed, n, source = point
         chosen = _anchors(setup, source, seed, n)
-        rows = []
+        rows, kept_here = [], {}
         for target in (y for x, y in pairs if x == source):
             aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
             aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
-            proba = decoders[target].predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
-            rows += _records(dict(n_anchors=n, seed=seed, task=setup.task, method="aligned", transform=setup.transform,
-                                  source=source, target=target), score(y_test, proba))
-        return rows
+            base = dict(n_anchors=n, seed=seed, task=setup.task, method="aligned", transform=setup.transform,
+                        source=source, target=target)
+            scored, kept_one = scorer.records(base, setup.embeddings[source],
+                                              lambda x, t=target, a=aligner: decoders[t].predict_proba(a.transform(x)),
+                                              keep=n == largest)
+            rows += scored
+            kept_here.update(kept_one)
+        return rows, kept_here
 
-    return records + _swept(aligned, itertools.product(setup.seeds, setup.anchor_counts, setup.sources()), setup.jobs,
-                            f"{setup.transform} sweep", progress)
-
-
-def _swept(fn, points, jobs: int, desc: str, progress: bool) -> list[dict]:
-    """The records of ``fn`` over the grid ``points``, in grid order (:func:`semalign.parallel.sweep_map`)."""
     with _quiet_convergence():
-        return [row for rows in sweep_map(fn, points, jobs=jobs, desc=desc, progress=progress) for row in rows]
+        for result in sweep_map(aligned, itertools.product(setup.seeds, setup.anchor_counts, setup.sources()),
+                                jobs=setup.jobs, desc=f"{setup.transform} sweep", progress=progress):
+            add(result)
+    if replicates is not None:
+        replicates.update(kept)
+    return records
 
 
 @contextlib.contextmanager
@@ -205,7 +276,7 @@ def _quiet_convergence():
 
     ``warnings.catch_warnings`` swaps process-wide state, so it is not safe in
     the threads of a sweep: only the main thread sets the filter (around the
-    whole sweep in :func:`_swept`), and decoders fitted in worker threads run under it.
+    whole sweep), and decoders fitted in worker threads run under it.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -221,28 +292,38 @@ def _digest(a: np.ndarray) -> str:
 
 
 def trained_decoder(setup: StitchingSetup, name: str) -> Decoder:
-    """Encoder ``name``'s decoder trained on the whole training split.
+    """Encoder ``name``'s decoder trained on the fit rows, its strength (C) the
+    one of :data:`DECODER_STRENGTHS` with the best validation macro-AUROC (1.0
+    without validation rows; an ``mlp`` decoder is not tuned).
 
     The four transform runs of a sweep train the same decoders, so a ``logreg``
     decoder is cached (``.npz`` without pickle under ``<cache>/records/``), keyed
-    by the training rows' embeddings and labels, the decoder and scikit-learn's
-    version. A damaged entry is reported and retrained.
+    by the fit and validation rows' embeddings and labels, the strengths and
+    scikit-learn's version. A damaged entry is reported and retrained.
     """
     x, y = setup.embeddings[name][setup.train], setup.labels[setup.train]
     if setup.decoder != "logreg":
         return Decoder(setup.decoder).fit(x, y)
-    key = hash_key("decoder", DECODER_VERSION, sklearn.__version__, setup.decoder, _digest(x), _digest(y))
+    x_val, y_val = setup.embeddings[name][setup.validation], setup.labels[setup.validation]
+    key = hash_key("decoder", DECODER_VERSION, sklearn.__version__, setup.decoder, _digest(x), _digest(y),
+                   _digest(x_val), _digest(y_val), DECODER_STRENGTHS)
     path = cache_dir() / "records" / f"decoder-{key}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
-                return Decoder.from_arrays({k: data[k] for k in ("coef", "intercept", "fitted", "constant")})
+                decoder = Decoder.from_arrays({k: data[k] for k in ("coef", "intercept", "fitted", "constant")})
+                decoder.strength = float(data["strength"])
+                return decoder
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             warnings.warn(f"{path} is damaged; retraining the decoder of {name}", stacklevel=2)
-    decoder = Decoder(setup.decoder).fit(x, y)
+    if len(setup.validation):
+        candidates = [Decoder(setup.decoder, strength=c).fit(x, y) for c in DECODER_STRENGTHS]
+        decoder = max(candidates, key=lambda d: score(y_val, d.predict_proba(x_val))["macro_auroc"])
+    else:
+        decoder = Decoder(setup.decoder).fit(x, y)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **decoder.arrays())
+        np.savez(handle, strength=np.array(decoder.strength), **decoder.arrays())
     return decoder
 
 
@@ -255,37 +336,50 @@ def _anchors(setup: StitchingSetup, source: str, seed: int, n: int) -> np.ndarra
                                features=setup.embeddings[source][pool], labels=stratify, pool_size=len(pool))]
 
 
-def few_shot_records(setup: StitchingSetup, progress: bool = True) -> list[dict]:
+def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | None = None,
+                     progress: bool = True) -> tuple[list[dict], dict[str, np.ndarray]]:
     """The few-shot baseline: per source encoder (:meth:`StitchingSetup.sources`),
-    seed and anchor count, a decoder trained on the anchors *with their labels*,
-    scored on the test split.
+    seed and anchor count, a decoder trained on the anchors *with their labels*
+    (at the strength chosen on validation for that encoder's own decoder,
+    ``strengths``), scored as every record is; and the test replicates of its
+    records at the largest anchor count.
 
     It does not depend on the transform, so the four transform runs of a sweep
-    share it through a content-keyed cache entry (JSON records under
-    ``<cache>/records/``): the key hashes the embeddings, labels, split, anchor
-    counts, seeds, anchor strategy, decoder, task and sources.
+    share it through a content-keyed cache entry (JSON under ``<cache>/records/``):
+    the key hashes the embeddings, labels, split, anchor counts, seeds, anchor
+    strategy, decoder, strengths and task.
     """
     sources = setup.sources()
+    strengths = {name: float((strengths or {}).get(name, 1.0)) for name in sources}
     digest = {name: _digest(np.asarray(setup.embeddings[name], dtype=np.float32)) for name in sources}
-    key = hash_key("few-shot", FEW_SHOT_VERSION, digest, [_digest(a) for a in (setup.labels, setup.train, setup.test)],
-                   list(setup.anchor_counts), list(setup.seeds), setup.anchor_strategy, setup.decoder, setup.task)
+    key = hash_key("few-shot", FEW_SHOT_VERSION, digest,
+                   [_digest(a) for a in (setup.labels, setup.train, setup.validation, setup.test)],
+                   list(setup.anchor_counts), list(setup.seeds), setup.anchor_strategy, setup.decoder, setup.task,
+                   strengths, setup.n_boot)
     path = cache_dir() / "records" / f"few-shot-{key}.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except ValueError:
+            cached = json.loads(path.read_text())
+            return cached["records"], {k: np.asarray(v) for k, v in cached["replicates"].items()}
+        except (ValueError, KeyError, TypeError):
             warnings.warn(f"{path} is damaged; recomputing it", stacklevel=2)
-    y_test = setup.labels[setup.test]
+    scorer = _Scorer(setup)
+    largest = max(setup.anchor_counts)
 
-    def few_shot(point: tuple[int, int, str]) -> list[dict]:
+    def few_shot(point: tuple[int, int, str]) -> tuple[list[dict], dict]:
         seed, n, source = point
         chosen = _anchors(setup, source, seed, n)
-        few = Decoder(setup.decoder, seed=seed).fit(setup.embeddings[source][chosen], setup.labels[chosen])
-        return _records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot", source=source, target=source),
-                        score(y_test, few.predict_proba(setup.embeddings[source][setup.test])))
+        few = Decoder(setup.decoder, seed=seed, strength=strengths[source]).fit(
+            setup.embeddings[source][chosen], setup.labels[chosen])
+        return scorer.records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot", source=source,
+                                   target=source), setup.embeddings[source], few.predict_proba, keep=n == largest)
 
-    records = _swept(few_shot, itertools.product(setup.seeds, setup.anchor_counts, sources), setup.jobs,
-                     "few-shot baseline", progress)
+    records, replicates = [], {}
+    with _quiet_convergence():
+        for rows, kept in sweep_map(few_shot, itertools.product(setup.seeds, setup.anchor_counts, sources),
+                                    jobs=setup.jobs, desc="few-shot baseline", progress=progress):
+            records += rows
+            replicates.update(kept)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, records)
-    return records
+    atomic_write_json(path, {"records": records, "replicates": {k: v.tolist() for k, v in replicates.items()}})
+    return records, replicates

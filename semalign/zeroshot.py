@@ -20,24 +20,34 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from semalign import stats
 from semalign.align import threads_for
 from semalign.errors import SemalignError
 
+# Several templates per class, averaged: one template's wording should not decide a result
+# (the zero-shot page shows the spread over templates once).
 DEFAULT_PROMPTS = {
-    "effusion": {"positive": ["There is a pleural effusion.", "Pleural effusion is present."],
+    "effusion": {"positive": ["There is a pleural effusion.", "Pleural effusion is present.",
+                              "Blunting of the costophrenic angle due to effusion.", "Fluid in the pleural space."],
                  "negative": ["No pleural effusion.", "The costophrenic angles are sharp."]},
-    "opacity": {"positive": ["There is airspace consolidation.", "Focal opacity in the lung."],
+    "opacity": {"positive": ["There is airspace consolidation.", "Focal opacity in the lung.",
+                             "An area of increased opacity in the lung.", "Patchy airspace disease."],
                 "negative": ["No focal consolidation.", "The lungs are clear."]},
-    "nodule": {"positive": ["There is a pulmonary nodule.", "A rounded nodular opacity is seen."],
+    "nodule": {"positive": ["There is a pulmonary nodule.", "A rounded nodular opacity is seen.",
+                            "A small nodule in the lung.", "Solitary pulmonary nodule."],
                "negative": ["No pulmonary nodule.", "No nodules or masses."]},
-    "cardiomegaly": {"positive": ["Cardiomegaly.", "The heart is enlarged."],
+    "cardiomegaly": {"positive": ["Cardiomegaly.", "The heart is enlarged.", "Enlarged cardiac silhouette.",
+                                  "The cardiothoracic ratio is increased."],
                      "negative": ["The heart size is normal.", "Normal cardiac silhouette."]},
-    "pneumothorax": {"positive": ["There is a pneumothorax.", "Pneumothorax is present."],
+    "pneumothorax": {"positive": ["There is a pneumothorax.", "Pneumothorax is present.",
+                                  "A visible pleural line with absent lung markings.", "Collapsed lung with air in the pleural space."],
                      "negative": ["No pneumothorax.", "There is no pneumothorax."]},
-    "atelectasis": {"positive": ["There is atelectasis.", "Volume loss with collapse of a lobe."],
+    "atelectasis": {"positive": ["There is atelectasis.", "Volume loss with collapse of a lobe.",
+                                 "Subsegmental atelectasis.", "Lobar collapse."],
                     "negative": ["No atelectasis.", "No focal atelectasis."]},
 }
 # The label names of the paper's datasets (CheXpert-style, RSNA, VinDr-CXR).
@@ -103,7 +113,13 @@ def class_aurocs(labels: np.ndarray, scores: np.ndarray, classes: Sequence[str])
 
 @dataclasses.dataclass
 class ClipStyle:
-    """Two linear heads on frozen embeddings trained with symmetric InfoNCE."""
+    """Two linear heads on frozen embeddings trained with symmetric InfoNCE.
+
+    ``fit`` trains for ``epochs`` and, when given ``validate`` (a function of
+    the model returning a validation score), scores the model every
+    ``validate_every`` epochs and keeps the weights of the best-scoring epoch
+    (early stopping chosen on validation); ``curve_`` holds (epoch, score) pairs.
+    """
 
     dim: int = 256
     epochs: int = 60
@@ -111,8 +127,9 @@ class ClipStyle:
     lr: float = 1e-3
     temperature: float = 0.07
     seed: int = 0
+    validate_every: int = 5
 
-    def fit(self, image: np.ndarray, text: np.ndarray) -> ClipStyle:
+    def fit(self, image: np.ndarray, text: np.ndarray, validate=None) -> ClipStyle:
         if len(image) != len(text) or len(image) < 2:
             raise SemalignError(f"CLIP-style training needs ≥ 2 paired rows, got {len(image)} images and {len(text)} texts")
         generator = torch.Generator().manual_seed(self.seed)
@@ -126,29 +143,38 @@ class ClipStyle:
         params = [*self.image_head_.parameters(), *self.text_head_.parameters()]
         optimiser = torch.optim.Adam(params, lr=self.lr)
         targets = torch.arange(min(self.batch_size, len(x)))
-        # A step (forward and backward of both heads) is ~6·batch·(d_image + d_text)·dim
-        # FLOP, a fraction of a GFLOP: on one thread, 1.3x faster and bit-identical.
+        self.curve_, best, self.best_epoch_ = [], -np.inf, self.epochs
+        # A step is a fraction of a GFLOP: one thread is faster and bit-identical.
         with threads_for(6.0 * self.batch_size * (x.shape[1] + t.shape[1]) * self.dim):
-            self._train(x, t, optimiser, targets, generator)
+            for epoch in range(1, self.epochs + 1):
+                self._epoch(x, t, optimiser, targets, generator)
+                if validate is not None and (epoch % self.validate_every == 0 or epoch == self.epochs):
+                    self.curve_.append((epoch, float(validate(self))))
+                    if self.curve_[-1][1] > best:
+                        best, self.best_epoch_ = self.curve_[-1][1], epoch
+                        kept = [p.detach().clone() for p in params]
+        if validate is not None:
+            with torch.no_grad():
+                for p, value in zip(params, kept):
+                    p.copy_(value)
         return self
 
-    def _train(self, x: torch.Tensor, t: torch.Tensor, optimiser, targets: torch.Tensor,
+    def _epoch(self, x: torch.Tensor, t: torch.Tensor, optimiser, targets: torch.Tensor,
                generator: torch.Generator) -> None:
-        for _ in range(self.epochs):
-            order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x) - 1, self.batch_size):
-                batch = order[start:start + self.batch_size]
-                if len(batch) < 2:
-                    continue
-                zi = torch.nn.functional.normalize(self.image_head_(x[batch]), dim=1)
-                zt = torch.nn.functional.normalize(self.text_head_(t[batch]), dim=1)
-                logits = zi @ zt.T / self.temperature
-                target = targets[: len(batch)]
-                loss = (torch.nn.functional.cross_entropy(logits, target)
-                        + torch.nn.functional.cross_entropy(logits.T, target)) / 2
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x) - 1, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if len(batch) < 2:
+                continue
+            zi = torch.nn.functional.normalize(self.image_head_(x[batch]), dim=1)
+            zt = torch.nn.functional.normalize(self.text_head_(t[batch]), dim=1)
+            logits = zi @ zt.T / self.temperature
+            target = targets[: len(batch)]
+            loss = (torch.nn.functional.cross_entropy(logits, target)
+                    + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
 
     @torch.no_grad()
     def embed_images(self, image: np.ndarray) -> np.ndarray:
@@ -159,10 +185,21 @@ class ClipStyle:
         return self.text_head_(torch.as_tensor(text - self.text_mean_, dtype=torch.float32)).numpy()
 
 
+# Settings of the CLIP-style model chosen on validation (epochs by early stopping
+# within each): learning rate and temperature.
+CLIP_GRID = tuple((lr, temperature) for lr in (1e-3, 1e-2) for temperature in (0.03, 0.1))
+CLIP_EPOCHS = 100
+# ASIF's neighbourhood size and exponent, chosen on validation (k is clipped to the anchor count).
+ASIF_GRID = tuple((k, p) for k in (8, 32, 128, 512) for p in (1.0, 4.0, 8.0))
+
+
 @dataclasses.dataclass
 class ZeroShotSetup:
     """Paired image and report embeddings of the same items, keyed by encoder
-    name; prompt embeddings per text encoder and class as (positive, negative)."""
+    name; prompt embeddings per text encoder and class as (positive, negative).
+    ``train`` are the fit rows (anchors and CLIP-style training pairs come from
+    them), ``validation`` the rows that choose settings, ``test`` the rows
+    scored once per setting."""
 
     image_embeddings: Mapping[str, np.ndarray]
     report_embeddings: Mapping[str, np.ndarray]
@@ -174,6 +211,7 @@ class ZeroShotSetup:
     transforms: Sequence[str]
     anchor_counts: Sequence[int]
     seeds: Sequence[int]
+    validation: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
     scaling: str = "standard"
     affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
     jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
@@ -182,80 +220,204 @@ class ZeroShotSetup:
     anchor_images: Mapping[str, np.ndarray] | None = None
     # Pretrained multimodal models: name -> (image embeddings of every row, prompts per class).
     multimodal: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[np.ndarray, np.ndarray]]]] | None = None
+    n_boot: int = 1000
 
 
 def anchor_pool(setup: ZeroShotSetup) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]:
     """Row-paired image and report embeddings the anchors are drawn from: the
-    separate anchor dataset's, or this dataset's training rows."""
+    separate anchor dataset's, or this dataset's fit rows."""
     if setup.anchor_images is not None:
         return setup.anchor_images, setup.report_embeddings
     return ({v: e[setup.train] for v, e in setup.image_embeddings.items()},
             {t: e[setup.train] for t, e in setup.report_embeddings.items()})
 
 
-def _class_records(base: dict, aurocs: dict[str, float]) -> list[dict]:
-    rows = [{**base, "task": c, "metric": "auroc", "value": v} for c, v in aurocs.items()]
-    rows.append({**base, "task": "macro", "metric": "auroc", "value": float(np.mean(list(aurocs.values())))})
-    return rows
-
-
 def _scores(mapped: np.ndarray, prompts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes) -> np.ndarray:
     return np.stack([prompt_scores(mapped, *prompts[c]) for c in classes], axis=1)
 
 
-def zero_shot_records(setup: ZeroShotSetup, clip: ClipStyle | None = None, progress: bool = True) -> list[dict]:
+def macro_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean AUROC over the classes with both outcomes in ``labels``."""
+    return float(np.mean(list(class_aurocs(labels, scores, range(labels.shape[1])).values())))
+
+
+class _Scorer:
+    """Validation macro-AUROC, and per-class and macro test AUROC with 95%
+    bootstrap intervals over test items (one set of resamples for every method,
+    so replicates of two methods are paired)."""
+
+    def __init__(self, setup: ZeroShotSetup):
+        self.setup = setup
+        self.y_validation, self.y_test = setup.labels[setup.validation], setup.labels[setup.test]
+        self.weights = stats.bootstrap_weights(len(setup.test), setup.n_boot, seed=0)
+
+    def validation(self, scores_of) -> float:
+        """Validation macro-AUROC of ``scores_of`` (rows of the image table → class scores)."""
+        return macro_auroc(self.y_validation, scores_of(self.setup.validation))
+
+    def records(self, base: dict, scores_of, validate: bool = True) -> tuple[list[dict], np.ndarray]:
+        rows = []
+        if validate and len(self.setup.validation):
+            rows.append({**base, "task": "macro", "split": "validation", "metric": "auroc",
+                         "value": self.validation(scores_of)})
+        scores = scores_of(self.setup.test)
+        for j, c in enumerate(self.setup.classes):
+            if 0 < self.y_test[:, j].sum() < len(self.y_test):
+                value = float(roc_auc_score(self.y_test[:, j], scores[:, j]))
+                low, high = stats.interval(stats.weighted_auroc(self.y_test[:, j], scores[:, j], self.weights))
+                rows.append({**base, "task": c, "split": "test", "metric": "auroc", "value": value,
+                             "ci_low": low, "ci_high": high})
+        replicates = stats.macro_auroc_replicates(self.y_test, scores, self.weights)
+        low, high = stats.interval(replicates)
+        rows.append({**base, "task": "macro", "split": "test", "metric": "auroc",
+                     "value": macro_auroc(self.y_test, scores), "ci_low": low, "ci_high": high})
+        return rows, replicates
+
+
+def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
+                      replicates: dict[str, np.ndarray] | None = None) -> list[dict]:
     """Records of unimodal zero-shot (every vision × text pair, transform, anchor
-    count, seed), of the CLIP-style baseline (every pair, seed; trained on the
-    anchor pool's pairs), of each pretrained multimodal model and of a supervised
-    linear probe on each vision encoder (the reference ceiling)."""
+    count, seed), of ASIF from the same anchors (k and exponent chosen on
+    validation), of the CLIP-style baseline (every pair and seed; trained on the
+    whole fit pool, its learning rate, temperature and epochs chosen on
+    validation), of each pretrained multimodal model and of a supervised linear
+    probe on each vision encoder (the reference that uses labels). ``replicates``
+    receives the test macro-AUROC replicates by :func:`semalign.claims.replicate_key`."""
     from itertools import product
 
     from sklearn.linear_model import LogisticRegression
 
     from semalign.align import Aligner, select_anchors
+    from semalign.asif import ASIF
+    from semalign.claims import replicate_key
     from semalign.parallel import sweep_map
 
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
     if max(setup.anchor_counts) > pool:
         raise SemalignError(f"anchor counts up to {max(setup.anchor_counts)} exceed the {pool} paired training items; lower them")
-    y_test = setup.labels[setup.test]
+    scorer = _Scorer(setup)
+    kept: dict[str, np.ndarray] = {}
 
-    def probe(point: tuple[str, int]) -> np.ndarray:
+    def probe(point: tuple[str, int]) -> LogisticRegression:
         vision, j = point
         image = setup.image_embeddings[vision]
-        model = LogisticRegression(max_iter=2000).fit(image[setup.train], setup.labels[setup.train, j])
-        return model.predict_proba(image[setup.test])[:, 1]
+        return LogisticRegression(max_iter=2000).fit(image[setup.train], setup.labels[setup.train, j])
 
-    columns = sweep_map(probe, product(setup.image_embeddings, range(len(setup.classes))), jobs=setup.jobs)
+    models = sweep_map(probe, product(setup.image_embeddings, range(len(setup.classes))), jobs=setup.jobs)
     records = []
     for i, vision in enumerate(setup.image_embeddings):
-        proba = np.stack(columns[i * len(setup.classes):(i + 1) * len(setup.classes)], axis=1)
-        records += _class_records(dict(method="linear_probe", source=vision, target=vision),
-                                  class_aurocs(y_test, proba, setup.classes))
+        heads = models[i * len(setup.classes):(i + 1) * len(setup.classes)]
+        image = setup.image_embeddings[vision]
+        rows, reps = scorer.records(dict(method="linear_probe", source=vision, target=vision),
+                                    lambda rows, h=heads, e=image: np.stack([m.predict_proba(e[rows])[:, 1] for m in h], 1))
+        records += rows
+        kept[replicate_key("linear_probe", vision, vision)] = reps
     for name, (image, prompts) in (setup.multimodal or {}).items():
-        records += _class_records(dict(method="pretrained_multimodal", source=name, target=name),
-                                  class_aurocs(y_test, _scores(image[setup.test], prompts, setup.classes), setup.classes))
+        rows, reps = scorer.records(dict(method="pretrained_multimodal", source=name, target=name),
+                                    lambda rows, e=image, p=prompts: _scores(e[rows], p, setup.classes))
+        records += rows
+        kept[replicate_key("pretrained_multimodal", name, name)] = reps
+    largest = max(setup.anchor_counts)
 
-    def pair_records(point: tuple[tuple[str, str], int]) -> list[dict]:
+    def pair_records(point: tuple[tuple[str, str], int]) -> tuple[list[dict], dict]:
         (vision, text), seed = point
         image, anchor_image, anchor_report = setup.image_embeddings[vision], anchor_images[vision], anchor_reports[text]
         prompts = setup.prompt_embeddings[text]
-        model = dataclasses.replace(clip or ClipStyle(), seed=seed).fit(anchor_image, anchor_report)
-        projected = {c: tuple(model.embed_texts(p) for p in prompts[c]) for c in setup.classes}
-        scores = _scores(model.embed_images(image[setup.test]), projected, setup.classes)
-        rows = _class_records(dict(method="clip_style", source=vision, target=text, seed=seed),
-                              class_aurocs(y_test, scores, setup.classes))
-        for kind, n in product(setup.transforms, setup.anchor_counts):
+        rows, local = [], {}
+
+        def clip_scores(model, rows_):
+            projected = {c: tuple(model.embed_texts(p) for p in prompts[c]) for c in setup.classes}
+            return _scores(model.embed_images(image[rows_]), projected, setup.classes)
+
+        best = None
+        for lr, temperature in CLIP_GRID:
+            model = ClipStyle(epochs=CLIP_EPOCHS, lr=lr, temperature=temperature, seed=seed)
+            model.fit(anchor_image, anchor_report, validate=lambda m: scorer.validation(lambda r: clip_scores(m, r)))
+            if best is None or max(v for _, v in model.curve_) > max(v for _, v in best.curve_):
+                best = model
+        base = dict(method="clip_style", source=vision, target=text, seed=seed, selected_on="validation")
+        scored, reps = scorer.records(base, lambda r: clip_scores(best, r), validate=False)
+        rows += scored
+        rows.append({**base, "task": "macro", "split": "validation", "metric": "auroc",
+                     "value": max(v for _, v in best.curve_)})
+        rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
+                 for m, v in (("lr", best.lr), ("temperature", best.temperature), ("epochs", best.best_epoch_),
+                              ("training_pairs", len(anchor_image)))]
+        # the validation curve of the chosen settings, for the page's figure (the epoch is in n_anchors)
+        rows += [{**base, "method": "clip_style_curve", "n_anchors": epoch, "task": "macro", "split": "validation",
+                  "metric": "auroc", "value": v, "selected_on": None} for epoch, v in best.curve_]
+        local[replicate_key("clip_style", vision, text, None, None, seed)] = reps
+        for n in setup.anchor_counts:
             anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
-            aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
-            aligner.fit(anchor_image[anchors], anchor_report[anchors])
-            scores = _scores(aligner.transform(image[setup.test]), prompts, setup.classes)
-            rows += _class_records(dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text,
-                                        n_anchors=n, seed=seed), class_aurocs(y_test, scores, setup.classes))
-        return rows
+            for kind in setup.transforms:
+                aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
+                aligner.fit(anchor_image[anchors], anchor_report[anchors])
+                base = dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text, n_anchors=n, seed=seed)
+                scored, reps = scorer.records(base, lambda r, a=aligner: _scores(a.transform(image[r]), prompts,
+                                                                                    setup.classes))
+                rows += scored
+                if n == largest:
+                    local[replicate_key("unimodal_zero_shot", vision, text, kind, n, seed)] = reps
+            fitted = {}
+            for k, p in ASIF_GRID:
+                if min(k, n) in {min(kk, n) for kk, pp in fitted if pp == p}:
+                    continue  # k clipped to n gives a setting already tried
+                asif = ASIF(k=k, exponent=p).fit(anchor_image[anchors], anchor_report[anchors])
+                fitted[(k, p)] = (asif, scorer.validation(lambda r, a=asif: _asif_scores(a, image[r], prompts,
+                                                                                          setup.classes)))
+            (k, p), (asif, _) = max(fitted.items(), key=lambda item: item[1][1])
+            base = dict(method="asif", source=vision, target=text, n_anchors=n, seed=seed, selected_on="validation")
+            scored, reps = scorer.records(base, lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes))
+            rows += scored
+            rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
+                     for m, v in (("k", min(k, n)), ("exponent", p))]
+            if n == largest:
+                local[replicate_key("asif", vision, text, None, n, seed)] = reps
+        return rows, local
 
     grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)
-    for rows in sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress):
+    for rows, local in sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress):
         records += rows
+        kept.update(local)
+    if replicates is not None:
+        replicates.update(kept)
     return records
+
+
+def _asif_scores(asif, images: np.ndarray, prompts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes) -> np.ndarray:
+    """Prompt scores of ASIF: the same positive-minus-negative rule on relative representations."""
+    relative = asif.relative_images(images)
+    out = []
+    for c in classes:
+        positive, negative = prompts[c]
+        score = (relative @ asif.relative_texts(positive).T).mean(axis=1)
+        if negative is not None and len(negative):
+            score = score - (relative @ asif.relative_texts(negative).T).mean(axis=1)
+        out.append(score)
+    return np.stack(out, axis=1)
+
+
+def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_anchors: int, seed: int = 0) -> pd.DataFrame:
+    """Test AUROC per class of unimodal zero-shot with each positive template
+    alone (all negatives kept), beside the average of the templates: how much
+    one prompt's wording moves a result."""
+    from semalign.align import Aligner, select_anchors
+
+    anchor_images, anchor_reports = anchor_pool(setup)
+    anchors = select_anchors(n_anchors, strategy="random", seed=seed, pool_size=len(anchor_reports[text]))
+    aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
+    mapped = aligner.fit(anchor_images[vision][anchors], anchor_reports[text][anchors]).transform(
+        setup.image_embeddings[vision][setup.test])
+    y_test = setup.labels[setup.test]
+    rows = []
+    for j, c in enumerate(setup.classes):
+        positive, negative = setup.prompt_embeddings[text][c]
+        if not 0 < y_test[:, j].sum() < len(y_test):
+            continue
+        single = [roc_auc_score(y_test[:, j], prompt_scores(mapped, positive[i:i + 1], negative))
+                  for i in range(len(positive))]
+        rows.append({"class": c, "templates": len(positive), "lowest single template": min(single),
+                     "highest single template": max(single),
+                     "average of templates": roc_auc_score(y_test[:, j], prompt_scores(mapped, positive, negative))})
+    return pd.DataFrame(rows).set_index("class").round(3)

@@ -1,13 +1,19 @@
-"""The study-made phantom vision encoder: trains only what it says, caches, loads in the registry."""
+"""The study-made phantom vision encoders (label-supervised and self-supervised): train only
+what they say, cache, load in the registry."""
 
 from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 from semalign import adapt_vision
-from semalign.adapt_vision import VisionAdaptConfig, adapt_vision_encoder
+from semalign.adapt_vision import (SSLConfig, VisionAdaptConfig, adapt_vision_encoder, register_phantom_ssl_encoder,
+                                   ssl_vision_encoder)
 from semalign.encoders import load_encoder
 from semalign.errors import SemalignError
 
@@ -106,3 +112,105 @@ def test_damaged_phantom_cache_is_rendered_again(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="damaged"):
         again = experiments.phantom_dataset(spec, progress=False)
     assert np.array_equal(first.images, again.images)
+
+
+# --------------------------------------------------------------------------- phantom-ssl
+
+TINY_SSL = SSLConfig(steps=2, batch_size=4, views=3, image_size=64, train_blocks=2, projection_dim=8, threads=1)
+
+
+@pytest.fixture(scope="module")
+def ssl_images():
+    return np.random.default_rng(1).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def ssl_trained(ssl_images, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEMALIGN_CACHE", str(tmp_path_factory.mktemp("ssl-cache")))
+    path = ssl_vision_encoder(ssl_images, TINY_SSL, progress=False)
+    yield path
+    mp.undo()
+
+
+def test_ssl_takes_no_labels():
+    assert list(inspect.signature(ssl_vision_encoder).parameters) == ["images", "config", "progress"]
+    assert list(inspect.signature(register_phantom_ssl_encoder).parameters) == ["images", "config", "progress"]
+
+
+def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
+    import torch
+
+    base = torch.load(str(adapt_vision._base_weights(adapt_vision.SSL_ARCH)), map_location="cpu", weights_only=True)
+    tuned = load_file(str(ssl_trained))
+    assert set(tuned) == set(base)
+    changed = {".".join(k.split(".")[:2]) if k.startswith("_blocks") else k.split(".")[0]
+               for k in base if not torch.equal(base[k].float(), tuned[k].float())}
+    assert changed, "training changed no weight"
+    assert changed <= {"_blocks.19", "_blocks.20", "_conv_head", "_bn1"}, changed
+    assert all(torch.equal(base[k], tuned[k]) for k in base if k.endswith(("running_mean", "running_var")))
+    assert torch.equal(base["_fc.weight"], tuned["_fc.weight"])  # ImageNet head kept
+
+
+def test_ssl_registered_encoder_embeds(ssl_images, ssl_trained, monkeypatch):
+    from semalign import encoders
+    from semalign.embed import embed
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
+    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
+    monkeypatch.setattr(adapt_vision, "_train_ssl", lambda *a, **k: pytest.fail("retrained a cached encoder"))
+    assert register_phantom_ssl_encoder(ssl_images, TINY_SSL, progress=False) == "phantom-ssl"
+    spec = encoders.resolve_encoder("phantom-ssl")
+    assert spec.source == f"efficientnet-lite1:{ssl_trained}" and spec.domain == "medical"
+    out = embed("phantom-ssl", [f"img{i}" for i in range(len(ssl_images))], ssl_images, progress=False, cache=False)
+    assert out.shape == (len(ssl_images), 1280) and np.isfinite(out).all()
+    base = load_encoder({"name": "lite1-at-64", "modality": "vision", "family": "efficientnet-lite",
+                         "source": "efficientnet-lite1", "pooling": "gap", "image_size": 64})
+    assert not np.allclose(out, base.encode(ssl_images), atol=1e-4)  # the trained weights, not ImageNet's
+
+
+def test_ssl_cached_and_described(ssl_images, ssl_trained, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
+    before = ssl_trained.stat().st_mtime_ns
+    monkeypatch.setattr(adapt_vision, "_train_ssl", lambda *a, **k: pytest.fail("retrained a cached encoder"))
+    assert ssl_vision_encoder(ssl_images, TINY_SSL, progress=False) == ssl_trained
+    assert ssl_trained.stat().st_mtime_ns == before
+    assert ssl_trained.parent.name.startswith(adapt_vision.SSL_FOLDER_PREFIX)
+    description = json.loads((ssl_trained.parent / adapt_vision.ENCODER_FILE).read_text())
+    assert description["n_training_images"] == len(ssl_images) and description["base_model"] == "efficientnet-lite1"
+    assert "labels_sha256" not in description and np.isfinite(description["training"]["loss_last_10"])
+    assert not list(ssl_trained.parents[1].glob(".*partial"))
+
+
+def test_ssl_key_follows_images_and_config(ssl_images):
+    from semalign.cache import hash_key
+
+    key = hash_key(adapt_vision.ssl_cache_inputs(ssl_images, TINY_SSL))
+    other_images = ssl_images.copy()
+    other_images[0, 0, 0] ^= 1
+    assert hash_key(adapt_vision.ssl_cache_inputs(other_images, TINY_SSL)) != key
+    assert hash_key(adapt_vision.ssl_cache_inputs(ssl_images[:5], TINY_SSL)) != key
+    for change in ({"seed": 1}, {"views": 2}, {"noise": 0.0}, {"temperature": 0.5}):
+        assert hash_key(adapt_vision.ssl_cache_inputs(ssl_images, dataclasses.replace(TINY_SSL, **change))) != key
+
+
+def test_ssl_views_without_augmentation_are_the_image():
+    import torch
+
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (1, 1, 32, 32)).astype(np.float32))
+    draws = torch.zeros((2, 9), dtype=torch.float64)
+    same = adapt_vision.augment_views(image, draws, SSLConfig(), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, image.expand(2, -1, -1, -1), atol=1e-3, rtol=0)
+    draws = adapt_vision.draw_view_parameters(1, SSLConfig(views=2), torch.Generator().manual_seed(0))[0]
+    views = adapt_vision.augment_views(image, draws, SSLConfig(), torch.Generator().manual_seed(0))
+    assert views.shape == (2, 1, 32, 32) and 0 <= views.min() and views.max() <= 255
+    assert not torch.allclose(views[0], views[1])
+
+
+def test_ssl_config_and_input_checked():
+    with pytest.raises(SemalignError, match="views"):
+        SSLConfig(views=1)
+    with pytest.raises(SemalignError, match="uint8"):
+        ssl_vision_encoder(np.zeros((4, 8, 8), np.float32), TINY_SSL, progress=False)
+    with pytest.raises(SemalignError, match="at least 2"):
+        ssl_vision_encoder(np.zeros((1, 8, 8), np.uint8), TINY_SSL, progress=False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from sklearn.linear_model import Ridge
 from torch import nn
 
 from semalign.align import (
@@ -18,6 +20,7 @@ from semalign.align import (
     fit_affine_lstsq,
     fit_linear,
     fit_procrustes,
+    fit_ridge,
     resolve_gd_precision,
     select_anchors,
     standard_stats,
@@ -122,6 +125,45 @@ def test_minimum_norm_linear_when_anchors_are_fewer_than_dims():
     x, y = paired(5, 12, 7)
     weight = fit_linear(x, y)
     np.testing.assert_allclose(weight, np.linalg.pinv(x) @ y, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [5, 40])  # fewer and more anchors than d_x
+@pytest.mark.parametrize("d_x, d_y", MISMATCHED)
+@pytest.mark.parametrize("alpha", [0.3, 25.0])
+def test_ridge_matches_sklearn_ridge_on_scaled_data(n, d_x, d_y, alpha):
+    x, y = paired(n, d_x, d_y)
+    test = paired(10, d_x, d_y, seed=1)[0]
+    reference = Ridge(alpha=alpha, fit_intercept=False).fit(standardise(x, x), standardise(y, y))
+    expected = destandardise(standardise(test, x) @ reference.coef_.T, y)
+    aligner = Aligner("ridge", alpha=alpha).fit(x, y)
+    np.testing.assert_allclose(aligner.state["weight"], reference.coef_.T, atol=1e-8)
+    np.testing.assert_allclose(aligner.transform(test), expected, atol=1e-8)
+
+
+@pytest.mark.parametrize("d_x, d_y", MISMATCHED)
+def test_ridge_default_alpha_is_the_source_width(d_x, d_y):
+    x, y = paired(40, d_x, d_y)
+    reference = Ridge(alpha=d_x, fit_intercept=False).fit(standardise(x, x), standardise(y, y))
+    np.testing.assert_allclose(Aligner("ridge").fit(x, y).state["weight"], reference.coef_.T, atol=1e-8)
+
+
+@pytest.mark.parametrize("n", [5, 40])  # minimum-norm (n < d_x, one rank lost to centring) and overdetermined
+def test_ridge_tends_to_minimum_norm_linear_as_alpha_vanishes(n):
+    x, y = paired(n, 12, 7)
+    test = paired(10, 12, 7, seed=1)[0]
+    linear = Aligner("linear").fit(x, y)
+    gaps = [np.abs(Aligner("ridge", alpha=alpha).fit(x, y).transform(test) - linear.transform(test)).max()
+            for alpha in (1.0, 1e-3, 1e-7)]
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[2] < 1e-5
+
+
+def test_ridge_shrinks_the_weights_as_alpha_grows():
+    x, y = paired(30, 12, 7)
+    x, y = standardise(x, x), standardise(y, y)
+    norms = [np.linalg.norm(fit_ridge(x, y, alpha)) for alpha in (0.1, 1, 10, 100, 1e4)]
+    assert all(a > b for a, b in zip(norms, norms[1:]))
+    np.testing.assert_allclose(fit_ridge(x, y, 1e8), x.T @ y / 1e8, rtol=1e-5)  # W → xᵀy / α
 
 
 def test_standard_stats_are_population_mean_and_std_with_constant_dims_unscaled():
@@ -284,6 +326,34 @@ def test_default_affine_gd_improves_with_anchors_but_stops_short_in_300_steps():
     assert errors[2] > 0.1  # 300 Adam steps of 1e-3 do not reach the planted map: implicit regularisation
 
 
+def test_least_squares_peaks_at_the_interpolation_threshold_and_ridge_does_not():
+    """Isotropic anchors, y = x W + noise of the signal's size: the minimum-norm map's
+    held-out error and norm peak where n - 1 (centring costs a rank) reaches d."""
+    d = 32
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((d, d)) / math.sqrt(d)
+    test_x = rng.standard_normal((1000, d))
+    test_y = test_x @ truth + rng.standard_normal((1000, d))
+    counts = (d // 4, d + 1, 4 * d)
+
+    def mean_error_and_norm(kind, n):
+        results = []
+        for seed in range(5):
+            draw = np.random.default_rng([seed, n])
+            x = draw.standard_normal((n, d))
+            aligner = Aligner(kind).fit(x, x @ truth + draw.standard_normal((n, d)))
+            results.append((relative_error(aligner.transform(test_x), test_y), np.linalg.norm(aligner.state["weight"])))
+        return np.mean(results, axis=0)
+
+    linear = {n: mean_error_and_norm("linear", n) for n in counts}
+    ridge = {n: mean_error_and_norm("ridge", n) for n in counts}
+    quarter, threshold, four = counts
+    assert linear[threshold][0] > 2 * max(linear[quarter][0], linear[four][0])
+    assert linear[threshold][1] > 3 * max(linear[quarter][1], linear[four][1])
+    assert ridge[quarter][0] > ridge[threshold][0] > ridge[four][0]
+    assert ridge[threshold][0] < linear[threshold][0] / 2
+
+
 # --------------------------------------------------------------------------- properties
 
 
@@ -370,6 +440,25 @@ def test_save_load_round_trip_is_exact(kind, tmp_path):
     np.testing.assert_array_equal(loaded.transform(x), aligner.transform(x))
 
 
+def test_ridge_alpha_round_trips_and_older_files_without_it_still_load(tmp_path):
+    x, y = paired(30, 12, 7)
+    aligner = Aligner("ridge", alpha=2.5).fit(x, y)
+    path = tmp_path / "ridge.npz"
+    aligner.save(path)
+    loaded = Aligner.load(path)
+    assert loaded.alpha == 2.5 and loaded.config() == aligner.config()
+    np.testing.assert_array_equal(loaded.transform(x), aligner.transform(x))
+
+    older = tmp_path / "older.npz"
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    config = json.loads(str(arrays["config"]))
+    del config["alpha"]
+    config["kind"] = "linear"
+    np.savez(older, **{**arrays, "config": np.array(json.dumps(config))})
+    assert Aligner.load(older).config() == Aligner("linear").config()
+
+
 # --------------------------------------------------------------------------- edge cases
 
 
@@ -418,7 +507,10 @@ X4, Y3 = paired(10, 4, 3)
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: Aligner("rotate"), r"unknown kind 'rotate'; valid: affine, linear, l-ortho, ortho, naive"),
+    (lambda: Aligner("rotate"), r"unknown kind 'rotate'; valid: affine, linear, l-ortho, ortho, ridge, naive"),
+    (lambda: Aligner("ridge", alpha=0), r"alpha must be a finite number > 0; got 0"),
+    (lambda: Aligner("ridge", alpha=float("nan")), r"alpha must be a finite number > 0; got nan"),
+    (lambda: fit_ridge(X4, Y3, -1), r"alpha must be a finite number > 0; got -1"),
     (lambda: Aligner(scaling="minmax"), r"unknown scaling 'minmax'; valid: standard, center, none"),
     (lambda: Aligner(affine_fit="sgd"), r"unknown affine_fit 'sgd'"),
     (lambda: Aligner(precision="fp16"), r"unknown precision 'fp16'; valid: fp32, bf16, auto"),

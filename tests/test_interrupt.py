@@ -226,7 +226,7 @@ def test_extraction_killed_mid_entry_resumes_at_the_first_missing_shard(tmp_path
 # ----------------------------------------------------------------------------- the study, killed
 SMOKE_RUN = ["run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "transform=ortho",
              "-p", "max_reports=120", "-p", "anchor_counts=[8,32]", "-p", "seeds=[0]"]
-EXPECTED_ENTRIES = 2  # the smoke profile's text encoders: minilm, radiology-minilm
+EXPECTED_ENTRIES = 2  # the smoke profile's text encoders: minilm, radiology-bert
 DEADLINE_S = 400
 
 

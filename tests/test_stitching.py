@@ -29,13 +29,13 @@ def spaces():
 @pytest.fixture(scope="module")
 def frame(spaces):
     embeddings, labels = spaces
-    setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "linear",
-                           anchor_counts=[4, 32, 400], seeds=[0, 1], task="multilabel")
+    setup = StitchingSetup(embeddings, labels, np.arange(400), np.arange(500, 800), "linear",
+                           anchor_counts=[4, 32, 400], seeds=[0, 1], task="multilabel", validation=np.arange(400, 500))
     return pd.DataFrame(stitching_records(setup, progress=False))
 
 
 def auroc(frame, **where):
-    rows = frame[frame["metric"] == "macro_auroc"]
+    rows = frame[(frame["metric"] == "macro_auroc") & (frame["split"] == "test")]
     for key, value in where.items():
         rows = rows[rows[key] == value]
     return rows["value"].mean()
@@ -43,9 +43,20 @@ def auroc(frame, **where):
 
 def test_sweep_has_every_method_pair_count_and_seed(frame):
     aligned = frame[(frame["method"] == "aligned") & (frame["metric"] == "macro_auroc")]
-    assert len(aligned) == 2 * 3 * 2  # ordered pairs × anchor counts × seeds
-    assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot"}
-    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy"}
+    assert len(aligned) == 2 * 3 * 2 * 2  # ordered pairs × anchor counts × seeds × (validation, test)
+    assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot", "decoder"}
+    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength"}
+
+
+def test_test_records_carry_intervals_around_their_value_and_validation_records_none(frame):
+    test = frame[frame["split"] == "test"]
+    assert test[["ci_low", "ci_high"]].notna().all().all()
+    assert (test["ci_low"] <= test["value"] + 1e-9).all() and (test["value"] <= test["ci_high"] + 1e-9).all()
+    assert (test["ci_high"] - test["ci_low"]).max() > 0
+    validation = frame[frame["split"] == "validation"]
+    assert len(validation) == len(test) and validation["ci_low"].isna().all()
+    strengths = frame[frame["method"] == "decoder"]
+    assert set(strengths["selected_on"]) == {"validation"} and set(strengths["source"]) == {"small", "large"}
 
 
 def test_alignment_recovers_most_of_the_upper_bound_and_beats_naive(frame):
@@ -54,16 +65,32 @@ def test_alignment_recovers_most_of_the_upper_bound_and_beats_naive(frame):
     assert auroc(frame, method="aligned", n_anchors=400) > auroc(frame, method="aligned", n_anchors=4)
 
 
-def test_summary_table_and_claims_read_the_records(frame):
+def test_summary_table_and_claims_read_the_records(spaces, tmp_path, monkeypatch):
+    from semalign import claims
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    frames, replicates = [], {}
+    for transform in ("affine", "ortho"):
+        setup = StitchingSetup(embeddings, labels, np.arange(400), np.arange(500, 800), transform, [4, 400], [0, 1],
+                               task="multilabel", validation=np.arange(400, 500))
+        frames.append(pd.DataFrame(stitching_records(setup, progress=False, replicates=replicates)))
+    frame = pd.concat(frames).drop_duplicates(["method", "transform", "source", "target", "n_anchors", "seed",
+                                               "metric", "split"])
     table = summary.anchor_table(frame, [4, 400])
     assert list(table.columns) == ["4 anchors", "400 anchors"]
-    assert {"linear", "naive (no alignment)", "upper bound (own encoder)"} <= set(table.index)
-    claims = summary.claims(frame, large_n=400)
-    assert claims.loc["vs_naive", "holds"] and claims.loc["vs_upper_bound", "holds"]
-    assert "at 400 anchors" in claims.loc["vs_upper_bound", "evidence"]
-    assert claims.loc["naive_unrelated", "holds"]  # two unrelated random spaces
-    related = summary.claims(frame, large_n=400, derived_from={"large": "small"})
-    assert "naive_unrelated" not in related.index  # the only pair is now related
+    assert {"affine", "ortho", "naive (no alignment)", "upper bound (own encoder)"} <= set(table.index)
+    judged = {r["claim"]: r for r in claims.stitching_claims(frame, replicates, "text")}
+    assert set(judged) == {"aligned_vs_naive", "aligned_vs_upper_bound", "ortho_vs_affine"}
+    assert judged["aligned_vs_naive"]["verdict"] == "holds"  # two related-by-construction spaces, aligned well
+    for record in judged.values():
+        assert record["ci_low"] <= record["estimate"] <= record["ci_high"]
+        assert record.get("selected_on") == "validation" or record["claim"] == "ortho_vs_affine"
+    # the transform is the one with the best validation score, not the best test score
+    validation = frame[(frame["split"] == "validation") & (frame["method"] == "aligned") & (frame["n_anchors"] == 400)
+                       & (frame["metric"] == "macro_auroc")]
+    assert judged["aligned_vs_naive"]["transform"] == validation.groupby("transform")["value"].mean().idxmax()
+    assert claims.stitching_claims(frame, replicates, "text", derived_from={"large": "small"}) == []  # related pair
 
 
 def test_a_summary_before_its_runs_names_the_run_to_execute(frame):
@@ -99,10 +126,12 @@ def test_few_shot_baseline_is_shared_between_transform_runs(spaces, tmp_path, mo
     embeddings, labels = spaces
     setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8, 64], [0])
     first = stitching.few_shot_records(setup, progress=False)
-    assert len(first) == 2 * 2 * 3  # sources × anchor counts × metrics
+    assert len(first[0]) == 2 * 2 * 3  # sources × anchor counts × metrics (no validation rows)
+    assert len(first[1]) == 2  # test replicates of the largest anchor count, per source
     monkeypatch.setattr(stitching.Decoder, "fit", lambda *a, **k: pytest.fail("recomputed a cached baseline"))
     other_transform = dataclasses.replace(setup, transform="affine")
-    assert stitching.few_shot_records(other_transform, progress=False) == first
+    again = stitching.few_shot_records(other_transform, progress=False)
+    assert again[0] == first[0] and all(np.allclose(again[1][k], first[1][k]) for k in first[1])
     changed = dataclasses.replace(setup, seeds=[1])
     with pytest.raises(pytest.fail.Exception, match="recomputed"):
         stitching.few_shot_records(changed, progress=False)
@@ -164,7 +193,7 @@ def test_targets_keep_only_the_pairs_into_them(spaces, tmp_path, monkeypatch):
             set(setup.pairs())
     assert set(only[only["method"] == "few_shot"]["source"]) == {"small", "third"}  # sources only
     assert set(only[only["method"] == "upper_bound"]["source"]) == set(three)  # every encoder's own decoder
-    keys = ["method", "source", "target", "n_anchors", "seed", "metric"]
+    keys = ["method", "source", "target", "n_anchors", "seed", "metric", "split"]
     merged = only.merge(every, on=keys, suffixes=("", "_every"), validate="one_to_one")
     assert len(merged) == len(only) and (merged["value"] == merged["value_every"]).all()  # same numbers, fewer rows
 

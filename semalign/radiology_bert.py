@@ -1,0 +1,544 @@
+"""A study-made radiology text encoder of its own architecture: a compact BERT
+pretrained from scratch on the training-split IU X-ray reports.
+
+Stand-in for CXR-BERT, which cannot be downloaded here. The study's general text
+encoders are MiniLM-L6 (384-d) and MPNet (768-d); a medical encoder made by
+fine-tuning one of them stays so close to it that stitching the two without any
+transform already works, and then the stitching experiments say nothing. This
+one shares nothing with them: its own vocabulary, its own width, its own random
+initialisation and only the training reports as data. It is built in three
+stages, all on the *training split* only:
+
+1. a WordPiece vocabulary (lower-cased, BERT special tokens) learnt by the
+   ``tokenizers`` library from the report texts (findings + impression); the IU
+   reports use fewer than 2,000 distinct words, so the vocabulary stops growing
+   below ``vocab_size`` once every word of ``min_frequency`` occurrences is a
+   single token;
+2. masked-language-model pretraining of a randomly initialised
+   ``BertForMaskedLM`` (15% of the non-special tokens are predicted; of those,
+   80% are replaced by ``[MASK]``, 10% by a random token, 10% kept);
+3. contrastive training of the encoder on (findings, impression) pairs: symmetric
+   InfoNCE on mean-pooled, L2-normalised embeddings, with pairs that share a text
+   removed from each other's negatives (the loss of :mod:`semalign.adapt`).
+
+The result is a Hugging Face folder (``model.safetensors`` of the ``BertModel``,
+``config.json``, tokenizer files) that the ``hf-text`` encoder family loads with
+mean pooling, plus a ``semalign_encoder.json`` with the inputs and the training
+losses. It is cached under ``paths.cache_dir()/encoders/radiology-bert-<key>/``,
+the key hashing the training ids and texts, the configuration and
+:data:`FORMAT_VERSION`; it is built in a hidden temporary folder next to it and
+renamed into place when complete, so an interrupted build never looks valid,
+and an entry whose weights no longer match their recorded sha256 is rebuilt.
+
+Randomness is local and seeded from :attr:`RadiologyBertConfig.seed`: batch
+order and masking come from explicit ``torch.Generator`` objects, weight
+initialisation and dropout run inside ``torch.random.fork_rng``, so the caller's
+global RNG state is unchanged. Training runs on a fixed number of torch threads,
+which fixes the float reduction order and so the weights. Weights are written
+only as safetensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from semalign import cache, paths
+from semalign.adapt import (
+    ENCODER_FILE,
+    _batches,
+    _duplicate_mask,
+    _loss_summary,
+    _lr_factor,
+    _torch_threads,
+    _transformers_bars,
+    contrastive_loss,
+    discard_damaged,
+    is_complete,
+    mean_pool,
+    training_pairs,
+)
+from semalign.data import ReportSet
+from semalign.encoders import register_encoder
+from semalign.errors import SemalignError
+
+#: Bumped when the build changes in a way the config does not show.
+FORMAT_VERSION = 1
+ENCODER_NAME = "radiology-bert"
+FOLDER_PREFIX = "radiology-bert-"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+#: RoBERTa's second-moment decay: steadier than 0.999 for short transformer pretraining.
+ADAM_BETAS = (0.9, 0.98)
+_FOLDER_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class RadiologyBertConfig:
+    """Vocabulary, architecture and training settings; every field enters the cache key.
+
+    The defaults fit the offline profile: the whole build takes a few minutes on
+    one CPU thread, inside a cold run of the study.
+
+    ``vocab_size`` (4096) is the WordPiece vocabulary's upper bound and
+    ``min_frequency`` (2) the fewest occurrences a merged piece needs; on the IU
+    training reports the vocabulary saturates near 3,100 tokens.
+    ``hidden_size`` (256), ``layers`` (2), ``heads`` (4), ``intermediate_size``
+    (1024): a compact BERT, 256-d, unlike MiniLM's 384 and MPNet's 768. Two
+    layers cost half as much per step as four, which is what lets the
+    pretraining below get past its plateau within the budget.
+    ``max_length`` (128) tokens, also the number of position embeddings; 99% of
+    the reports are shorter.
+    ``mlm_steps`` (300) steps of ``mlm_batch_size`` (16) reports at peak rate
+    ``mlm_lr`` (1e-3), predicting ``mask_probability`` (0.15) of the tokens,
+    with ``mlm_dropout`` (0.0). A BERT trained from scratch first sits on a
+    plateau where it predicts token frequencies whatever the context, and there
+    every report gets nearly the same mean-pooled vector; a pretraining that ends
+    on the plateau leaves a collapsed encoder that the contrastive stage barely
+    recovers. The plateau's length is counted in updates, so small batches (more
+    updates for the same compute) and no dropout (a pretraining this short cannot
+    overfit, and dropout slows the escape) carry the model past it.
+    ``contrastive_steps`` (200) steps of ``contrastive_batch_size`` (16)
+    (findings, impression) pairs at peak rate ``contrastive_lr`` (1e-3) with
+    ``contrastive_dropout`` (0.1, as in BERT), cosine similarities times
+    ``scale`` (20) as in ``MultipleNegativesRankingLoss``; as in
+    :class:`semalign.adapt.AdaptConfig`, more updates of a smaller batch beat
+    fewer of a larger one at equal pairs seen.
+    Each stage warms up linearly over ``warmup_fraction`` (0.1) of its steps, then
+    decays linearly to 0; AdamW with ``weight_decay`` (0.01, not on biases and
+    LayerNorm) and gradient norm clipped at ``max_grad_norm`` (1.0).
+    ``length_grouping`` (16): batches are cut from runs of 16 batches' worth of
+    shuffled texts sorted by length (less padding), see :func:`semalign.adapt._batches`.
+    ``threads`` (1) torch threads while training: the thread count changes the
+    float reduction order, so fixing it fixes the weights on every machine.
+    ``seed`` (0) drives initialisation, batch order, masking and dropout.
+    """
+
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    hidden_size: int = 256
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 1024
+    max_length: int = 128
+    mlm_steps: int = 300
+    mlm_batch_size: int = 16
+    mlm_lr: float = 1e-3
+    mlm_dropout: float = 0.0
+    mask_probability: float = 0.15
+    contrastive_steps: int = 200
+    contrastive_batch_size: int = 16
+    contrastive_lr: float = 1e-3
+    contrastive_dropout: float = 0.1
+    scale: float = 20.0
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    length_grouping: int = 16
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "vocab_size": self.vocab_size > len(SPECIAL_TOKENS),
+            "min_frequency": self.min_frequency >= 1,
+            "hidden_size": self.hidden_size >= 8,
+            "layers": self.layers >= 1,
+            "heads": self.heads >= 1 and self.hidden_size % self.heads == 0,
+            "intermediate_size": self.intermediate_size >= 1,
+            "max_length": 8 <= self.max_length <= 512,
+            "mlm_dropout": 0 <= self.mlm_dropout < 1,
+            "contrastive_dropout": 0 <= self.contrastive_dropout < 1,
+            "mlm_steps": self.mlm_steps >= 0,
+            "mlm_batch_size": self.mlm_batch_size >= 1,
+            "mlm_lr": self.mlm_lr > 0,
+            "mask_probability": 0 < self.mask_probability < 1,
+            "contrastive_steps": self.contrastive_steps >= 0,
+            "contrastive_batch_size": self.contrastive_batch_size >= 2,
+            "contrastive_lr": self.contrastive_lr > 0,
+            "scale": self.scale > 0,
+            "warmup_fraction": 0 <= self.warmup_fraction < 1,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "length_grouping": self.length_grouping >= 0,
+            "threads": self.threads >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise SemalignError(
+                    f"RadiologyBertConfig.{name}={getattr(self, name)!r} is out of range; "
+                    "see RadiologyBertConfig's docstring"
+                )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _sections(reports: ReportSet) -> list[tuple[str, str, str]]:
+    """(id, findings, impression) of every report, stripped and sorted by id.
+
+    Sorting makes the build independent of the order the reports come in, as
+    the cache key is.
+    """
+    extra = reports.extra
+    if extra is None or not {"findings", "impression"} <= set(extra.columns):
+        raise SemalignError(
+            f"{reports.name} has no 'findings' and 'impression' columns; radiology-bert is trained on "
+            "IU X-ray reports: pass semalign.data.load_iu_reports().subset(train_index)"
+        )
+    return sorted(
+        (str(i), str(f).strip(), str(m).strip())
+        for i, f, m in zip(reports.ids, extra["findings"].fillna(""), extra["impression"].fillna(""))
+    )
+
+
+def training_texts(reports: ReportSet) -> list[str]:
+    """The masked-language-model corpus: findings and impression of each report
+    joined, for every report with either, in id order."""
+    texts = (" ".join(part for part in (f, m) if part) for _, f, m in _sections(reports))
+    return [t for t in texts if t]
+
+
+def cache_inputs(reports: ReportSet, config: RadiologyBertConfig) -> dict[str, Any]:
+    """Everything the trained weights depend on, as recorded and hashed."""
+    sections = _sections(reports)
+    blob = json.dumps(sections, ensure_ascii=False, separators=(",", ":"))
+    return {
+        "format_version": FORMAT_VERSION,
+        "training_ids_sha256": cache.sha256_bytes("\n".join(sorted(map(str, reports.ids))).encode()),
+        "n_training_reports": len(reports),
+        "n_training_texts": len(training_texts(reports)),
+        "n_training_pairs": len(training_pairs(reports)[0]),
+        "sections_text_sha256": cache.sha256_bytes(blob.encode()),
+        "config": dataclasses.asdict(config),
+    }
+
+
+def encoder_cache_dir(reports: ReportSet, config: RadiologyBertConfig | None = None) -> Path:
+    """Where :func:`build_radiology_bert` keeps (or will keep) this encoder."""
+    return _folder_for(cache_inputs(reports, config or RadiologyBertConfig()))
+
+
+def _folder_for(inputs: dict[str, Any]) -> Path:
+    return paths.cache_dir() / "encoders" / f"{FOLDER_PREFIX}{cache.hash_key(inputs)}"
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, max_length: int):
+    """A lower-cased BERT WordPiece tokenizer (a ``transformers.BertTokenizer``)
+    whose vocabulary is learnt from ``texts``.
+
+    The ``tokenizers`` trainer numbers the ``##``-continuation pieces in
+    hash-map order, which on ties changes which merges it makes from one run
+    to the next (huggingface/tokenizers#1794). Listing every ``##<char>`` up front,
+    after the special tokens, fixes their ids, and so makes the vocabulary the
+    same on every run.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizer
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    chars = sorted(
+        {c for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)) for c in word}
+    )
+    model = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    model.normalizer = normalizer
+    model.pre_tokenizer = pre_tokenizer
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[*SPECIAL_TOKENS, *(f"##{c}" for c in chars)],
+        show_progress=False,
+    )
+    model.train_from_iterator(texts, trainer)
+    vocab = dict(sorted(model.get_vocab().items(), key=lambda item: item[1]))
+    if list(vocab)[: len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS):
+        raise SemalignError(f"the trained vocabulary does not start with {SPECIAL_TOKENS}; check the tokenizers version")
+    return BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=max_length)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup_fraction: float):
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS)
+    warmup = int(warmup_fraction * steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
+    return params, optimizer, schedule
+
+
+def _pad(token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (pad id 0, the first special token) and attention mask."""
+    width = max(len(t) for t in token_ids)
+    ids = torch.zeros((len(token_ids), width), dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, tokens in enumerate(token_ids):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+def mask_tokens(
+    ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int, probability: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: (corrupted ids, boolean positions to predict).
+
+    Each ``maskable`` position is chosen with ``probability`` (at least one per
+    batch, so the loss is defined); a chosen token becomes ``mask_id`` with
+    probability 0.8, a random non-special token with 0.1, and stays with 0.1.
+    """
+    chosen = (torch.rand(ids.shape, generator=generator) < probability) & maskable
+    if not chosen.any():
+        chosen[tuple(maskable.nonzero()[0])] = True
+    action = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, ids.shape, generator=generator)
+    corrupted = ids.clone()
+    corrupted[chosen & (action < 0.8)] = mask_id
+    swap = chosen & (action >= 0.8) & (action < 0.9)
+    corrupted[swap] = random_ids[swap]
+    return corrupted, chosen
+
+
+def _run_stage(name: str, step_fn, batches, params, optimizer, schedule, max_grad_norm: float, bar) -> list[float]:
+    """One training stage: a step per batch of indices; returns the losses."""
+    losses: list[float] = []
+    for index in batches:
+        loss = step_fn(index)
+        if not torch.isfinite(loss):
+            raise SemalignError(
+                f"radiology-bert's {name} loss became {loss.item()} at step {len(losses)}; lower the learning rate"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.item()))
+        bar.update(1)
+        bar.set_postfix(stage=name, loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def _train(
+    folder: Path, texts: list[str], pairs: tuple[list[str], list[str], list[str]], config: RadiologyBertConfig, progress: bool
+) -> dict[str, Any]:
+    """Build the tokenizer, pretrain and train the encoder, save both into ``folder``; return metrics."""
+    from tqdm.auto import tqdm
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(texts, config.vocab_size, config.min_frequency, config.max_length)
+    vocab_size = len(tokenizer)
+
+    def bert_config(dropout: float) -> BertConfig:
+        return BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.layers,
+            num_attention_heads=config.heads,
+            intermediate_size=config.intermediate_size,
+            max_position_embeddings=config.max_length,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
+    def tokenize(items: list[str]) -> list[list[int]]:
+        return tokenizer(items, truncation=True, max_length=config.max_length)["input_ids"]
+
+    text_tokens = tokenize(texts)
+    _, findings, impressions = pairs
+    f_tokens, i_tokens = tokenize(findings), tokenize(impressions)
+    special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS])
+    generator = torch.Generator().manual_seed(config.seed)
+
+    bar = tqdm(
+        total=config.mlm_steps + config.contrastive_steps,
+        desc="training radiology-bert (MLM, then contrastive)",
+        unit="step",
+        disable=not progress,
+    )
+    try:
+        # Initialisation and dropout draw from the global CPU generator: seed it
+        # only inside a fork that restores the caller's state on exit.
+        with torch.random.fork_rng(devices=[]), _torch_threads(config.threads), _transformers_bars(False):
+            torch.random.default_generator.manual_seed(config.seed + 1)
+            mlm = BertForMaskedLM(bert_config(config.mlm_dropout))
+            mlm.train()
+
+            def mlm_step(index: list[int]) -> torch.Tensor:
+                ids, mask = _pad([text_tokens[i] for i in index])
+                maskable = mask.bool() & ~torch.isin(ids, special_ids)
+                corrupted, chosen = mask_tokens(
+                    ids, maskable, tokenizer.mask_token_id, vocab_size, config.mask_probability, generator
+                )
+                hidden = mlm.bert(input_ids=corrupted, attention_mask=mask).last_hidden_state
+                # the vocabulary projection only where a token is predicted
+                return F.cross_entropy(mlm.cls(hidden[chosen]), ids[chosen])
+
+            params, optimizer, schedule = _optimizer(
+                mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction
+            )
+            batches = _batches(
+                [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
+            )
+            stage_started = time.perf_counter()
+            mlm_losses = _run_stage("MLM", mlm_step, batches, params, optimizer, schedule, config.max_grad_norm, bar)
+            mlm_seconds = time.perf_counter() - stage_started
+
+            # A full BertModel (its pooler unused: the study pools by mean) so that
+            # AutoModel loads the folder without missing weights.
+            encoder = BertModel(bert_config(config.contrastive_dropout))
+            missing, unexpected = encoder.load_state_dict(mlm.bert.state_dict(), strict=False)
+            if unexpected or any(not key.startswith("pooler.") for key in missing):
+                raise SemalignError(f"the MLM encoder does not fit BertModel: missing {missing}, unexpected {unexpected}")
+            encoder.train()
+
+            def contrastive_step(index: list[int]) -> torch.Tensor:
+                embedded = []
+                for tokens in (f_tokens, i_tokens):
+                    ids, mask = _pad([tokens[i] for i in index])
+                    embedded.append(mean_pool(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
+                duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
+                return contrastive_loss(*embedded, config.scale, duplicates)
+
+            params, optimizer, schedule = _optimizer(
+                encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps, config.warmup_fraction
+            )
+            batches = _batches(
+                [len(t) for t in f_tokens],
+                config.contrastive_batch_size,
+                config.contrastive_steps,
+                generator,
+                config.length_grouping,
+            )
+            stage_started = time.perf_counter()
+            contrastive_losses = _run_stage(
+                "contrastive", contrastive_step, batches, params, optimizer, schedule, config.max_grad_norm, bar
+            )
+            contrastive_seconds = time.perf_counter() - stage_started
+            encoder.eval()
+            encoder.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+
+    def stage(losses: list[float], batch_size: int, n_items: int, stage_seconds: float) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "steps": len(losses),
+            "epochs": len(losses) * batch_size / n_items,
+            "seconds": round(stage_seconds, 2),
+        }
+        if losses:
+            summary["loss"] = _loss_summary(losses)
+        return summary
+
+    return {
+        "vocab_size": vocab_size,
+        "parameters": sum(p.numel() for p in encoder.parameters()),
+        "mlm": stage(mlm_losses, config.mlm_batch_size, len(texts), mlm_seconds),
+        "contrastive": stage(contrastive_losses, config.contrastive_batch_size, len(findings), contrastive_seconds),
+        "seconds": round(seconds, 2),
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    import tokenizers
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_radiology_bert(
+    train_reports: ReportSet, config: RadiologyBertConfig | None = None, progress: bool = True
+) -> Path:
+    """The compact radiology BERT for these training reports: its cached folder.
+
+    ``train_reports`` must be the training split only (e.g.
+    ``load_iu_reports().subset(train_index)``): the test reports must stay unseen.
+    Trains on first use and returns the cached folder afterwards without
+    loading anything.
+    """
+    config = config or RadiologyBertConfig()
+    texts = training_texts(train_reports)
+    pairs = training_pairs(train_reports)
+    checks = [
+        (len(texts), config.mlm_batch_size, "mlm_batch_size", "a FINDINGS or an IMPRESSION section"),
+        (len(pairs[0]), config.contrastive_batch_size, "contrastive_batch_size", "both a FINDINGS and an IMPRESSION section"),
+    ]
+    for count, needed, field, what in checks:
+        if count < needed:
+            raise SemalignError(
+                f"only {count} of the {len(train_reports)} training reports have {what}, fewer than "
+                f"RadiologyBertConfig.{field}={needed}; pass more training reports or lower {field} to at most {count}"
+            )
+    inputs = cache_inputs(train_reports, config)
+    target = _folder_for(inputs)
+    if is_complete(target, _FOLDER_FILES):
+        return target
+    discard_damaged(target)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        metrics = _train(tmp, texts, pairs, config, progress)
+        description = {
+            "kind": ENCODER_NAME,
+            "pooling": "mean",
+            "normalize": True,
+            "max_length": config.max_length,
+            "embedding_dim": config.hidden_size,
+            **inputs,
+            "libraries": _library_versions(),
+            "training": metrics,
+            "weights_sha256": cache.sha256_file(tmp / "model.safetensors"),
+        }
+        cache.atomic_write_json(tmp / ENCODER_FILE, description)
+        cache.make_shareable(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not is_complete(target, _FOLDER_FILES):  # not a concurrent build of the same key
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def register_radiology_bert(
+    train_reports: ReportSet, config: RadiologyBertConfig | None = None, progress: bool = True
+) -> str:
+    """Build (cached) and register the encoder as ``radiology-bert``; return the name."""
+    config = config or RadiologyBertConfig()
+    folder = build_radiology_bert(train_reports, config, progress=progress)
+    register_encoder(
+        {
+            "name": ENCODER_NAME, "modality": "text", "domain": "medical", "family": "hf-text",
+            "source": str(folder), "pooling": "mean", "normalize": True, "max_length": config.max_length,
+            "description": f"compact BERT ({config.layers} layers, {config.hidden_size}-d) pretrained from scratch "
+                           "by the study with masked-language modelling on the training-split IU reports, then "
+                           "trained contrastively on findings ↔ impression; stand-in for CXR-BERT",
+        },
+        replace=True,
+    )
+    return ENCODER_NAME
