@@ -85,12 +85,9 @@ def relative_representation(queries: np.ndarray, anchors: np.ndarray, k: int, ex
 class ASIF:
     """Training-free image–text similarity from paired anchors (see the module docstring).
 
-    Parameters
-    ----------
-    k : number of anchors each relative representation keeps (clipped to the
-        number of anchors at fit time).
-    exponent : power p applied to the kept similarities; larger p lets the most
-        similar anchors dominate.
+    ``k`` is the number of anchors each relative representation keeps (clipped
+    to the number of anchors at fit time); ``exponent`` is the power p applied
+    to the kept similarities: a larger p lets the most similar anchors dominate.
     """
 
     def __init__(self, k: int = 100, exponent: float = 8.0):

@@ -33,10 +33,14 @@ import pandas as pd
 
 from semalign import stats
 
-FAR_BETTER = 0.1  # AUROC gain over naive stitching that counts as "far better"
-APPROACHES = 0.9  # chance-corrected ratio that counts as "approaches"
-LOSES_LITTLE = 0.02  # AUROC that affine may lead ortho by for "loses little"
+#: AUROC gain over naive stitching that counts as "far better".
+FAR_BETTER = 0.1
+#: Chance-corrected ratio that counts as "approaches".
+APPROACHES = 0.9
+#: AUROC that affine may lead ortho by for "loses little".
+LOSES_LITTLE = 0.02
 
+#: Each claim's statement, threshold and the side of it on which the claim holds.
 CLAIMS = {
     "aligned_vs_naive": (f"aligned stitching is far better than naive stitching (AUROC gain > {FAR_BETTER})",
                          FAR_BETTER, "above"),
@@ -50,9 +54,9 @@ CLAIMS = {
                                         0.0, "above"),
 }
 
-# Study-made encoders and the encoder each was made from: a pair is "related" when
-# one encoder is derived from the other (or both from the same parent), and naive
-# stitching between related encoders is not evidence about unrelated ones.
+#: The encoder each study-made encoder was made from. A pair is "related" when
+#: one encoder is derived from the other (or both from the same parent); naive
+#: stitching between related encoders is not evidence about unrelated ones.
 DERIVED_FROM = {"radiology-minilm": "minilm", "phantom-effnet-supervised": "effnet-lite0"}
 
 

@@ -49,9 +49,10 @@ DECODERS = ("logreg", "mlp")
 METRICS = ("macro_auroc", "macro_f1", "accuracy")
 FEW_SHOT_VERSION = 2  # bump when the few-shot computation changes
 DECODER_VERSION = 2  # bump when the decoders' training changes
-# Inverse regularisation strengths (scikit-learn's C) a logreg decoder chooses from on the validation rows.
+#: Inverse regularisation strengths (scikit-learn's C) a logreg decoder chooses from on the validation rows.
 DECODER_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-N_BOOT = 1000  # bootstrap resamples of the test items behind every interval
+#: Bootstrap resamples of the test items behind every interval.
+N_BOOT = 1000
 
 
 class Decoder:
