@@ -122,12 +122,12 @@ zero_shot
 # %%
 claim_rows = every_record[every_record["experiment"] == "claims"]
 verdicts = claims.verdict_table(claim_rows)
-glue("claims_table", verdicts, display=False)
+glue("claims_table", verdicts.style.hide(axis="index"), display=False)  # whole statements, no row numbers
 counts = verdicts["verdict"].value_counts()
 glue("verdict_counts", ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "inconclusive")), display=False)
 results.save_records([dict(method="table1", metric="n_records", value=len(records))],
                      profile=profile, run=run_name, experiment="results_table", parameters={})
-verdicts
+verdicts.style.hide(axis="index")
 
 # %% [markdown]
 # ```{glue:figure} claims_table
