@@ -54,7 +54,7 @@ data_root = ""  # folder holding the paper datasets (paper profile)
 uncertain = "zeros"  # uncertain (-1) labels of the paper datasets: zeros, ones or ignore
 split = "seeded"  # seeded or official (the dataset's own split, where it has one)
 test_fraction = 0.3  # share of reports and of images held out for testing
-precision = "bf16"  # fp32 or bf16 for embedding extraction (part of the cache key)
+precision = "fp32"  # fp32 or bf16 for embedding extraction (part of the cache key)
 workers = 0  # threads decoding a paper dataset's image files; 0 means one per CPU core, at most 8
 device = "auto"  # auto, cpu or cuda
 

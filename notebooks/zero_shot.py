@@ -66,7 +66,7 @@ image_size = 256  # phantom image side in pixels (paper datasets: loaded, padded
 phantom_seed = 0  # seed of the phantom, of the subsets and of the train/test split
 test_fraction = 0.3  # share of images held out for testing
 validation_fraction = 0.2  # share of the training images held out to choose settings
-precision = "bf16"  # fp32 or bf16 for embedding extraction
+precision = "fp32"  # fp32 or bf16 for embedding extraction
 batch_size = 0  # embedding batch size; 0 means the encoder's own (8 images for EfficientNet-Lite on a CPU, the fastest there)
 device = "auto"  # auto, cpu or cuda
 allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
@@ -251,7 +251,8 @@ plt.close(fig)
 # (mean over seeds); grey: the CLIP-style model on the same pair, trained on
 # every training pair. Right: the CLIP-style model's validation macro-AUROC
 # after each epoch at its chosen learning rate and temperature; the weights of
-# the best epoch are kept (early stopping on validation).
+# the best epoch are kept, and training stops 15 epochs after it (early
+# stopping on validation).
 # ```
 #
 # ### How much the prompt wording matters

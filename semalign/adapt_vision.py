@@ -355,7 +355,7 @@ def adapt_vision_encoder(
 class SSLConfig:
     """Settings of the self-supervised ``phantom-ssl``; every field enters the cache key.
 
-    Views: ``views`` (4) augmented views of each training image are drawn once
+    Views: ``views`` (3) augmented views of each training image are drawn once
     and pushed through the frozen lower part (the bulk of the cost: one pass of
     the stem and the first blocks at ``image_size``, 240 px, Lite1's own); a
     training pair is two distinct views of one image, so each image offers
@@ -388,16 +388,16 @@ class SSLConfig:
     head's initialisation, the batch order and the choice of view pairs.
     """
 
-    steps: int = 150
-    batch_size: int = 128
-    views: int = 4
-    lr: float = 2e-4
+    steps: int = 100
+    batch_size: int = 64
+    views: int = 3
+    lr: float = 1e-4
     head_lr: float = 1e-3
     warmup_fraction: float = 0.1
     weight_decay: float = 1e-4
-    temperature: float = 0.2
+    temperature: float = 0.1
     projection_dim: int = 256
-    train_blocks: int = 4
+    train_blocks: int = 2
     image_size: int = 240
     rotation_deg: float = 8.0
     zoom_in: float = 0.12

@@ -5,7 +5,6 @@ similarities, gaps and rank correlations."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from conftest import semalign_cli
@@ -96,8 +95,10 @@ def test_smoke_study_records_similarities_gaps_and_rank_correlations(smoke_study
         if (target, source) in by_pair:
             assert values["linear_cka"] == by_pair[target, source]["linear_cka"]  # one value for both orders
         assert -1 < values["gap"] < 1
+    # Spearman's rho needs three pairs: with two it is undefined, and no record pretends otherwise.
     correlations = {r["metric"]: r["value"] for r in saved["records"] if r["method"] == "rank_correlation"}
-    assert {"spearman:linear_cka:all pairs", "spearman:mutual_knn:all pairs"} <= set(correlations)
-    assert all(-1 <= v <= 1 and not math.isnan(v) for v in correlations.values())
+    assert correlations == {}
+    executed = (smoke_study / "executed" / "smoke" / "diagnostics.ipynb").read_text()
+    assert "the rank correlation with the gap is undefined (too few pairs" in executed
     printed = json.loads(semalign_cli(smoke_study, "results", "--profile", "smoke", "--json").stdout)
     assert any(r["experiment"] == "diagnostics" for r in printed)

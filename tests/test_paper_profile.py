@@ -142,7 +142,7 @@ def paper_run(study_root, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEMALIGN_CACHE", str(work / "cache"))
         semalign_cli(work, "run", "text_stitching", *common, "-p", "transform=ortho", "-p", f"encoders={listing(text_refs)}",
-                     "-p", "anchor_counts=[8,16,32]")
+                     "-p", "targets=[]", "-p", "anchor_counts=[8,16,32]")
         semalign_cli(work, "run", "vision_stitching", *common, "-p", "transform=ortho", "-p", f"encoders={listing(vision_refs)}",
                      "-p", "anchor_counts=[8,16,32]", "-p", "image_size=32")
         semalign_cli(work, "run", "zero_shot", *common, "-p", f"vision_encoders={listing(vision_refs)}",
@@ -184,12 +184,13 @@ def test_vision_stitching_runs_on_rsna_dicoms(paper_run):
 @pytest.mark.slow
 def test_zero_shot_runs_on_rsna_with_mimic_anchors_and_a_clip(paper_run):
     rows = paper_run.records[paper_run.records["experiment"] == "zero_shot"]
-    assert set(rows["method"]) == {"unimodal_zero_shot", "clip_style", "linear_probe", "pretrained_multimodal",
+    assert set(rows["method"]) == {"unimodal_zero_shot", "asif", "clip_style", "linear_probe", "pretrained_multimodal",
                                    "real_pediatric_anecdote"}
     clip = rows[rows["method"] == "pretrained_multimodal"]
     assert set(clip["source"]) == {paper_run.clip} and set(clip["task"]) == {"Pneumonia", "macro"}
-    unimodal = rows[rows["method"] == "unimodal_zero_shot"]
+    unimodal = rows[(rows["method"] == "unimodal_zero_shot") & (rows["split"] == "test")]
     assert len(unimodal) == 2 * 2 * 2 * 2 * 2  # vision x text pairs, transforms, anchor counts, Pneumonia + macro
+    assert unimodal[["ci_low", "ci_high"]].notna().all().all() and (unimodal["ci_low"] <= unimodal["ci_high"]).all()
     assert rows[rows["method"] == "real_pediatric_anecdote"]["task"].tolist() == ["Pneumonia"]
     out = _stdout(paper_run.work, "zero_shot")
     assert "48 images of RSNA Pneumonia" in out and "image-report pairs of MIMIC-CXR-JPG" in out
