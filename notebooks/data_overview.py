@@ -58,6 +58,8 @@ print(f"{len(reports):,} reports from {reports.name}; dropped: {reports.dropped}
 # %%
 counts = reports.labels.sum().sort_values(ascending=False)
 prevalence = pd.DataFrame({"reports": counts, "share": counts / len(reports)})
+rarest = counts[counts > 0].sort_values().head(2)
+glue("rarest_findings", " and ".join(f"{label} ({int(n)} reports)" for label, n in rarest.items()), display=False)
 prevalence.style.format({"share": "{:.1%}"})
 
 # %% tags=["hide-input"]
@@ -122,6 +124,6 @@ results.save_records(records, profile=profile, run=run_name, experiment="data_ov
 # ## Summary
 #
 # The labels are unbalanced: most reports are normal or carry one finding, and
-# rarer findings (nodule, effusion) have only a few hundred positives, which
+# the rarest findings, {glue:text}`rarest_findings`, have few positives, which
 # bounds how precisely any classifier on this collection can be evaluated. The
 # text is short, so truncation by the encoders does not matter here.

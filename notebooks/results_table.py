@@ -63,8 +63,7 @@ def stitching_column(experiment: str) -> pd.Series:
 
 table = pd.DataFrame({text_label: stitching_column("text_stitching"),
                       vision_label: stitching_column("vision_stitching")})
-glue("table1", table, display=False)
-table
+glue("table1", table, display=False)  # shown once, by the glue figure below
 
 # %% [markdown]
 # ```{glue:figure} table1
@@ -106,7 +105,6 @@ zero_shot = pd.Series({
     "chance": "0.500",
 }, name="test macro-AUROC over the findings").to_frame()
 glue("table1_zero_shot", zero_shot, display=False)
-zero_shot
 
 # %% [markdown]
 # ```{glue:figure} table1_zero_shot
@@ -127,7 +125,6 @@ counts = verdicts["verdict"].value_counts()
 glue("verdict_counts", ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "fails", "inconclusive")), display=False)
 results.save_records([dict(method="table1", metric="n_records", value=len(records))],
                      profile=profile, run=run_name, experiment="results_table", parameters={})
-verdicts.style.hide(axis="index")
 
 # %% [markdown]
 # ```{glue:figure} claims_table
@@ -171,8 +168,6 @@ def room(experiment: str, name: str) -> str:
 room_text, room_vision = room("text_stitching", "text"), room("vision_stitching", "images")
 glue("room_text", room_text, display=False)
 glue("room_vision", room_vision, display=False)
-print(room_text)
-print(room_vision)
 
 # %% [markdown]
 # {glue:text}`room_text` The IU labels are MeSH terms coded from the reports themselves

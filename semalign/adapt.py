@@ -353,7 +353,7 @@ def _train(
     folder: Path, pairs: tuple[list[str], list[str], list[str]], config: AdaptConfig, progress: bool
 ) -> dict[str, Any]:
     """Fine-tune the base model on ``pairs`` and save it into ``folder``; return metrics."""
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
     from transformers import AutoModel, AutoTokenizer
 
     _, findings, impressions = pairs
@@ -385,7 +385,7 @@ def _train(
 
     losses: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=config.steps, desc="adapting MiniLM on radiology reports", unit="step", disable=not progress)
+    bar = progress_bar(total=config.steps, desc="adapting MiniLM on radiology reports", unit="step", disable=not progress)
     try:
         # Dropout draws from the global CPU generator: seed it only inside a fork
         # that restores the caller's state on exit.

@@ -212,13 +212,13 @@ def _frozen_features(model: Any, images: np.ndarray, first: int, image_size: int
     2.3 s in batches of 4 against 7.4 s in batches of 32, with bit-identical
     features (a convolution's output does not depend on the batch it is in).
     """
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
 
     from semalign.encoders import images_to_tensor
 
     out = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(images), FROZEN_BATCH), desc="phantom-effnet: frozen features", unit="batch",
+        for start in progress_bar(range(0, len(images), FROZEN_BATCH), desc="phantom-effnet: frozen features", unit="batch",
                           disable=not progress):
             h = (images_to_tensor(images[start : start + FROZEN_BATCH], image_size) - 127.0) / 128.0
             out.append(_lower_part(model, h, first).clone())
@@ -237,7 +237,7 @@ def _train(images: np.ndarray, labels: np.ndarray, config: VisionAdaptConfig, pr
 def _fit_upper_blocks(model: Any, first: int, frozen: torch.Tensor, labels: np.ndarray, config: VisionAdaptConfig,
                       progress: bool, start: float) -> tuple[dict, dict]:
     """Train blocks ``[first:]``, the head convolution and a finding head on the frozen features."""
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
 
     body = _trainable_upper_part(model, first)
     frozen = frozen.contiguous(memory_format=torch.channels_last)
@@ -255,7 +255,7 @@ def _fit_upper_blocks(model: Any, first: int, frozen: torch.Tensor, labels: np.n
     warmup = int(config.warmup_fraction * config.steps)
     order = torch.empty(0, dtype=torch.long)
     losses: list[float] = []
-    bar = tqdm(range(config.steps), desc="fine-tuning phantom-effnet", unit="step", disable=not progress)
+    bar = progress_bar(range(config.steps), desc="fine-tuning phantom-effnet", unit="step", disable=not progress)
     for step in bar:
         if len(order) < config.batch_size:  # epoch by epoch, each image once per epoch
             order = torch.cat([order, torch.randperm(len(frozen), generator=generator)])
@@ -486,14 +486,14 @@ def _frozen_views(model: Any, images: np.ndarray, first: int, config: SSLConfig,
     image, (N, V, C, h, w), computed once. One image's views form a batch: small
     batches keep the activations of the early high-resolution blocks in cache
     (see :func:`_frozen_features`)."""
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
 
     from semalign.encoders import images_to_tensor
 
     draws = draw_view_parameters(len(images), config, generator)
     out = []
     with torch.inference_mode():
-        for i in tqdm(range(len(images)), desc="phantom-ssl: frozen views", unit="img", disable=not progress):
+        for i in progress_bar(range(len(images)), desc="phantom-ssl: frozen views", unit="img", disable=not progress):
             grey = images_to_tensor(images[i : i + 1], config.image_size)[:, :1]
             x = (augment_views(grey, draws[i], config, generator) - 127.0) / 128.0
             out.append(_lower_part(model, x.expand(-1, 3, -1, -1).contiguous(), first).clone())
@@ -574,7 +574,7 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
              progress: bool) -> dict[str, Any]:
     """Train blocks ``[first:]``, the head convolution and a projection head with NT-Xent
     on pairs of distinct precomputed views ``frozen`` (N, V, C, h, w); the training summary."""
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
 
     n_images, n_views = frozen.shape[:2]
     batch = min(config.batch_size, n_images)
@@ -596,7 +596,7 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
     pairs = _view_pairs(n_images, n_views, batch, generator)
     losses: list[float] = []
     hits: list[float] = []
-    bar = tqdm(range(config.steps), desc="training phantom-ssl", unit="step", disable=not progress)
+    bar = progress_bar(range(config.steps), desc="training phantom-ssl", unit="step", disable=not progress)
     for step in bar:
         idx, one, other = next(pairs)
         pair = torch.cat([frozen[idx, one], frozen[idx, other]]).contiguous(memory_format=torch.channels_last)

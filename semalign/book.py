@@ -9,6 +9,7 @@ notebook stops the build before anything is published.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -50,11 +51,71 @@ def stage(profile: str) -> Path:
     shutil.copytree(BOOK_SOURCE_DIR, src)
     (src / "experiments").mkdir(exist_ok=True)
     for run in runs:
-        shutil.copyfile(run.output, src / "experiments" / run.output.name)
+        present(run.output, src / "experiments" / run.output.name)
     shutil.copytree(vendor_dir() / "mathjax" / "es5", src / "_static" / "mathjax")
     pages.write_generated_pages(src, profile, runs)
     expand_run_globs(src / "_toc.yml", runs)
     return src
+
+
+#: Notebooks whose code is the lesson: their figure code stays in view.
+TEACHING_NOTEBOOKS = ("method_example",)
+
+
+def present(executed: Path, destination: Path) -> None:
+    """Write the reader's copy of an executed notebook.
+
+    The page opens with its own title (runs.yaml's, for a run of a grid), the
+    parameters cell and papermill's injected one are removed, and what the run
+    was executed with — parameters, who set each, and the provenance the runner
+    recorded — sits in one collapsed box under the introduction. Figure code is
+    folded behind a toggle, except in the teaching notebooks.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("semalign", {})
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags or "injected-parameters" in tags:
+            tags.append("remove-cell")
+        elif (cell.cell_type == "code" and meta.get("notebook") not in TEACHING_NOTEBOOKS
+              and any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))):
+            tags.append("hide-input")
+    first = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"), None)
+    if first is None or not meta:
+        nbformat.write(nb, destination)
+        return
+    if meta.get("title"):
+        nb.cells[first].source = re.sub(r"^# .*$", f"# {meta['title']}", nb.cells[first].source, count=1, flags=re.M)
+    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(executed_with(meta)))
+    nbformat.write(nb, destination)
+
+
+def executed_with(meta: dict) -> str:
+    """The collapsed "executed with" box of a page: its parameters and provenance."""
+    known = runner.notebook_parameters(meta["notebook"])
+    set_by = meta.get("set_by", {})
+    rows = [[f"`{key}`", f"`{json.dumps(value, ensure_ascii=False)}`", set_by.get(key, "default"),
+             known[key].help if key in known else ""]
+            for key, value in meta.get("parameters", {}).items() if key not in runner.RESERVED_PARAMETERS]
+    facts = meta.get("provenance")
+    if facts:
+        libraries = ", ".join(f"{name} {facts[name]}" for name in ("semalign", "torch", "transformers", "numpy", "scikit-learn"))
+        ran = (f"Executed on {facts['started']} in {facts['wall_s'] / 60:.1f} min on {facts['cpu']}, GPU: "
+               f"{facts['gpu']}; Python {facts['python']}, {libraries}.")
+    else:
+        ran = "Where and with which library versions it ran was not recorded (executed before the runner recorded it)."
+    return "\n".join([
+        f"```{{admonition}} Executed with profile `{meta['profile']}` (run `{meta['run']}`)",
+        ":class: dropdown",
+        "",
+        f"{ran} Re-run it with other values: `semalign run {meta['notebook']} --profile {meta['profile']} "
+        "-p KEY=VALUE` (see {ref}`reproduce`).",
+        "",
+        pages.table(["parameter", "value", "set by", "meaning"], rows),
+        "```",
+    ])
 
 
 def expand_run_globs(toc_file: Path, runs: list[runner.Run]) -> None:
@@ -76,8 +137,8 @@ def expand_run_globs(toc_file: Path, runs: list[runner.Run]) -> None:
                 out.append(entry)
                 continue
             for run in (r for r in runs if r.notebook == match.group(1)):
-                point = run.name.split("__")[1:]
-                out.append({"file": f"experiments/{run.name}", "title": ", ".join(p.replace("-", ": ", 1) for p in point)})
+                point = ", ".join(p.replace("-", ": ", 1) for p in run.name.split("__")[1:])
+                out.append({"file": f"experiments/{run.name}", "title": run.title or point})
         return out
 
     for part in toc.get("parts", []):

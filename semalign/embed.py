@@ -222,11 +222,11 @@ def embed(
     modality = spec.modality
     name = spec.name
 
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
 
     ids_hash = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
     content = hashlib.sha256()
-    hashing = tqdm(total=n, desc=f"hash {modality} items", unit="item", leave=False,
+    hashing = progress_bar(total=n, desc=f"hash {modality} items", unit="item", leave=False,
                    disable=not progress or modality == "text")
     with hashing:
         for i in range(n):  # one streaming pass: images are read, hashed and dropped
@@ -260,7 +260,7 @@ def embed(
         _cache.remove_stale_temporaries(folder)  # shards half-written by a killed run
     out: np.ndarray | None = np.empty((n, dim), np.float32) if dim else None
     model = loaded
-    bar = tqdm(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
 
     def compute(start: int, stop: int) -> np.ndarray:
         nonlocal model

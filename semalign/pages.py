@@ -12,7 +12,7 @@ from semalign.manifest import load_manifest, verify_sources
 from semalign.paths import work_dir
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -35,14 +35,14 @@ def data_models_page(profile: str) -> str:
         "This page is generated from `data_manifest.yaml` and the encoder registry when the book is built; "
         f"the *check* column is the result of `semalign data verify --profile {profile}` at build time.\n",
         "## Data sources\n",
-        _table(["source", "used for", "distribution", "licence", "sha256", "counts", "check"], rows),
+        table(["source", "used for", "distribution", "licence", "sha256", "counts", "check"], rows),
     ]
     labels = manifest["sources"]["iu_xray_reports"]["labels"]
     text += [
         "## IU X-ray labels\n",
         "A report carries a label when the head (the part before the first `/`) of one of its MeSH *major* "
         "terms is listed for it. `normal` vs the rest is the binary task; the other labels form the multi-label task.\n",
-        _table(["label", "MeSH major term heads"], [[f"`{k}`", ", ".join(v)] for k, v in labels.items()]),
+        table(["label", "MeSH major term heads"], [[f"`{k}`", ", ".join(v)] for k, v in labels.items()]),
     ]
     try:
         from semalign.encoders import list_encoders
@@ -52,8 +52,47 @@ def data_models_page(profile: str) -> str:
         [f"`{s.name}`", s.modality, s.domain, s.family, f"`{s.source}`", s.pooling, s.description]
         for s in list_encoders()
     ]
-    text += ["## Encoders\n", _table(["name", "modality", "domain", "loader", "source", "pooling", "notes"], enc_rows)]
-    return "\n".join(text)
+    text += ["## Encoders\n", table(["name", "modality", "domain", "loader", "source", "pooling", "notes"], enc_rows)]
+    return "\n".join(text + [study_made_encoders()])
+
+
+def study_made_encoders() -> str:
+    """How each encoder the study trains itself is made, and from which data
+    (from the configurations the code trains them with)."""
+    from semalign.adapt import AdaptConfig
+    from semalign.adapt_vision import SSLConfig, VisionAdaptConfig
+    from semalign.radiology_bert import RadiologyBertConfig
+
+    bert, ssl, supervised, minilm = RadiologyBertConfig(), SSLConfig(), VisionAdaptConfig(), AdaptConfig()
+    rows = [
+        ["`radiology-bert`", "the medical text encoder of the text and zero-shot experiments",
+         f"a BERT built from scratch: WordPiece vocabulary of at most {bert.vocab_size:,} tokens, "
+         f"{bert.hidden_size}-d, {bert.layers} layers, {bert.heads} heads (no pretrained weights)",
+         f"masked-language modelling, {bert.mlm_steps} steps of {bert.mlm_batch_size} reports; then contrastive "
+         f"on (findings, impression) pairs, {bert.contrastive_steps} steps of {bert.contrastive_batch_size}",
+         "the training split of the evaluated reports (IU X-ray in the offline profile)"],
+        ["`phantom-ssl`", "the medical vision encoder of the vision and zero-shot experiments",
+         f"EfficientNet-Lite1 (ImageNet weights, `effnet-lite1`), its last {ssl.train_blocks} blocks trained",
+         f"self-supervised (SimCLR's NT-Xent at temperature {ssl.temperature}), {ssl.steps} steps of "
+         f"{ssl.batch_size} images, {ssl.views} augmented views each; no labels",
+         "the phantom's training images"],
+        ["`radiology-minilm`", "not in the default grids: a near-copy of MiniLM (see {ref}`limitations`)",
+         "all-MiniLM-L6-v2 (`minilm`)",
+         f"contrastive fine-tuning on (findings, impression) pairs, {minilm.steps} steps of {minilm.batch_size}",
+         "the training split of the evaluated reports"],
+        ["`phantom-effnet-supervised`", "not in the default grids: it saw the finding labels",
+         f"EfficientNet-Lite0 (`effnet-lite0`), its last {supervised.train_blocks} blocks fine-tuned",
+         f"supervised on the six finding labels, {supervised.steps} steps of {supervised.batch_size} images",
+         "the phantom's training images and labels"],
+    ]
+    return "\n".join([
+        "## Encoders the study makes\n",
+        "The offline profile's medical encoders are trained by the study itself, from training-split data only "
+        "(never a test item), and cached; the step counts are the offline profile's (`medical_scale` scales them: "
+        "the smoke profile's are a fiftieth). The code is in `semalign.radiology_bert`, `semalign.adapt_vision` "
+        "and `semalign.adapt`.\n",
+        table(["encoder", "role", "made from", "training", "data"], rows),
+    ])
 
 
 def runs_page(profile: str, runs) -> str:
@@ -68,7 +107,7 @@ def runs_page(profile: str, runs) -> str:
         "Every page under *Experiments* is an executed notebook. This table lists the parameters each was "
         "executed with; re-run one with other values with `semalign run NOTEBOOK --profile PROFILE -p KEY=VALUE` "
         "(see {ref}`reproduce`).\n",
-        _table(["page", "chapter", "parameters"], rows),
+        table(["page", "chapter", "parameters"], rows),
     ])
 
 
@@ -117,11 +156,11 @@ def benchmarks_page() -> str:
                 rows.append([label, f"{m['wall_s']:.0f} s", f"{targets[key]} s", f"{m['peak_rss_gb']:.2f} GB",
                              f"{targets['peak_rss_gb']} GB"])
         text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
-                 _table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
+                 table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
         if report.get("cold_chapters_s"):
             text += ["From the empty cache, each chapter's runs took (papermill's execution times, summed; "
                      "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
-                     _table(["chapter", "execution time"],
+                     table(["chapter", "execution time"],
                             [[chapter, f"{seconds / 60:.1f} min"] for chapter, seconds in report["cold_chapters_s"].items()])]
     return "\n".join(text + [embed_section(), scale_section(), reliability_section()])
 
@@ -150,7 +189,7 @@ def embed_section() -> str:
             "to bfloat16 and everything computed in fp32: what storing the weights in bf16 costs before any "
             "bf16 arithmetic. Where the floor is below 0.999, no path that keeps every weight in bf16 can meet "
             "the cosine target, ours included; keeping some weights in fp32 is the way, at a cost in speed "
-            "({ref}`limitations` has the measurements), and `precision=fp32` is exact.\n"]
+            "({ref}`precision` has the measurements), and `precision=fp32` is exact.\n"]
 
     def render(r: dict) -> list[str]:
         gpu = r.get("device", "cpu") != "cpu"
@@ -160,7 +199,7 @@ def embed_section() -> str:
         head = ["workload", "method", "throughput", "× reference", "agreement"] + ([] if gpu else ["target"])
         return [f"Run on {r['date']} on {r['machine']} ({r['threads']} threads, torch {r['torch']}, best of "
                 f"{r['rounds']} rounds, load average {r['load_average'][0]} at the start) with "
-                f"`{r['command'].strip()}`:\n", _table(head, rows)]
+                f"`{r['command'].strip()}`:\n", table(head, rows)]
 
     section = _report_section(text, "embed", render)
     gpu = _benchmark_report("embed-cuda")
@@ -188,7 +227,7 @@ def scale_section() -> str:
                                 f"peak ({r['rss_growth_ratio']}×); the returned array alone is "
                                 f"{r['returned_array_mb']} MB"],
         ]
-        return [_table(["", "measured"], rows)]
+        return [table(["", "measured"], rows)]
 
     return _report_section(text, "scale", render)
 
@@ -224,9 +263,9 @@ def reliability_section() -> str:
         f"Run on {report['date']} on {report['machine']} with `{report['command']}`: "
         f"{tests['passed']} tests passed, {tests['failed']} failed, {tests['skipped']} skipped ({status}) "
         f"in {report['wall_s']:.0f} s.\n",
-        _table(["check", "tried", "passed"], rows),
+        table(["check", "tried", "passed"], rows),
         "### Bad-input catalogue\n",
-        _table(["input", "test", "result"],
+        table(["input", "test", "result"],
                [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report["bad_inputs"]["cases"]]),
     ]
     return "\n".join(text)

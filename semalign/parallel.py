@@ -65,11 +65,11 @@ def sweep_map(fn: Callable, items: Iterable, *, jobs: int = 0, desc: str = "", p
     by ``fn`` propagates once the items already started have finished; the
     others are not started.
     """
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
 
     items = list(items)
     jobs = min(resolve_jobs(jobs), max(1, len(items)))
-    with tqdm(total=len(items), desc=desc, disable=not progress) as bar, single_threaded_kernels():
+    with progress_bar(total=len(items), desc=desc, disable=not progress) as bar, single_threaded_kernels():
         if jobs == 1:
             return [_advanced(bar, fn(item)) for item in items]
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="semalign-sweep", initializer=_one_openmp_thread)

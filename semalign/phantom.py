@@ -1524,9 +1524,9 @@ def render_phantom(spec: PhantomSpec | None = None, progress: bool = False) -> P
     rows: list[dict[str, Any]] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from semalign.progress import progress_bar
 
-        bar = tqdm(total=n, desc="phantom", unit="img")
+        bar = progress_bar(total=n, desc="phantom", unit="img")
     try:
         for start in range(0, n, spec.chunk_size):
             stop = min(start + spec.chunk_size, n)

@@ -338,7 +338,7 @@ def _train(
     folder: Path, texts: list[str], pairs: tuple[list[str], list[str], list[str]], config: RadiologyBertConfig, progress: bool
 ) -> dict[str, Any]:
     """Build the tokenizer, pretrain and train the encoder, save both into ``folder``; return metrics."""
-    from tqdm.auto import tqdm
+    from semalign.progress import progress_bar
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     started = time.perf_counter()
@@ -367,7 +367,7 @@ def _train(
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS])
     generator = torch.Generator().manual_seed(config.seed)
 
-    bar = tqdm(
+    bar = progress_bar(
         total=config.mlm_steps + config.contrastive_steps,
         desc="training radiology-bert (MLM, then contrastive)",
         unit="step",

@@ -79,8 +79,12 @@ def _destination(profile: str, run: str) -> Path:
 
 
 def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping,
-                 replicates: Mapping[str, Iterable[float]] | None = None) -> Path:
-    """Write a run's records atomically; returns the file written.
+                 replicates: Mapping[str, Iterable[float]] | None = None) -> None:
+    """Write a run's records atomically (into the runner's staging folder when a
+    run is executing, else to :func:`results_file`).
+
+    Returns nothing, so that a notebook's last line calling it shows no path of
+    the machine it ran on.
 
     ``replicates`` maps a key (see :func:`semalign.claims.replicate_key`) to the
     bootstrap replicates of a test metric, so a summary can compute paired
@@ -92,7 +96,6 @@ def save_records(records: Iterable[Mapping], *, profile: str, run: str, experime
     stored = {key: [round(float(v), 6) for v in values] for key, values in (replicates or {}).items()}
     atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters),
                              "records": rows, "replicates": stored})
-    return path
 
 
 def experiment_records(records: pd.DataFrame, experiment: str, profile: str) -> pd.DataFrame:

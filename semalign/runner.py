@@ -17,6 +17,7 @@ run.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -26,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ class Run:
     parameters: dict
     chapter: str
     reads_results: bool = False
+    title: str = ""  # the page title, from runs.yaml's ``title`` template filled with the grid point
+    set_by: dict = dataclasses.field(default_factory=dict)  # parameter -> "profile", "grid" or "command line"
 
     @property
     def source(self) -> Path:
@@ -177,6 +181,13 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     return value
 
 
+def _title(template: str, point: dict) -> str:
+    """runs.yaml's ``title`` template filled with a grid point, identifiers as words
+    (``{experiment}: …`` with text_stitching gives "Text stitching: …")."""
+    title = template.format(**{key: str(value).replace("_", " ") for key, value in point.items()})
+    return title[:1].upper() + title[1:]
+
+
 def _run_name(notebook: str, point: dict) -> str:
     return "__".join([notebook, *(f"{key}-{value}" for key, value in point.items())])
 
@@ -203,9 +214,12 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
     for name in selected:
         entry, known = entries[name], parameters[name]
         values = dict(entry.get("profiles", {}).get(profile) or {})
+        set_by = dict.fromkeys(values, "profile")
         values.update({key: raw for key, raw in parsed if key in known})
+        set_by.update({key: "command line" for key, _ in parsed if key in known})
         # A grid key set on the command line collapses that axis to the given value.
         grid = {key: [values[key]] if key in dict(parsed) else axis for key, axis in (entry.get("grid") or {}).items()}
+        set_by.update({key: "grid" for key in grid if key not in dict(parsed)})
         for combo in itertools.product(*grid.values()) if grid else [()]:
             merged = {**values, **dict(zip(grid, combo))}
             checked = {}
@@ -215,8 +229,10 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
                 checked[key] = coerce(name, known[key], raw)
             run_name = _run_name(name, {k: checked[k] for k in grid})
             checked.update(profile=profile, run_name=run_name)
+            point = {key: checked[key] for key in grid}
             runs.append(Run(name, run_name, profile, checked, entry.get("chapter", "Study"),
-                            bool(entry.get("reads_results", False))))
+                            bool(entry.get("reads_results", False)), _title(entry.get("title", ""), point),
+                            {key: set_by[key] for key in merged}))
     return runs
 
 
@@ -311,12 +327,76 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def provenance() -> dict:
+    """Where and with what a run executes: processor, GPU, Python and the versions
+    of the libraries behind its numbers (stored in the executed notebook and shown
+    on its page)."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": f"{cpu} ({len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores)",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "python": platform.python_version(),
+        **{package: version(package) for package in ("semalign", "torch", "transformers", "numpy", "scikit-learn")},
+    }
+
+
+def _ipc_kernel(folder: Path):
+    """Kernel configuration: its channels on Unix sockets in ``folder`` (private
+    to this user), not on TCP ports of the machine (ipykernel warns about those
+    being unencrypted; other users of the machine could connect to them)."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(folder / "kernel")}})
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """``os.environ`` with ``values`` set inside (the kernel inherits them); restored after."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _terminal(progress: bool) -> str:
+    """The runner's terminal for the kernel's progress bars ("" when none or not wanted)."""
+    if not progress or not sys.stderr.isatty():
+        return ""
+    try:
+        return os.ttyname(sys.stderr.fileno())
+    except OSError:
+        return ""
+
+
 def execute(run: Run, progress: bool = True) -> Path:
     """Execute one run; on failure remove its stale outputs and raise a one-line error."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from semalign.progress import PROGRESS_TTY_ENV
     from semalign.results import STAGING_ENV
 
     result_file = results_dir(run.profile) / f"{run.name}.json"
@@ -331,14 +411,16 @@ def execute(run: Run, progress: bool = True) -> Path:
     failed = run.output.with_name(f"{run.name}.failed.ipynb")
     failed.unlink(missing_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(f"{run.name}.results"), dir=result_file.parent))
-    previous = os.environ.get(STAGING_ENV)
-    os.environ[STAGING_ENV] = str(staging)  # the kernel inherits it: records go to the staging folder
+    # short and private: a Unix socket path must stay under ~100 characters
+    sockets = Path(tempfile.mkdtemp(prefix="semalign-kernel-"))
+    started = time.time()
     try:
-        with atomic_path(run.output, suffix=".ipynb") as tmp:
+        with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
+                atomic_path(run.output, suffix=".ipynb") as tmp:
             try:
                 papermill.execute_notebook(
                     nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
-                    progress_bar=progress, cwd=str(work_dir()), log_output=False,
+                    progress_bar=progress, cwd=str(work_dir()), log_output=False, config=_ipc_kernel(sockets),
                 )
             except PapermillExecutionError as exc:
                 if tmp.exists():
@@ -350,9 +432,11 @@ def execute(run: Run, progress: bool = True) -> Path:
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
             executed.metadata["semalign"] = {
-                "notebook": run.notebook, "run": run.name, "profile": run.profile,
-                "parameters": run.parameters, "source_sha256": source_fingerprint(run),
+                "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
+                "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
                 "code_sha256": code_fingerprint(),
+                "provenance": {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+                               "wall_s": round(time.time() - started, 1)},
             }
             nbformat.write(executed, tmp)
         # the notebook is in place; now its records (a kill in between leaves a run
@@ -361,11 +445,8 @@ def execute(run: Run, progress: bool = True) -> Path:
             make_shareable(staged)
             os.replace(staged, result_file.parent / staged.name)
     finally:
-        if previous is None:
-            os.environ.pop(STAGING_ENV, None)
-        else:
-            os.environ[STAGING_ENV] = previous
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(sockets, ignore_errors=True)
     return run.output
 
 

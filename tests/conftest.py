@@ -54,3 +54,10 @@ def smoke_book(smoke_study) -> Path:
     """The book built from the smoke profile; returns the HTML folder."""
     index = semalign_cli(smoke_study, "book", "--profile", "smoke").stdout.strip().splitlines()[-1]
     return Path(index).parent
+
+
+def book_pages(html) -> list:
+    """The book's own pages (not Sphinx's index, search and source listings)."""
+    skipped = ("genindex.html", "search.html", "py-modindex.html")
+    return sorted(p for p in html.rglob("*.html")
+                  if p.name not in skipped and not {"_modules", "_static", "_sources"} & set(p.relative_to(html).parts))

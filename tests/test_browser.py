@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import http.server
 import re
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import book_pages
 
 from semalign.paths import PROJECT_ROOT
 
@@ -97,3 +99,55 @@ def test_landing_page_screenshot(site, tmp_path):
     shot.unlink(missing_ok=True)
     chromium(f"{site}/index.html", tmp_path, f"--screenshot={shot}")
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+# Loads each page in a 1280-px frame and lists what runs past the article's right edge without
+# a scrolling box around it: content a reader at a laptop width would find cut off.
+PROBE = """<!doctype html><html><body><pre id="result">pending</pre>
+<iframe id="frame" style="width:1280px;height:900px"></iframe>
+<script>
+const pages = %s, found = {};
+function cut(doc) {
+  const article = doc.querySelector("article") || doc.querySelector("main");
+  if (!article) return ["no article"];
+  const edge = article.getBoundingClientRect().right + 1, out = [];
+  for (const el of article.querySelectorAll("*")) {
+    if (el.getBoundingClientRect().right <= edge) continue;
+    let box = el.parentElement, scrolls = false;
+    for (; box && box !== article; box = box.parentElement) {
+      const style = doc.defaultView.getComputedStyle(box);
+      if (["auto", "scroll"].includes(style.overflowX) && box.getBoundingClientRect().right <= edge) { scrolls = true; break; }
+    }
+    if (!scrolls) out.push(el.tagName + ": " + (el.textContent || "").trim().slice(0, 60));
+  }
+  return out.slice(0, 5);
+}
+let i = 0;
+const frame = document.getElementById("frame");
+frame.onload = () => {
+  found[pages[i]] = cut(frame.contentDocument);
+  i += 1;
+  if (i < pages.length) frame.src = pages[i]; else document.getElementById("result").textContent = JSON.stringify(found);
+};
+frame.src = pages[0];
+</script></body></html>"""
+
+
+def test_nothing_is_cut_off_at_a_laptop_width(smoke_book, tmp_path):
+    import json
+
+    pages = [p.relative_to(smoke_book).as_posix() for p in book_pages(smoke_book)]
+    probe = smoke_book / "_probe_overflow.html"
+    probe.write_text(PROBE % json.dumps(["/" + p for p in pages]))
+    try:
+        with serve(smoke_book) as url:
+            dom, _ = chromium(f"{url}/_probe_overflow.html", tmp_path, "--dump-dom", "--window-size=1400,1000",
+                              "--virtual-time-budget=120000")
+    finally:
+        probe.unlink()
+    result = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S).group(1)
+    assert result != "pending", "the probe did not finish loading every page"
+    found = json.loads(html.unescape(result))
+    assert set(found) == {"/" + p for p in pages}
+    cut = {page: items for page, items in found.items() if items}
+    assert not cut, f"content runs past the page edge at 1280 px: {cut}"

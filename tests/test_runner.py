@@ -176,3 +176,28 @@ def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
     for text in ("import semalign\n", "def broken(:\n"):
         (notebooks / "two.py").write_text(text)
         assert len(runner.notebook_modules()) == len(sources)
+
+
+def test_kernels_talk_over_private_unix_sockets_and_runs_record_their_provenance(isolated_work):
+    import json
+
+    from conftest import semalign_cli
+
+    proc = semalign_cli(isolated_work, "run", "data_overview", "--profile", "smoke", "--quiet", "-p", "max_reports=60")
+    assert "over TCP" not in proc.stderr and "Traceback" not in proc.stderr
+    (run,) = runner.plan(["data_overview"], "smoke", ["max_reports=60"])
+    meta = json.loads(run.output.read_text())["metadata"]["semalign"]
+    assert meta["set_by"] == {"max_reports": "command line"}
+    facts = meta["provenance"]
+    assert {"cpu", "gpu", "python", "semalign", "torch", "transformers", "numpy", "scikit-learn", "started"} <= set(facts)
+    assert facts["torch"].split("+")[0] == runner.provenance()["torch"].split("+")[0] and facts["wall_s"] > 0
+
+
+def test_grid_runs_have_their_own_titles_and_know_who_set_each_parameter():
+    runs = runner.plan(["text_stitching", "stitching_summary"], "smoke", ["seeds=[0]"])
+    titles = [run.title for run in runs]
+    assert titles[:4] == ["Text stitching — affine", "Text stitching — linear", "Text stitching — l-ortho",
+                          "Text stitching — ortho"]
+    assert titles[4:] == ["Text stitching: the four transforms compared", "Vision stitching: the four transforms compared"]
+    assert runs[0].set_by["transform"] == "grid" and runs[0].set_by["seeds"] == "command line"
+    assert runs[0].set_by["max_reports"] == "profile" and "decoder" not in runs[0].set_by

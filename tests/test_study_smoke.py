@@ -3,12 +3,13 @@ the smoke profile, the recorded numbers are checked, and the book is built."""
 
 from __future__ import annotations
 
+import html as html_module
 import json
 import os
 import re
 
 import pytest
-from conftest import semalign_cli
+from conftest import book_pages, semalign_cli
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +90,38 @@ def test_stitching_and_zero_shot_test_records_carry_intervals(records):
     assert asif and {r["selected_on"] for r in asif} == {"validation"}
     validation = [r for r in records if r["split"] == "validation" and r["experiment"] == "text_stitching"]
     assert validation and all(r["ci_low"] is None for r in validation)
+
+
+def page_text(path) -> str:
+    text = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", path.read_text(encoding="utf-8"), flags=re.S)
+    return " ".join(html_module.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def test_every_page_has_its_own_title_and_no_machine_paths(smoke_book, smoke_study):
+    pages = book_pages(smoke_book)
+    titles = {p.relative_to(smoke_book).as_posix(): re.search(r"<title>(.*?)</title>", p.read_text(), re.S).group(1)
+              for p in pages}
+    assert len(pages) >= 25 and len(set(titles.values())) == len(titles), titles
+    assert titles["experiments/text_stitching__transform-l-ortho.html"].startswith("Text stitching — l-ortho")
+    for page in pages:
+        text = page_text(page)
+        assert "PosixPath(" not in text and str(smoke_study) not in text, f"{page.name} shows a path of the build machine"
+
+
+def test_pages_say_what_they_were_executed_with_and_hide_the_parameter_cells(smoke_book):
+    page = (smoke_book / "experiments" / "text_stitching__transform-ortho.html").read_text(encoding="utf-8")
+    text = page_text(smoke_book / "experiments" / "text_stitching__transform-ortho.html")
+    assert "Executed with profile smoke" in text and "dropdown" in page
+    assert re.search(r"anchor_counts \[16, ?64, ?200\] profile", text)  # value and who set it
+    assert re.search(r"transform \"ortho\" grid", text)
+    assert re.search(r"Executed on \d{4}-\d\d-\d\d .* min on .*torch \d", text)
+    assert "# Parameters" not in text and "set by the runner" not in text  # no parameter cells in the page
+
+
+def test_executed_notebooks_carry_no_progress_bars(smoke_study):
+    for path in (smoke_study / "executed" / "smoke").glob("*.ipynb"):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            for out in cell.get("outputs", []):
+                shown = "".join(out.get("text", "")) + json.dumps(out.get("data", {}))
+                assert "it/s]" not in shown and "widget-view" not in shown, f"{path.name} carries a progress bar"
