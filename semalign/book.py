@@ -95,10 +95,10 @@ def present(executed: Path, destination: Path) -> None:
 def executed_with(meta: dict) -> str:
     """The collapsed "executed with" box of a page: its parameters and provenance."""
     known = runner.notebook_parameters(meta["notebook"])
-    set_by = meta.get("set_by", {})
-    rows = [[f"`{key}`", f"`{json.dumps(value, ensure_ascii=False)}`", set_by.get(key, "default"),
-             known[key].help if key in known else ""]
-            for key, value in meta.get("parameters", {}).items() if key not in runner.RESERVED_PARAMETERS]
+    values, set_by = meta.get("parameters", {}), meta.get("set_by", {})
+    rows = [[f"`{key}`", f"`{json.dumps(values.get(key, parameter.default), ensure_ascii=False)}`",
+             set_by.get(key, "default" if key not in values else "not recorded"), parameter.help]
+            for key, parameter in known.items() if key not in runner.RESERVED_PARAMETERS]
     facts = meta.get("provenance")
     if facts:
         libraries = ", ".join(f"{name} {facts[name]}" for name in ("semalign", "torch", "transformers", "numpy", "scikit-learn"))
@@ -107,11 +107,12 @@ def executed_with(meta: dict) -> str:
     else:
         ran = "Where and with which library versions it ran was not recorded (executed before the runner recorded it)."
     return "\n".join([
-        f"```{{admonition}} Executed with profile `{meta['profile']}` (run `{meta['run']}`)",
+        # no backticks in the title: a backtick fence's info string may not hold any
+        f"```{{admonition}} Executed with profile {meta['profile']}: parameters and provenance",
         ":class: dropdown",
         "",
-        f"{ran} Re-run it with other values: `semalign run {meta['notebook']} --profile {meta['profile']} "
-        "-p KEY=VALUE` (see {ref}`reproduce`).",
+        f"Run `{meta['run']}`. {ran} Re-run it with other values: `semalign run {meta['notebook']} "
+        f"--profile {meta['profile']} -p KEY=VALUE` (see {{ref}}`reproduce`).",
         "",
         pages.table(["parameter", "value", "set by", "meaning"], rows),
         "```",

@@ -25,9 +25,10 @@ def data_models_page(profile: str) -> str:
     for name, entry in manifest["sources"].items():
         counts = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in (entry.get("counts") or {}).items())
         check = status[name].status if name in status else "not checked (other profile)"
+        sha = f"sha256 `{entry['sha256'][:16]}…`" if entry.get("sha256") else ""
         rows.append([
-            f"**{entry['title']}**", entry["used_for"], f"`{entry['distribution']}`", entry["licence"],
-            f"`{entry['sha256'][:16]}…`" if entry.get("sha256") else "—", counts or "—", check,
+            f"**{entry['title']}**", entry["used_for"], f"`{entry['distribution']}`<br>{entry['licence']}",
+            "<br>".join(part for part in (counts, sha, f"check: {check}") if part),
         ])
     text = [
         "(data-models)=",
@@ -35,7 +36,7 @@ def data_models_page(profile: str) -> str:
         "This page is generated from `data_manifest.yaml` and the encoder registry when the book is built; "
         f"the *check* column is the result of `semalign data verify --profile {profile}` at build time.\n",
         "## Data sources\n",
-        table(["source", "used for", "distribution", "licence", "sha256", "counts", "check"], rows),
+        table(["source", "used for", "distribution, licence", "counts, checksum, check"], rows),
     ]
     labels = manifest["sources"]["iu_xray_reports"]["labels"]
     text += [
@@ -49,10 +50,10 @@ def data_models_page(profile: str) -> str:
     except ImportError:
         return "\n".join(text)
     enc_rows = [
-        [f"`{s.name}`", s.modality, s.domain, s.family, f"`{s.source}`", s.pooling, s.description]
+        [f"`{s.name}`", f"{s.modality}, {s.domain}", f"`{s.source}`<br>{s.family} loader, {s.pooling} pooling", s.description]
         for s in list_encoders()
     ]
-    text += ["## Encoders\n", table(["name", "modality", "domain", "loader", "source", "pooling", "notes"], enc_rows)]
+    text += ["## Encoders\n", table(["name", "modality, domain", "weights", "notes"], enc_rows)]
     return "\n".join(text + [study_made_encoders()])
 
 
