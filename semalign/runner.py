@@ -10,7 +10,10 @@ memory, injects the parameters, executes it and writes the executed notebook
 A run is all or nothing: the executed notebook is written atomically, and the
 notebook's results file is staged in a private folder and moved into place
 after it, so a run killed at any point leaves neither a torn file nor results
-without their notebook. Temporary files of killed runs are removed by the next
+without their notebook; the notebook records the sha256 of its results, so a
+kill between the two moves is detected. Until a run completes, the previous
+executed notebook and records of that run stay in place: a failed or killed
+re-run loses nothing. Temporary files of killed runs are removed by the next
 run.
 """
 
@@ -33,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from semalign.cache import atomic_path, make_shareable, remove_stale_temporaries, temporary_prefix
+from semalign.cache import atomic_path, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
 from semalign.errors import SemalignError
 from semalign.paths import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_FILE, executed_dir, results_dir, work_dir
 
@@ -135,9 +138,23 @@ def parse_override(text: str) -> tuple[str, str]:
 
 def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     """Convert a command-line or YAML value to the type of the parameter's default."""
-    value = yaml.safe_load(raw) if isinstance(raw, str) else raw
     default = parameter.default
     expected = parameter.type_name
+    if isinstance(raw, str) and isinstance(default, str):
+        # a text parameter takes the text as given ("text: IU reports", "@body"); YAML only unquotes it
+        try:
+            unquoted = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            unquoted = None
+        return unquoted if isinstance(unquoted, str) else raw
+    try:
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    except yaml.YAMLError as exc:
+        where = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+        raise SemalignError(
+            f"parameter {parameter.name!r} of {notebook}: {raw!r} is not a valid YAML value{where}; "
+            f"pass e.g. -p {parameter.name}={json.dumps(default, separators=(',', ':'))}"
+        ) from None
 
     def fail() -> SemalignError:
         example = json.dumps(default, separators=(",", ":")) if isinstance(default, (list, dict)) else default
@@ -400,8 +417,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     from semalign.results import STAGING_ENV
 
     result_file = results_dir(run.profile) / f"{run.name}.json"
-    for stale in (run.output, result_file):
-        stale.unlink(missing_ok=True)
+    # the previous notebook and records stay in place until the new ones are complete
     run.output.parent.mkdir(parents=True, exist_ok=True)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     for folder in (run.output.parent, result_file.parent):
@@ -426,15 +442,18 @@ def execute(run: Run, progress: bool = True) -> Path:
                 if tmp.exists():
                     shutil.copyfile(tmp, failed)
                 first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
+                kept = "; its previous results are kept" if run.output.is_file() else ""
                 raise SemalignError(
                     f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
-                    f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed})"
+                    f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
             executed.metadata["semalign"] = {
                 "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
                 "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
                 "code_sha256": code_fingerprint(),
+                # which records belong to this notebook: a kill between publishing the two is detected
+                "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
                 "provenance": {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
                                "wall_s": round(time.time() - started, 1)},
             }
@@ -459,8 +478,12 @@ def executed_status(run: Run) -> str | None:
         return "stale (notebook source changed)"
     if meta.get("code_sha256") != code_fingerprint():
         return "stale (semalign package changed)"
-    if not (results_dir(run.profile) / f"{run.name}.json").is_file():
+    result_file = results_dir(run.profile) / f"{run.name}.json"
+    if not result_file.is_file():
         return "missing its results file"
+    expected = meta.get("results_sha256", {}).get(result_file.name)
+    if expected is not None and sha256_file(result_file) != expected:
+        return "incomplete (its results file is not the one it wrote: the run was interrupted)"
     return None
 
 
