@@ -42,6 +42,10 @@ from semalign.paths import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_FILE, executed_dir, 
 
 KERNEL_NAME = "semalign"
 RESERVED_PARAMETERS = ("profile", "run_name")
+#: Parameters that may name a file or folder: a relative path is taken from the
+#: directory `semalign run` is started in (the kernel runs in the work folder),
+#: and a file's content hash is part of what makes a run current.
+PATH_PARAMETERS = ("dataset", "text_dataset", "vision_dataset", "anchor_dataset", "data_root")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +202,22 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     return value
 
 
+def _absolute_if_present(value: str) -> str:
+    """``value`` as an absolute path when it names a file or folder relative to
+    the current directory; unchanged otherwise (a dataset name such as iu_xray)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    return str(path.resolve()) if path.exists() else value
+
+
+def input_files(run: Run) -> dict[str, str]:
+    """sha256 of each data file a run's parameters name (a report table passed
+    as ``dataset``): an edited file makes the run stale."""
+    return {key: sha256_file(run.parameters[key]) for key in PATH_PARAMETERS
+            if isinstance(run.parameters.get(key), str) and Path(run.parameters[key]).is_file()}
+
+
 def _title(template: str, point: dict) -> str:
     """runs.yaml's ``title`` template filled with a grid point, identifiers as words
     (``{experiment}: …`` with text_stitching gives "Text stitching: …")."""
@@ -244,6 +264,9 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
                 if key not in known:
                     raise SemalignError(f"{RUNS_FILE}: notebook {name} has no parameter {key!r}; valid: {', '.join(known)}")
                 checked[key] = coerce(name, known[key], raw)
+            for key in PATH_PARAMETERS:
+                if isinstance(checked.get(key), str) and checked[key]:
+                    checked[key] = _absolute_if_present(checked[key])
             run_name = _run_name(name, {k: checked[k] for k in grid})
             checked.update(profile=profile, run_name=run_name)
             point = {key: checked[key] for key in grid}
@@ -430,6 +453,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     # short and private: a Unix socket path must stay under ~100 characters
     sockets = Path(tempfile.mkdtemp(prefix="semalign-kernel-"))
     started = time.time()
+    inputs = input_files(run)  # hashed before executing: an edit during the run makes it stale
     try:
         with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
                 atomic_path(run.output, suffix=".ipynb") as tmp:
@@ -454,6 +478,7 @@ def execute(run: Run, progress: bool = True) -> Path:
                 "code_sha256": code_fingerprint(),
                 # which records belong to this notebook: a kill between publishing the two is detected
                 "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
+                "inputs_sha256": inputs,
                 "provenance": {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
                                "wall_s": round(time.time() - started, 1)},
             }
@@ -489,14 +514,16 @@ def executed_status(run: Run) -> str | None:
 
 def up_to_date(run: Run) -> bool:
     """True when re-executing ``run`` could not change anything: its executed
-    notebook and results exist, come from the current source and package code and
-    the same parameters, and — for a notebook that reads other runs' records
+    notebook and results exist, come from the current source and package code,
+    the same parameters and the same content of the data files they name, and — for a notebook that reads other runs' records
     (``reads_results: true`` in runs.yaml) — are newer than every other record
     of the profile."""
     if executed_status(run) is not None:
         return False
-    recorded = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {}).get("parameters")
-    if json.dumps(recorded, sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
+    meta = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {})
+    if json.dumps(meta.get("parameters"), sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
+        return False
+    if meta.get("inputs_sha256", {}) != input_files(run):  # a data file named by a parameter changed
         return False
     if run.reads_results:
         own = results_dir(run.profile) / f"{run.name}.json"

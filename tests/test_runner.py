@@ -227,3 +227,27 @@ def test_text_parameters_take_the_text_as_given():
     assert run.parameters["text_column"] == "@body"
     (run,) = runner.plan(["text_stitching"], "smoke", ["text_column='quoted'", "transform=ortho"])
     assert run.parameters["text_column"] == "quoted"
+
+
+def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_the_shell(isolated_work, tmp_path,
+                                                                                        monkeypatch):
+    from conftest import semalign_cli
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    table = folder / "my.csv"
+
+    def write(rows: int) -> None:
+        lines = ["text,finding"] + [f"report {i}: {'effusion seen' if i % 3 else 'lungs clear'},{int(i % 3 > 0)}"
+                                    for i in range(rows)]
+        table.write_text("\n".join(lines) + "\n")
+
+    write(30)
+    monkeypatch.chdir(folder)
+    args = ["run", "data_overview", "--profile", "smoke", "--quiet", "-p", "dataset=my.csv", "-p", "label_columns=[finding]"]
+    assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout
+    (run,) = runner.plan(["data_overview"], "smoke", ["dataset=my.csv", "label_columns=[finding]"])
+    assert run.parameters["dataset"] == str(table)  # the kernel runs in the work folder; the path still holds
+    assert "up to date" in semalign_cli(isolated_work, *args).stdout
+    write(40)
+    assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout  # same name and size class, new content
