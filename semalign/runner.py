@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -472,6 +473,8 @@ def execute(run: Run, progress: bool = True) -> Path:
                     f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
+            for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
+                print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
             executed.metadata["semalign"] = {
                 "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
                 "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
@@ -492,6 +495,20 @@ def execute(run: Run, progress: bool = True) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
     return run.output
+
+
+_STUDY_WARNING = re.compile(r"/semalign/\w+\.py:\d+: \w*Warning: (.+)")
+
+
+def study_warnings(nb) -> list[str]:
+    """The warnings the study's own code raised while a notebook executed (rows
+    dropped from a table, a damaged cache entry recomputed), each once."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                found += _STUDY_WARNING.findall("".join(output.get("text", "")))
+    return list(dict.fromkeys(found))
 
 
 def executed_status(run: Run) -> str | None:

@@ -243,9 +243,12 @@ def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_t
         table.write_text("\n".join(lines) + "\n")
 
     write(30)
+    table.write_text(table.read_text() + ",1\n")  # a row without text: dropped, and the command line says so
     monkeypatch.chdir(folder)
     args = ["run", "data_overview", "--profile", "smoke", "--quiet", "-p", "dataset=my.csv", "-p", "label_columns=[finding]"]
-    assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout
+    first = semalign_cli(isolated_work, *args)
+    assert "executed 1 of 1" in first.stdout
+    assert f"warning: data_overview: dataset file {table}: dropped 1 of 31 rows: 1 (empty report text)" in first.stderr
     (run,) = runner.plan(["data_overview"], "smoke", ["dataset=my.csv", "label_columns=[finding]"])
     assert run.parameters["dataset"] == str(table)  # the kernel runs in the work folder; the path still holds
     assert "up to date" in semalign_cli(isolated_work, *args).stdout
