@@ -94,7 +94,7 @@ glue("few_shot_comparison", f"{best} {aligned_mean:.3f} against the few-shot pro
      f"at {int(largest)} labelled anchors", display=False)
 results.save_records(claim_records, profile=profile, run=run_name, experiment="stitching_summary",
                      parameters=dict(experiment=experiment, metric=metric))
-verdicts
+verdicts.style.hide(axis="index")  # whole statements (a plain DataFrame cuts long cells), no row numbers
 
 # %% [markdown]
 # - Aligned vs naive: {glue:text}`claim_aligned_vs_naive`.

@@ -159,3 +159,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_checked_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` atomically as a JSON cache entry that carries its own sha256."""
+    atomic_write_json(path, {"sha256": _json_sha256(payload), "payload": payload})
+
+
+def read_checked_json(path: str | os.PathLike) -> Any | None:
+    """The payload of a :func:`write_checked_json` entry; None when it is missing,
+    or (with a one-line warning) when it does not parse or its content no longer
+    matches its sha256 — the caller recomputes it."""
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+        if entry["sha256"] == _json_sha256(entry["payload"]):
+            return entry["payload"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    warnings.warn(f"cache entry {path} is damaged (unreadable, or its content does not match its sha256); "
+                  "recomputing it", stacklevel=2)
+    return None
+
+
+def _json_sha256(payload: Any) -> str:
+    return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode())

@@ -146,9 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_profile(args) -> None:
+    """An unknown ``--profile`` stops every command with the valid ones (not "all 0 verified")."""
+    from semalign import runner
+
+    profile = getattr(args, "profile", None)
+    if profile is not None and profile not in runner.profiles():
+        raise SemalignError(f"unknown profile {profile!r}; valid profiles: {', '.join(runner.profiles())} "
+                            "(e.g. --profile offline)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_profile(args)
         return args.func(args)
     except SemalignError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line

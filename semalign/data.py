@@ -131,9 +131,10 @@ def load_iu_reports(path: str | Path | None = None) -> ReportSet:
 def load_report_table(path: str | Path, text_column: str, label_columns: list[str]) -> ReportSet:
     """Any report collection as CSV or Parquet: one text column, 0/1 label columns.
 
-    Rows with an empty text or a label other than 0/1 are dropped, counted in
-    ``dropped`` and reported with one warning naming the file; a table with no
-    usable row is an error.
+    Rows with an empty text or an empty label are dropped, counted in
+    ``dropped`` and reported with one warning naming the file; a label column
+    holding anything but 0/1 (a 1/2 or yes/no coding) and a table with no
+    usable row are errors.
     """
     path = Path(path)
     if not path.is_file():
@@ -164,8 +165,18 @@ def load_report_table(path: str | Path, text_column: str, label_columns: list[st
     dropped = {"empty report text": int(empty.sum())}
     table = table[~empty].reset_index(drop=True)
     labels = table[label_columns].apply(pd.to_numeric, errors="coerce")
-    bad = labels.isna().any(axis=1) | ~labels.isin([0, 1]).all(axis=1)
-    dropped["label not 0/1"] = int(bad.sum())
+    for column in label_columns:
+        given = table[column].notna()
+        odd = sorted(set(table[column][given & ~labels[column].isin([0, 1])].astype(str)))
+        if odd:  # 1/2, yes/no, -1: a coding, not a few bad rows; dropping them would leave a different task
+            raise SemalignError(
+                f"dataset file {path}: label column {column!r} holds values other than 0/1 "
+                f"({', '.join(repr(v) for v in odd[:5])}{', ...' if len(odd) > 5 else ''} in "
+                f"{int((given & ~labels[column].isin([0, 1])).sum()):,} rows); recode it as 1 = finding present, "
+                "0 = absent (empty cells are dropped)"
+            )
+    bad = labels.isna().any(axis=1)
+    dropped["label missing"] = int(bad.sum())
     table, labels = table[~bad].reset_index(drop=True), labels[~bad].astype(int).reset_index(drop=True)
     ids = table["id"].astype(str).tolist() if "id" in table else [f"{path.stem}-{i}" for i in range(len(table))]
     reports = ReportSet(path.name, ids, table[text_column].astype(str).tolist(), labels, dropped)

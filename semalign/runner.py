@@ -10,7 +10,10 @@ memory, injects the parameters, executes it and writes the executed notebook
 A run is all or nothing: the executed notebook is written atomically, and the
 notebook's results file is staged in a private folder and moved into place
 after it, so a run killed at any point leaves neither a torn file nor results
-without their notebook. Temporary files of killed runs are removed by the next
+without their notebook; the notebook records the sha256 of its results, so a
+kill between the two moves is detected. Until a run completes, the previous
+executed notebook and records of that run stay in place: a failed or killed
+re-run loses nothing. Temporary files of killed runs are removed by the next
 run.
 """
 
@@ -24,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -33,12 +37,16 @@ from typing import Any
 
 import yaml
 
-from semalign.cache import atomic_path, make_shareable, remove_stale_temporaries, temporary_prefix
+from semalign.cache import atomic_path, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
 from semalign.errors import SemalignError
 from semalign.paths import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_FILE, executed_dir, results_dir, work_dir
 
 KERNEL_NAME = "semalign"
 RESERVED_PARAMETERS = ("profile", "run_name")
+#: Parameters that may name a file or folder: a relative path is taken from the
+#: directory `semalign run` is started in (the kernel runs in the work folder),
+#: and a file's content hash is part of what makes a run current.
+PATH_PARAMETERS = ("dataset", "text_dataset", "vision_dataset", "anchor_dataset", "data_root")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +143,23 @@ def parse_override(text: str) -> tuple[str, str]:
 
 def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     """Convert a command-line or YAML value to the type of the parameter's default."""
-    value = yaml.safe_load(raw) if isinstance(raw, str) else raw
     default = parameter.default
     expected = parameter.type_name
+    if isinstance(raw, str) and isinstance(default, str):
+        # a text parameter takes the text as given ("text: IU reports", "@body"); YAML only unquotes it
+        try:
+            unquoted = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            unquoted = None
+        return unquoted if isinstance(unquoted, str) else raw
+    try:
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    except yaml.YAMLError as exc:
+        where = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+        raise SemalignError(
+            f"parameter {parameter.name!r} of {notebook}: {raw!r} is not a valid YAML value{where}; "
+            f"pass e.g. -p {parameter.name}={json.dumps(default, separators=(',', ':'))}"
+        ) from None
 
     def fail() -> SemalignError:
         example = json.dumps(default, separators=(",", ":")) if isinstance(default, (list, dict)) else default
@@ -179,6 +201,22 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
             raise fail()
         return value
     return value
+
+
+def _absolute_if_present(value: str) -> str:
+    """``value`` as an absolute path when it names a file or folder relative to
+    the current directory; unchanged otherwise (a dataset name such as iu_xray)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    return str(path.resolve()) if path.exists() else value
+
+
+def input_files(run: Run) -> dict[str, str]:
+    """sha256 of each data file a run's parameters name (a report table passed
+    as ``dataset``): an edited file makes the run stale."""
+    return {key: sha256_file(run.parameters[key]) for key in PATH_PARAMETERS
+            if isinstance(run.parameters.get(key), str) and Path(run.parameters[key]).is_file()}
 
 
 def _title(template: str, point: dict) -> str:
@@ -227,6 +265,9 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
                 if key not in known:
                     raise SemalignError(f"{RUNS_FILE}: notebook {name} has no parameter {key!r}; valid: {', '.join(known)}")
                 checked[key] = coerce(name, known[key], raw)
+            for key in PATH_PARAMETERS:
+                if isinstance(checked.get(key), str) and checked[key]:
+                    checked[key] = _absolute_if_present(checked[key])
             run_name = _run_name(name, {k: checked[k] for k in grid})
             checked.update(profile=profile, run_name=run_name)
             point = {key: checked[key] for key in grid}
@@ -400,8 +441,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     from semalign.results import STAGING_ENV
 
     result_file = results_dir(run.profile) / f"{run.name}.json"
-    for stale in (run.output, result_file):
-        stale.unlink(missing_ok=True)
+    # the previous notebook and records stay in place until the new ones are complete
     run.output.parent.mkdir(parents=True, exist_ok=True)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     for folder in (run.output.parent, result_file.parent):
@@ -414,6 +454,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     # short and private: a Unix socket path must stay under ~100 characters
     sockets = Path(tempfile.mkdtemp(prefix="semalign-kernel-"))
     started = time.time()
+    inputs = input_files(run)  # hashed before executing: an edit during the run makes it stale
     try:
         with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
                 atomic_path(run.output, suffix=".ipynb") as tmp:
@@ -426,15 +467,21 @@ def execute(run: Run, progress: bool = True) -> Path:
                 if tmp.exists():
                     shutil.copyfile(tmp, failed)
                 first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
+                kept = "; its previous results are kept" if run.output.is_file() else ""
                 raise SemalignError(
                     f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
-                    f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed})"
+                    f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
+            for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
+                print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
             executed.metadata["semalign"] = {
                 "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
                 "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
                 "code_sha256": code_fingerprint(),
+                # which records belong to this notebook: a kill between publishing the two is detected
+                "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
+                "inputs_sha256": inputs,
                 "provenance": {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
                                "wall_s": round(time.time() - started, 1)},
             }
@@ -450,6 +497,20 @@ def execute(run: Run, progress: bool = True) -> Path:
     return run.output
 
 
+_STUDY_WARNING = re.compile(r"/semalign/\w+\.py:\d+: \w*Warning: (.+)")
+
+
+def study_warnings(nb) -> list[str]:
+    """The warnings the study's own code raised while a notebook executed (rows
+    dropped from a table, a damaged cache entry recomputed), each once."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                found += _STUDY_WARNING.findall("".join(output.get("text", "")))
+    return list(dict.fromkeys(found))
+
+
 def executed_status(run: Run) -> str | None:
     """None when the executed notebook is present and current, else why not."""
     if not run.output.is_file():
@@ -459,21 +520,27 @@ def executed_status(run: Run) -> str | None:
         return "stale (notebook source changed)"
     if meta.get("code_sha256") != code_fingerprint():
         return "stale (semalign package changed)"
-    if not (results_dir(run.profile) / f"{run.name}.json").is_file():
+    result_file = results_dir(run.profile) / f"{run.name}.json"
+    if not result_file.is_file():
         return "missing its results file"
+    expected = meta.get("results_sha256", {}).get(result_file.name)
+    if expected is not None and sha256_file(result_file) != expected:
+        return "incomplete (its results file is not the one it wrote: the run was interrupted)"
     return None
 
 
 def up_to_date(run: Run) -> bool:
     """True when re-executing ``run`` could not change anything: its executed
-    notebook and results exist, come from the current source and package code and
-    the same parameters, and — for a notebook that reads other runs' records
+    notebook and results exist, come from the current source and package code,
+    the same parameters and the same content of the data files they name, and — for a notebook that reads other runs' records
     (``reads_results: true`` in runs.yaml) — are newer than every other record
     of the profile."""
     if executed_status(run) is not None:
         return False
-    recorded = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {}).get("parameters")
-    if json.dumps(recorded, sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
+    meta = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {})
+    if json.dumps(meta.get("parameters"), sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
+        return False
+    if meta.get("inputs_sha256", {}) != input_files(run):  # a data file named by a parameter changed
         return False
     if run.reads_results:
         own = results_dir(run.profile) / f"{run.name}.json"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import threading
 import warnings
 import zipfile
@@ -39,7 +38,7 @@ from sklearn.neural_network import MLPClassifier
 
 from semalign import stats
 from semalign.align import Aligner, select_anchors
-from semalign.cache import atomic_path, atomic_write_json, hash_key, sha256_bytes
+from semalign.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
 from semalign.claims import replicate_key
 from semalign.errors import SemalignError
 from semalign.parallel import sweep_map
@@ -47,7 +46,7 @@ from semalign.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
 METRICS = ("macro_auroc", "macro_f1", "accuracy")
-FEW_SHOT_VERSION = 2  # bump when the few-shot computation changes
+FEW_SHOT_VERSION = 3  # bump when the few-shot computation or its cache entry changes
 DECODER_VERSION = 2  # bump when the decoders' training changes
 #: Inverse regularisation strengths (scikit-learn's C) a logreg decoder chooses from on the validation rows.
 DECODER_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -358,12 +357,9 @@ def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | Non
                    list(setup.anchor_counts), list(setup.seeds), setup.anchor_strategy, setup.decoder, setup.task,
                    strengths, setup.n_boot)
     path = cache_dir() / "records" / f"few-shot-{key}.json"
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            return cached["records"], {k: np.asarray(v) for k, v in cached["replicates"].items()}
-        except (ValueError, KeyError, TypeError):
-            warnings.warn(f"{path} is damaged; recomputing it", stacklevel=2)
+    cached = read_checked_json(path)  # sha256-checked: a changed digit is recomputed, not reported
+    if cached is not None:
+        return cached["records"], {k: np.asarray(v) for k, v in cached["replicates"].items()}
     scorer = _Scorer(setup)
     largest = max(setup.anchor_counts)
 
@@ -382,5 +378,5 @@ def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | Non
             records += rows
             replicates.update(kept)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"records": records, "replicates": {k: v.tolist() for k, v in replicates.items()}})
+    write_checked_json(path, {"records": records, "replicates": {k: v.tolist() for k, v in replicates.items()}})
     return records, replicates

@@ -30,6 +30,11 @@ def test_rows(records: pd.DataFrame) -> pd.DataFrame:
     return records[records["split"] == "test"]
 
 
+def _mean_std(mean: float, std: float) -> str:
+    """"mean ± std", or the mean alone where one value leaves the spread undefined."""
+    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
+
+
 def anchor_table(records: pd.DataFrame, anchor_counts, metric: str = "macro_auroc") -> pd.DataFrame:
     """Mean ± std (over encoder pairs and seeds) of the aligned metric per
     transform and anchor count, with naive, few-shot and upper-bound rows."""
@@ -39,15 +44,15 @@ def anchor_table(records: pd.DataFrame, anchor_counts, metric: str = "macro_auro
     few = rows[(rows["method"] == "few_shot") & rows["n_anchors"].isin(anchor_counts)]
     few = few.groupby("n_anchors")["value"].agg(["mean", "std"]).reset_index().assign(transform="few-shot (labelled anchors)")
     table = pd.concat([table, few])
-    cell = table.assign(text=[f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(table["mean"], table["std"])])
+    cell = table.assign(text=[_mean_std(m, s) for m, s in zip(table["mean"], table["std"])])
     wide = cell.pivot(index="transform", columns="n_anchors", values="text")
     order = [t for t in (*TRANSFORM_ORDER, "few-shot (labelled anchors)") if t in wide.index]
     wide = wide.loc[order]
     naive = rows[rows["method"] == "naive"]["value"]
     bound = test_rows(records)
     bound = bound[(bound["metric"] == metric) & (bound["method"] == "upper_bound")]["value"]
-    wide.loc["naive (no alignment)"] = f"{naive.mean():.3f} ± {naive.std():.3f}"
-    wide.loc["upper bound (own encoder)"] = f"{bound.mean():.3f} ± {bound.std():.3f}"
+    wide.loc["naive (no alignment)"] = _mean_std(naive.mean(), naive.std())
+    wide.loc["upper bound (own encoder)"] = _mean_std(bound.mean(), bound.std())
     wide.columns = [f"{int(c)} anchors" for c in wide.columns]
     return wide
 

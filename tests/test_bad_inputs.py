@@ -325,12 +325,17 @@ def test_dropped_rows_are_counted_and_reported(record_property, tmp_path):
     record_property("bad_input", "rows dropped for a reason are counted and reported")
     path = tmp_path / "mixed.csv"
     pd.DataFrame({"report": ["Enlarged heart.", "", "Clear.", "Effusion.", "Nodule."],
-                  "cardio": [1, 0, 0, 2, "yes"]}).to_csv(path, index=False)
+                  "cardio": [1, 0, 0, None, None]}).to_csv(path, index=False)
     with pytest.warns(UserWarning) as caught:
         reports = data.load_report_table(path, "report", ["cardio"])
-    assert reports.dropped == {"empty report text": 1, "label not 0/1": 2}
+    assert reports.dropped == {"empty report text": 1, "label missing": 2}
     assert len(reports) + sum(reports.dropped.values()) == 5
-    one_line(caught[0].message, str(path), "dropped 3 of 5 rows", "1 (empty report text)", "2 (label not 0/1)")
+    one_line(caught[0].message, str(path), "dropped 3 of 5 rows", "1 (empty report text)", "2 (label missing)")
+    # labels coded otherwise than 0/1 are not a few bad rows: the table stops, naming the column and values
+    pd.DataFrame({"report": ["a.", "b.", "c.", "d."], "cardio": [1, 2, 2, "yes"]}).to_csv(path, index=False)
+    with pytest.raises(SemalignError) as info:
+        data.load_report_table(path, "report", ["cardio"])
+    one_line(info.value, str(path), "label column 'cardio'", "'2', 'yes'", "in 3 rows", "recode it")
     # the IU archive's reports without text: counted, and the total adds up to the archive
     iu = data.load_iu_reports()
     counts = manifest.load_manifest()["sources"]["iu_xray_reports"]["counts"]

@@ -42,11 +42,11 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_table_dataset_loads_and_counts_dropped_rows(tmp_path):
     path = tmp_path / "reports.csv"
-    pd.DataFrame({"report": ["Heart is large.", "", "Clear lungs.", "Effusion."], "cardio": [1, 0, 0, 2]}).to_csv(path, index=False)
+    pd.DataFrame({"report": ["Heart is large.", "", "Clear lungs.", "Effusion."], "cardio": [1, 0, 0, None]}).to_csv(path, index=False)
     with pytest.warns(UserWarning, match="dropped 2 of 4 rows"):
         reports = data.load_report_table(path, "report", ["cardio"])
     assert reports.texts == ["Heart is large.", "Clear lungs."]
-    assert reports.dropped == {"empty report text": 1, "label not 0/1": 1}
+    assert reports.dropped == {"empty report text": 1, "label missing": 1}
     assert reports.task_labels("binary")["cardio"].tolist() == [1, 0]
 
 

@@ -57,6 +57,7 @@ def test_grid_makes_one_run_per_point_named_by_its_values(monkeypatch, tmp_path)
         ("nonsense=1", r"unknown parameter 'nonsense'.*valid parameters: .*max_reports"),
         ("profile=paper", r"set by the runner"),
         ("no_equals_sign", r"expected KEY=VALUE"),
+        ("label_columns=[unclosed", r"label_columns.*'\[unclosed' is not a valid YAML value.*-p label_columns=\["),
     ],
 )
 def test_bad_parameters_are_refused_with_the_valid_choices(override, message):
@@ -75,6 +76,13 @@ def test_cli_prints_one_line_error_and_exits_2(capsys):
     assert cli.main(["run", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown notebook 'nope'")
+
+
+@pytest.mark.parametrize("command", [["data", "verify"], ["results"], ["book"], ["run", "data_overview"]])
+def test_an_unknown_profile_is_refused_by_every_command(command, capsys):
+    assert cli.main([*command, "--profile", "bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown profile 'bogus'; valid profiles: offline, smoke, paper (e.g. --profile offline)"]
 
 
 def test_cli_module_entry_point_lists_parameters():
@@ -101,6 +109,15 @@ def test_code_change_makes_executed_notebook_stale(isolated_work, monkeypatch):
     nb.metadata["semalign"]["code_sha256"] = runner.code_fingerprint()
     nbformat.write(nb, run.output)
     assert runner.executed_status(run) == "missing its results file"
+    results = runner.results_dir("smoke") / "data_overview.json"
+    results.parent.mkdir(parents=True)
+    results.write_text("{}")
+    nb.metadata["semalign"]["results_sha256"] = {"data_overview.json": "0" * 64}  # written by another execution
+    nbformat.write(nb, run.output)
+    assert runner.executed_status(run).startswith("incomplete")
+    nb.metadata["semalign"]["results_sha256"] = {"data_overview.json": runner.sha256_file(results)}
+    nbformat.write(nb, run.output)
+    assert runner.executed_status(run) is None
 
 
 def test_paper_profile_stops_before_running_when_data_is_missing(isolated_work, tmp_path, capsys):
@@ -201,3 +218,39 @@ def test_grid_runs_have_their_own_titles_and_know_who_set_each_parameter():
     assert titles[4:] == ["Text stitching: the four transforms compared", "Vision stitching: the four transforms compared"]
     assert runs[0].set_by["transform"] == "grid" and runs[0].set_by["seeds"] == "command line"
     assert runs[0].set_by["max_reports"] == "profile" and "decoder" not in runs[0].set_by
+
+
+def test_text_parameters_take_the_text_as_given():
+    (run,) = runner.plan(["results_table"], "smoke", ["text_label=text: IU reports"])
+    assert run.parameters["text_label"] == "text: IU reports"
+    (run,) = runner.plan(["text_stitching"], "smoke", ["text_column=@body", "transform=ortho"])
+    assert run.parameters["text_column"] == "@body"
+    (run,) = runner.plan(["text_stitching"], "smoke", ["text_column='quoted'", "transform=ortho"])
+    assert run.parameters["text_column"] == "quoted"
+
+
+def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_the_shell(isolated_work, tmp_path,
+                                                                                        monkeypatch):
+    from conftest import semalign_cli
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    table = folder / "my.csv"
+
+    def write(rows: int) -> None:
+        lines = ["text,finding"] + [f"report {i}: {'effusion seen' if i % 3 else 'lungs clear'},{int(i % 3 > 0)}"
+                                    for i in range(rows)]
+        table.write_text("\n".join(lines) + "\n")
+
+    write(30)
+    table.write_text(table.read_text() + ",1\n")  # a row without text: dropped, and the command line says so
+    monkeypatch.chdir(folder)
+    args = ["run", "data_overview", "--profile", "smoke", "--quiet", "-p", "dataset=my.csv", "-p", "label_columns=[finding]"]
+    first = semalign_cli(isolated_work, *args)
+    assert "executed 1 of 1" in first.stdout
+    assert f"warning: data_overview: dataset file {table}: dropped 1 of 31 rows: 1 (empty report text)" in first.stderr
+    (run,) = runner.plan(["data_overview"], "smoke", ["dataset=my.csv", "label_columns=[finding]"])
+    assert run.parameters["dataset"] == str(table)  # the kernel runs in the work folder; the path still holds
+    assert "up to date" in semalign_cli(isolated_work, *args).stdout
+    write(40)
+    assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout  # same name and size class, new content

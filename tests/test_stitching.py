@@ -137,6 +137,23 @@ def test_few_shot_baseline_is_shared_between_transform_runs(spaces, tmp_path, mo
         stitching.few_shot_records(changed, progress=False)
 
 
+def test_a_changed_digit_in_the_few_shot_cache_is_detected_and_recomputed(spaces, tmp_path, monkeypatch):
+    from semalign import stitching
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8, 64], [0])
+    first = stitching.few_shot_records(setup, progress=False)
+    (entry,) = (tmp_path / "records").glob("few-shot-*.json")
+    text = entry.read_text()
+    value = f"{first[0][0]['value']}"
+    assert value in text
+    entry.write_text(text.replace(value, f"{1 - first[0][0]['value']}", 1))  # still valid JSON
+    with pytest.warns(UserWarning, match=r"few-shot-.*\.json is damaged .*recomputing it"):
+        again = stitching.few_shot_records(setup, progress=False)
+    assert again[0] == first[0]
+
+
 def test_logreg_decoder_arrays_predict_what_sklearn_predicts(spaces):
     embeddings, labels = spaces
     x = embeddings["large"]

@@ -35,15 +35,17 @@ def test_data_overview_records_the_smoke_subset(records):
     assert 0.2 < by_metric["prevalence:normal"] < 0.5  # 1,363 of 3,927 in the full collection
 
 
-def test_failing_notebook_names_notebook_and_cell(smoke_study):
+def test_failing_notebook_names_notebook_and_cell_and_keeps_the_previous_results(smoke_study):
+    executed = smoke_study / "executed" / "smoke" / "data_overview.ipynb"
+    saved = smoke_study / "results" / "smoke" / "data_overview.json"
+    before = (executed.read_bytes(), saved.read_bytes())
     proc = semalign_cli(smoke_study, "run", "data_overview", "--profile", "smoke", "-p", "dataset=/no/such/file.csv", check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert re.match(r"error: notebook data_overview \(run data_overview\) failed in cell \d+ .*does not exist", line)
-    # the failed run left nothing a book could publish
-    refused = semalign_cli(smoke_study, "book", "--profile", "smoke", check=False)
-    assert refused.returncode == 2 and "data_overview: missing" in refused.stderr
-    semalign_cli(smoke_study, "run", "data_overview", "--profile", "smoke", "--quiet")
+    assert line.endswith("its previous results are kept")
+    assert (executed.read_bytes(), saved.read_bytes()) == before  # the last good run is still what the book shows
+    assert (executed.parent / "data_overview.failed.ipynb").is_file()
 
 
 def test_book_builds_offline_with_pages_and_no_cdn(smoke_book, records):
