@@ -161,11 +161,11 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
             f"pass e.g. -p {parameter.name}={json.dumps(default, separators=(',', ':'))}"
         ) from None
 
-    def fail() -> SemalignError:
+    def fail(requirement: str = "") -> SemalignError:
         example = json.dumps(default, separators=(",", ":")) if isinstance(default, (list, dict)) else default
         return SemalignError(
-            f"parameter {parameter.name!r} of {notebook} expects a {expected} like {default!r}, got {raw!r}; "
-            f"pass e.g. -p {parameter.name}={example}"
+            f"parameter {parameter.name!r} of {notebook} expects {requirement or 'a ' + expected} like {default!r}, "
+            f"got {raw!r}; pass e.g. -p {parameter.name}={example}"
         )
 
     if default is None:
@@ -184,6 +184,8 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
             raise fail()
         if isinstance(default, int) and not float(value).is_integer():
             raise fail()
+        if isinstance(default, int) and value < 0:  # counts, sizes and seeds: none is negative
+            raise fail("a whole number ≥ 0")
         return type(default)(value)
     if isinstance(default, str):
         if value is None or isinstance(value, (list, dict)):
@@ -195,6 +197,10 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
         if default and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in default):
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
                 raise fail()
+        if default and all(isinstance(x, int) and not isinstance(x, bool) for x in default):
+            # anchor counts, seeds: a non-empty list of whole numbers ≥ 0
+            if not value or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
+                raise fail("a non-empty list of whole numbers ≥ 0")
         return value
     if isinstance(default, dict):
         if not isinstance(value, dict):

@@ -57,6 +57,7 @@ def test_grid_makes_one_run_per_point_named_by_its_values(monkeypatch, tmp_path)
         ("nonsense=1", r"unknown parameter 'nonsense'.*valid parameters: .*max_reports"),
         ("profile=paper", r"set by the runner"),
         ("no_equals_sign", r"expected KEY=VALUE"),
+        ("max_reports=-5", r"max_reports.*expects a whole number ≥ 0.*got '-5'"),
         ("label_columns=[unclosed", r"label_columns.*'\[unclosed' is not a valid YAML value.*-p label_columns=\["),
     ],
 )
@@ -254,3 +255,11 @@ def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_t
     assert "up to date" in semalign_cli(isolated_work, *args).stdout
     write(40)
     assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout  # same name and size class, new content
+
+
+@pytest.mark.parametrize("override", ["anchor_counts=[]", "anchor_counts=[1.5]", "seeds=[-1]"])
+def test_count_lists_must_hold_whole_numbers(override):
+    key = override.split("=")[0]
+    with pytest.raises(SemalignError, match=rf"parameter '{key}' of text_stitching expects a non-empty list of whole "
+                                            rf"numbers ≥ 0 like \[.*pass e.g. -p {key}=\["):
+        runner.plan(["text_stitching"], "offline", [override, "transform=ortho"])
