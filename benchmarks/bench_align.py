@@ -1,4 +1,4 @@
-"""Speed of semalign.align next to plain numpy / scipy / autograd doing the same work.
+"""Speed of semalign.method.align next to plain numpy / scipy / autograd doing the same work.
 
     python benchmarks/bench_align.py [--quick] [--threads N]
 
@@ -28,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from semalign.align import Aligner, select_anchors  # noqa: E402
+from semalign.method.align import Aligner, select_anchors  # noqa: E402
 
 N_ANCHORS, D_X, D_Y, N_TEST = 2000, 768, 384, 2000
 SWEEP_KINDS = ("affine", "linear", "l-ortho", "ortho")

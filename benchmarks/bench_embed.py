@@ -55,9 +55,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from semalign import encoders, pages  # noqa: E402
-from semalign.cache import atomic_write_json  # noqa: E402
-from semalign.paths import work_dir  # noqa: E402
+from semalign.models import encoders  # noqa: E402
+
+from semalign.study import pages
+from semalign.study.cache import atomic_write_json  # noqa: E402
+from semalign.study.paths import work_dir  # noqa: E402
 
 
 def iu_reports(n: int) -> list[str]:

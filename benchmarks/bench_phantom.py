@@ -26,7 +26,7 @@ sys.dont_write_bytecode = True  # write nothing into the repository, not even __
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semalign import phantom  # noqa: E402
-from semalign.images import load_image, real_sample_images  # noqa: E402
+from semalign.data.images import load_image, real_sample_images  # noqa: E402
 
 SHEET_CASES: list[tuple[str, dict]] = [
     ("normal", {}),

@@ -2,7 +2,7 @@
 
 Streams ``--n`` (default 50,000) short synthetic texts — one to three sentences
 drawn, with a seed, from the sentences of the IU X-ray reports — through
-:func:`semalign.embed.embed` with MiniLM into a fresh temporary cache, in shards
+:func:`semalign.models.embed.embed` with MiniLM into a fresh temporary cache, in shards
 of ``--shard-size`` rows. Texts are produced on demand (a callable), so the
 input never sits in memory. A sampler thread reads the process's resident
 memory every 0.2 s.
@@ -60,7 +60,7 @@ class Sampler(threading.Thread):
 
 
 def sentence_pool() -> list[str]:
-    from semalign.data import load_iu_reports
+    from semalign.data.reports import load_iu_reports
 
     sentences = {s.strip() + "." for text in load_iu_reports().texts for s in re.split(r"\.\s+", text) if len(s) > 15}
     return sorted(sentences)
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     args = parser.parse_args()
 
-    from semalign.paths import work_dir
+    from semalign.study.paths import work_dir
 
     pool = sentence_pool()
     rng = np.random.default_rng(0)
@@ -98,7 +98,7 @@ def main() -> None:
     sampler.start()
     with tempfile.TemporaryDirectory(prefix="semalign-scale-cache-") as tmp:
         os.environ["SEMALIGN_CACHE"] = tmp
-        from semalign.embed import embed
+        from semalign.models.embed import embed
 
         base = rss_mb()
         start = time.perf_counter()

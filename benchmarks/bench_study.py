@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semalign.paths import work_dir  # noqa: E402
+from semalign.study.paths import work_dir  # noqa: E402
 
 TARGETS = {"cold_s": 15 * 60, "warm_s": 60, "book_s": 60, "peak_rss_gb": 6.0}
 
@@ -51,8 +51,7 @@ def timed(command: list[str], env: dict) -> dict:
 
 def run_seconds(profile: str) -> tuple[dict, dict]:
     """Execution seconds of each run of ``profile`` and their sums per chapter."""
-    from semalign import runner
-
+    from semalign.study import runner
     runs, chapters = {}, {}
     for run in runner.executed_runs(profile):
         if run.output.is_file():

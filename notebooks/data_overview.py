@@ -39,8 +39,9 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from semalign import data, results
+from semalign.data import reports as data
 
+from semalign.study import results
 reports = data.subsample(data.load_reports(dataset, text_column, label_columns), max_reports, seed)
 train_index, test_index = data.split_indices(len(reports), test_fraction, seed)
 glue("n_reports", len(reports), display=False)

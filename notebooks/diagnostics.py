@@ -68,11 +68,15 @@ import seaborn as sns
 from myst_nb import glue
 from scipy.stats import spearmanr
 
-from semalign import experiments, results, runner
-from semalign.diagnostics import linear_cka, mutual_knn
+from semalign.experiments import inputs as experiments
+
+from semalign.study import results
+
+from semalign.study import runner
+from semalign.method.similarity import linear_cka, mutual_knn
 from semalign.errors import SemalignError
 from semalign.phantom import PhantomSpec
-from semalign.plots import METRIC_LABELS
+from semalign.experiments.plots import METRIC_LABELS
 
 # The same data as the stitching notebooks, under their parameter names.
 text_data = dict(dataset=text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column,

@@ -20,7 +20,7 @@
 # items in two dimensions: the source cloud $X$, and a target cloud $Y$ made
 # from $X$ by a hidden affine map — a rotation, an anisotropic stretch and a
 # shift — plus noise. Each transform is fitted with
-# {py:class}`semalign.align.Aligner` on a handful of paired anchors, exactly as
+# {py:class}`semalign.method.align.Aligner` on a handful of paired anchors, exactly as
 # in the experiments, and applied to every other point. A second section moves
 # to synthetic spaces of many dimensions to show why the least-squares
 # transforms can get *worse* as the number of anchors approaches the width of
@@ -52,10 +52,10 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from semalign import results
-from semalign.align import Aligner, default_ridge_alpha, scaling_stats, select_anchors
-from semalign.diagnostics import anchor_residual
-from semalign.parallel import sweep_map
+from semalign.study import results
+from semalign.method.align import Aligner, default_ridge_alpha, scaling_stats, select_anchors
+from semalign.method.similarity import anchor_residual
+from semalign.experiments.parallel import sweep_map
 
 KINDS = ["affine", "linear", "l-ortho", "ortho"]
 
@@ -75,7 +75,7 @@ print(f"{n_points} points, {n_anchors} anchors, {len(held_out)} held-out points"
 # ## Fitting the transforms
 #
 # The residual reported for each transform is the relative one of
-# {py:func}`semalign.diagnostics.anchor_residual`, computed on the held-out
+# {py:func}`semalign.method.similarity.anchor_residual`, computed on the held-out
 # (non-anchor) points: $\lVert T(X) - Y \rVert_F / \lVert Y - \bar Y \rVert_F$,
 # so 0 is a perfect map and 1 is no better than predicting the mean of $Y$.
 
@@ -173,7 +173,7 @@ glue("affine_long_residual", f"{long_residual:.3f}", display=False)
 # $8d$, and scored by the relative residual on held-out points, averaged over
 # {glue:text}`sweep_seeds` anchor draws. The fifth transform, `ridge`, is not
 # one of the paper's: it is least squares with a penalty on the size of $W$
-# ({py:func}`~semalign.align.fit_ridge`).
+# ({py:func}`~semalign.method.align.fit_ridge`).
 
 # %%
 d = sweep_dims
@@ -323,7 +323,7 @@ plt.close(fig)
 # \alpha) \le 1 / (2\sqrt{\alpha})$ instead of $1/s_i$: weakly spanned
 # directions are shrunk instead of amplified, and as $n$ grows $s_i^2$ outgrows
 # $\alpha$ and ridge approaches least squares. With its default $\alpha = d_x$
-# ({py:func}`~semalign.align.default_ridge_alpha` explains the choice), here
+# ({py:func}`~semalign.method.align.default_ridge_alpha` explains the choice), here
 # {glue:text}`sweep_alpha`, its held-out residual at $n = d$ is
 # {glue:text}`sweep_ridge_d`.
 #

@@ -36,8 +36,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from semalign import phantom, results
-from semalign.images import load_image, real_sample_images
+from semalign import phantom
+
+from semalign.study import results
+from semalign.data.images import load_image, real_sample_images
 
 examples = {
     "normal": {},

@@ -30,8 +30,9 @@ vision_label = "vision (CT phantom)"  # column title of the vision stitching res
 import pandas as pd
 from myst_nb import glue
 
-from semalign import claims, results
+from semalign.experiments import claims
 
+from semalign.study import results
 every_record = results.load_records(profile)
 # The four transform runs of a stitching experiment each record the same naive, upper-bound
 # and few-shot rows: count them once.

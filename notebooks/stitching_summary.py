@@ -33,8 +33,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from semalign import claims, plots, results, summary
+from semalign.experiments import claims
 
+from semalign.experiments import plots
+
+from semalign.study import results
+
+from semalign.experiments import summary
 modality = {"text_stitching": "text", "vision_stitching": "vision"}[experiment]
 title = {"text": "Text: general encoders into the medical report encoder",
          "vision": "Vision: general encoders into the medical phantom encoder"}[modality]

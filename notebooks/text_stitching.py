@@ -60,9 +60,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from semalign import data, experiments, plots, results, summary
-from semalign.align import resolve_gd_precision
-from semalign.stitching import StitchingSetup, stitching_records
+from semalign.data import reports as data
+
+from semalign.experiments import inputs as experiments
+
+from semalign.experiments import plots
+
+from semalign.study import results
+
+from semalign.experiments import summary
+from semalign.method.align import resolve_gd_precision
+from semalign.experiments.stitching import StitchingSetup, stitching_records
 
 reports, train, test = experiments.report_dataset(
     dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=label_columns,

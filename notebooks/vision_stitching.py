@@ -72,10 +72,18 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from semalign import data, experiments, plots, results, summary
-from semalign.align import resolve_gd_precision
+from semalign.data import reports as data
+
+from semalign.experiments import inputs as experiments
+
+from semalign.experiments import plots
+
+from semalign.study import results
+
+from semalign.experiments import summary
+from semalign.method.align import resolve_gd_precision
 from semalign.phantom import PhantomSpec
-from semalign.stitching import StitchingSetup, stitching_records
+from semalign.experiments.stitching import StitchingSetup, stitching_records
 
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)
 images = experiments.image_dataset(

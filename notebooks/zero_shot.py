@@ -80,8 +80,16 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from semalign import claims, data, experiments, results, zeroshot
-from semalign.align import resolve_gd_precision
+from semalign.experiments import claims
+
+from semalign.data import reports as data
+
+from semalign.experiments import inputs as experiments
+
+from semalign.study import results
+
+from semalign.experiments import zeroshot
+from semalign.method.align import resolve_gd_precision
 from semalign.phantom import PhantomSpec
 
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size)

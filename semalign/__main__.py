@@ -1,5 +1,5 @@
 import sys
 
-from semalign.cli import main
+from semalign.study.cli import main
 
 sys.exit(main())

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from semalign import adapt
-from semalign.adapt import AdaptConfig, adapt_text_encoder
-from semalign.data import ReportSet
+from semalign.models import radiology_minilm as adapt
+from semalign.models.radiology_minilm import AdaptConfig, adapt_text_encoder
+from semalign.data.reports import ReportSet
 from semalign.errors import SemalignError
 
 TINY = AdaptConfig(steps=3, batch_size=4, seed=0)

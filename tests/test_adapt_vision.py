@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from semalign import adapt_vision
-from semalign.adapt_vision import (SSLConfig, VisionAdaptConfig, adapt_vision_encoder, register_phantom_ssl_encoder,
+from semalign.models import phantom_effnet as adapt_vision
+from semalign.models.phantom_effnet import (SSLConfig, VisionAdaptConfig, adapt_vision_encoder, register_phantom_ssl_encoder,
                                    ssl_vision_encoder)
-from semalign.encoders import load_encoder
+from semalign.models.encoders import load_encoder
 from semalign.errors import SemalignError
 
 TINY = VisionAdaptConfig(steps=2, batch_size=4, image_size=64, train_blocks=2)
@@ -98,7 +98,7 @@ def test_damaged_weights_are_detected_and_rebuilt(training_set, trained, monkeyp
 
 
 def test_damaged_phantom_cache_is_rendered_again(tmp_path, monkeypatch):
-    from semalign import experiments
+    from semalign.experiments import inputs as experiments
     from semalign.phantom import PhantomSpec
 
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
@@ -153,8 +153,8 @@ def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
 
 
 def test_ssl_registered_encoder_embeds(ssl_images, ssl_trained, monkeypatch):
-    from semalign import encoders
-    from semalign.embed import embed
+    from semalign.models import encoders
+    from semalign.models.embed import embed
 
     monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
     monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
@@ -183,7 +183,7 @@ def test_ssl_cached_and_described(ssl_images, ssl_trained, monkeypatch):
 
 
 def test_ssl_key_follows_images_and_config(ssl_images):
-    from semalign.cache import hash_key
+    from semalign.study.cache import hash_key
 
     key = hash_key(adapt_vision.ssl_cache_inputs(ssl_images, TINY_SSL))
     other_images = ssl_images.copy()

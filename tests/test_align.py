@@ -1,4 +1,4 @@
-"""Tests for semalign.align against independent numpy / scipy / autograd references."""
+"""Tests for semalign.method.align against independent numpy / scipy / autograd references."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from sklearn.linear_model import Ridge
 from torch import nn
 
-from semalign.align import (
+from semalign.method.align import (
     KINDS,
     SCALINGS,
     Aligner,
@@ -225,7 +225,7 @@ def test_bf16_affine_gd_stays_close_to_the_float32_fit(n):
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
-    import semalign.align as align
+    import semalign.method.align as align
 
     monkeypatch.setattr(align, "native_bf16", lambda: False)
     assert resolve_gd_precision("auto") == "fp32"

@@ -1,11 +1,11 @@
-"""Tests for semalign.asif against a hand-computed example and a numpy reference."""
+"""Tests for semalign.method.asif against a hand-computed example and a numpy reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from semalign.asif import ASIF
+from semalign.method.asif import ASIF
 from semalign.errors import SemalignError
 
 

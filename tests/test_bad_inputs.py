@@ -59,12 +59,18 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from semalign import cli, data, encoders, manifest  # noqa: E402
-from semalign.embed import embed  # noqa: E402
-from semalign.encoders import EncoderSpec  # noqa: E402
+from semalign.study import cli  # noqa: E402
+
+from semalign.data import reports as data
+
+from semalign.models import encoders
+
+from semalign.data import manifest
+from semalign.models.embed import embed  # noqa: E402
+from semalign.models.encoders import EncoderSpec  # noqa: E402
 from semalign.errors import SemalignError  # noqa: E402
-from semalign.images import load_image, real_sample_images  # noqa: E402
-from semalign.stitching import StitchingSetup, stitching_records  # noqa: E402
+from semalign.data.images import load_image, real_sample_images  # noqa: E402
+from semalign.experiments.stitching import StitchingSetup, stitching_records  # noqa: E402
 
 
 def one_line(error: BaseException | str, *needles: str) -> str:

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semalign import claims
-from semalign.claims import replicate_key
+from semalign.experiments import claims
+from semalign.experiments.claims import replicate_key
 
 
 def _stitching_frame(aligned: dict[str, float], validation: dict[str, float], spread: dict[str, float],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from semalign.errors import SemalignError
-from semalign.zeroshot import CLIP_GRID, ClipStyle
+from semalign.experiments.zeroshot import CLIP_GRID, ClipStyle
 
 
 def paired(n: int = 96, seed: int = 0):

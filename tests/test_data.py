@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semalign import data, manifest
+from semalign.data import reports as data
+
+from semalign.data import manifest
 from semalign.errors import SemalignError
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from semalign.paths import PROJECT_ROOT
+from semalign.study.paths import PROJECT_ROOT
 
 DIGEST = textwrap.dedent("""
     import hashlib, json
-    from semalign import data
+    from semalign.data import reports as data
     from semalign.phantom import PhantomSpec, render_phantom
 
     ph = render_phantom(PhantomSpec(n_images=6, seed=3, image_size=64))
@@ -66,7 +66,7 @@ EMBED = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, "{tests}")
     from test_interrupt import FakeEncoder, IDS, TEXTS
-    from semalign.embed import embed
+    from semalign.models.embed import embed
     embed(FakeEncoder(), IDS, TEXTS, shard_size=4, progress=False)
     files = sorted(Path("{cache}").glob("embeddings/*/*"))
     print(json.dumps({{p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}))

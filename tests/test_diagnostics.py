@@ -1,12 +1,12 @@
-"""Tests for semalign.diagnostics against naive reference formulas."""
+"""Tests for semalign.method.similarity against naive reference formulas."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from semalign.align import Aligner
-from semalign.diagnostics import anchor_residual, linear_cka, mutual_knn
+from semalign.method.align import Aligner
+from semalign.method.similarity import anchor_residual, linear_cka, mutual_knn
 
 
 def random_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_mutual_knn_matches_a_naive_loop(k):
 
 
 def test_mutual_knn_blocks_agree_with_one_block(monkeypatch):
-    import semalign.diagnostics as diagnostics
+    import semalign.method.similarity as diagnostics
 
     rng = np.random.default_rng(9)
     x, y = rng.standard_normal((50, 5)), rng.standard_normal((50, 5))

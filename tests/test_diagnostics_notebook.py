@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import semalign_cli
 
-from semalign import runner
+from semalign.study import runner
 from semalign.errors import SemalignError
 
 

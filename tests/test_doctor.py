@@ -13,8 +13,14 @@ from collections import namedtuple
 
 import numpy as np
 
-from semalign import doctor, encoders, manifest, pages
-from semalign.paths import PROJECT_ROOT
+from semalign.study import doctor
+
+from semalign.models import encoders
+
+from semalign.data import manifest
+
+from semalign.study import pages
+from semalign.study.paths import PROJECT_ROOT
 
 
 def failing(checks) -> dict[str, str]:

@@ -11,10 +11,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from semalign import embed as embed_mod  # noqa: E402
-from semalign import encoders  # noqa: E402
-from semalign.embed import embed  # noqa: E402
-from semalign.encoders import EncoderSpec  # noqa: E402
+from semalign.models import embed as embed_mod  # noqa: E402
+from semalign.models import encoders  # noqa: E402
+from semalign.models.embed import embed  # noqa: E402
+from semalign.models.encoders import EncoderSpec  # noqa: E402
 from semalign.errors import SemalignError  # noqa: E402
 
 TEXTS = [

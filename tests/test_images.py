@@ -1,4 +1,4 @@
-"""Tests for semalign.images: one loader for PNG, JPEG and DICOM radiographs."""
+"""Tests for semalign.data.images: one loader for PNG, JPEG and DICOM radiographs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from semalign.errors import SemalignError
-from semalign.images import load_image, real_sample_images
+from semalign.data.images import load_image, real_sample_images
 
 pydicom = pytest.importorskip("pydicom")
 

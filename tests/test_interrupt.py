@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semalign import cache
-from semalign.embed import embed
-from semalign.encoders import EncoderSpec
+from semalign.study import cache
+from semalign.models.embed import embed
+from semalign.models.encoders import EncoderSpec
 from semalign.errors import SemalignError
-from semalign.paths import PROJECT_ROOT
+from semalign.study.paths import PROJECT_ROOT
 
 TEMPORARY = re.compile(r"~[A-Za-z0-9._-]+~\d+~|\.partial$|\.tmp$")
 
@@ -71,7 +71,7 @@ def test_writer_killed_midway_leaves_the_old_file_and_a_temporary_the_next_write
     target.write_text("old and complete")
     proc = run_python(f"""
         import os, signal
-        from semalign.cache import atomic_path
+        from semalign.study.cache import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_bytes(b"half of the new")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -108,8 +108,7 @@ def test_finished_files_get_the_umask_modes(tmp_path, monkeypatch, restore_umask
 
 
 def test_results_are_staged_until_the_run_completes(tmp_path, monkeypatch, restore_umask):
-    from semalign import results
-
+    from semalign.study import results
     os.umask(0o022)
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
     staging = tmp_path / "staging"
@@ -208,7 +207,7 @@ def test_extraction_killed_mid_entry_resumes_at_the_first_missing_shard(tmp_path
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_interrupt import FakeEncoder, IDS, TEXTS
-        from semalign.embed import embed
+        from semalign.models.embed import embed
         embed(FakeEncoder(kill_at_row=8), IDS, TEXTS, shard_size=4, progress=False)
     """, env={"SEMALIGN_CACHE": str(tmp_path / "killed")})
     assert proc.returncode == -signal.SIGKILL, proc.stderr

@@ -11,9 +11,7 @@ import matplotlib
 import pytest
 from conftest import semalign_cli
 
-from semalign import runner
-
-
+from semalign.study import runner
 def execute_cells(workdir, monkeypatch, **parameters) -> dict:
     """The notebook's code cells run in this process, with ``parameters`` injected
     after its parameters cell as papermill would; returns the cells' namespace."""

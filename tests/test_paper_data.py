@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semalign import paper_data
+from semalign.data import paper as paper_data
 from semalign.errors import SemalignError
-from semalign.manifest import load_manifest
+from semalign.data.manifest import load_manifest
 
 from paper_fixtures import (  # tests/ is on sys.path
     CHEXPERT_14, CHEXPERT_TRAIN, CHEXPERT_VALID, CX, FINDINGS, IMPRESSION, MIMIC_STUDIES, RSNA_P, VINDR_A, VINDR_B,
@@ -145,7 +145,7 @@ def test_mimic_images_frontal_labels_groups_split(data_root):
 
 
 def test_rsna_image_label_is_the_max_target_and_dicoms_load(data_root):
-    from semalign.images import load_image
+    from semalign.data.images import load_image
 
     table = paper_data.load_images("rsna_pneumonia", data_root)
     assert table.ids == RSNA_P[:3] and table.groups == RSNA_P[:3] and table.split is None

@@ -2,7 +2,7 @@
 fixtures) and tiny randomly initialised Hugging Face models saved to folders,
 run through the same notebooks and the runner as the offline profile.
 
-The fast tests cover the dataset switching in :mod:`semalign.experiments`; the
+The fast tests cover the dataset switching in :mod:`semalign.experiments.inputs`; the
 slow ones execute text stitching (MIMIC-CXR reports), vision stitching (RSNA
 DICOMs) and zero-shot (RSNA, with MIMIC-CXR image-report anchors and a CLIP)
 with ``semalign run ... --profile paper`` and check the recorded results, and
@@ -19,9 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semalign import data, experiments, paper_data
+from semalign.data import reports as data
+
+from semalign.experiments import inputs as experiments
+
+from semalign.data import paper as paper_data
 from semalign.errors import SemalignError
-from semalign.images import load_image
+from semalign.data.images import load_image
 
 from conftest import semalign_cli  # tests/ is on sys.path
 from paper_fixtures import (

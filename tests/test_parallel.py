@@ -1,4 +1,4 @@
-"""semalign.parallel: a sweep's fits several at a time, each on one thread."""
+"""semalign.experiments.parallel: a sweep's fits several at a time, each on one thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from threadpoolctl import threadpool_info
 
 from semalign.errors import SemalignError
-from semalign.parallel import resolve_jobs, sweep_map
+from semalign.experiments.parallel import resolve_jobs, sweep_map
 
 
 def test_results_come_back_in_order_and_each_item_runs_single_threaded():
@@ -30,7 +30,7 @@ def test_results_come_back_in_order_and_each_item_runs_single_threaded():
 
 
 def test_the_number_of_jobs_does_not_change_an_alignment_sweep():
-    from semalign.align import Aligner
+    from semalign.method.align import Aligner
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 64)), rng.normal(size=(40, 48))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from semalign import phantom
-from semalign.cache import sha256_file
+from semalign.study.cache import sha256_file
 from semalign.errors import SemalignError
 from semalign.phantom import FINDINGS, LABEL_COLUMNS, PhantomSpec, render_case, render_phantom
 

@@ -15,12 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from semalign import encoders, radiology_bert
-from semalign.adapt import is_complete
-from semalign.data import ReportSet
-from semalign.embed import embed
+from semalign.models import encoders
+
+from semalign.models import radiology_bert
+from semalign.models.radiology_minilm import is_complete
+from semalign.data.reports import ReportSet
+from semalign.models.embed import embed
 from semalign.errors import SemalignError
-from semalign.radiology_bert import RadiologyBertConfig, build_radiology_bert, register_radiology_bert
+from semalign.models.radiology_bert import RadiologyBertConfig, build_radiology_bert, register_radiology_bert
 
 TINY = RadiologyBertConfig(
     vocab_size=300,

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from semalign import cli, runner
+from semalign.study import cli
+
+from semalign.study import runner
 from semalign.errors import SemalignError
 
 
@@ -92,8 +94,7 @@ def test_cli_module_entry_point_lists_parameters():
 
 
 def test_book_refuses_missing_executed_notebooks(isolated_work):
-    from semalign import book
-
+    from semalign.study import book
     with pytest.raises(SemalignError, match=r"cannot publish the smoke book: method_example: missing"):
         book.build("smoke")
 
@@ -170,28 +171,34 @@ def test_a_summary_is_stale_when_records_it_reads_are_newer(isolated_work):
 
 
 def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
-    names = {path.stem for path in runner.notebook_modules()}
-    assert {"__init__", "runner", "experiments", "align", "encoders", "embed", "paths", "results"} <= names
-    assert not names & {"__main__", "cli", "book", "pages", "sphinx_offline", "doctor"}
-    # a small package: every import form, each the only way to reach its module
+    names = {path.relative_to(runner.PACKAGE_DIR).as_posix() for path in runner.notebook_modules()}
+    assert {"__init__.py", "study/runner.py", "experiments/inputs.py", "method/align.py", "models/encoders.py",
+            "models/embed.py", "study/paths.py", "study/results.py"} <= names
+    assert not names & {"__main__.py", "study/cli.py", "study/book.py", "study/pages.py", "study/sphinx_offline.py",
+                        "study/doctor.py"}
+    # a small nested package: every import form, each the only way to reach its module
     package, notebooks = tmp_path / "semalign", tmp_path / "notebooks"
-    package.mkdir()
-    notebooks.mkdir()
-    sources = {"__init__": "", "runner": "", "a": "from .b import x\n", "b": "def f():\n    from . import c\n",
-               "c": "", "d": "from semalign.e import y\n", "e": "", "book_only": "from . import a\n"}
+    sources = {"__init__": "", "study/__init__": "", "study/runner": "", "study/book_only": "from ..x import a\n",
+               "x/__init__": "", "x/a": "from .b import f\n", "x/b": "def f():\n    from .deep import c\n",
+               "x/deep/__init__": "", "x/deep/c": "", "d": "from semalign.x.deep.e import y\n", "x/deep/e": ""}
     for name, text in sources.items():
+        (package / f"{name}.py").parent.mkdir(parents=True, exist_ok=True)
         (package / f"{name}.py").write_text(text)
-    (notebooks / "one.py").write_text("# %%\nfrom semalign import a\nimport semalign.d as dd\n")
+    notebooks.mkdir()
+    (notebooks / "one.py").write_text("# %%\nfrom semalign.x import a\nimport semalign.d as dd\n")
     monkeypatch.setattr(runner, "PACKAGE_DIR", package)
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
-    assert [path.stem for path in runner.notebook_modules()] == ["__init__", "a", "b", "c", "d", "e", "runner"]
+    reached = [path.relative_to(package).as_posix() for path in runner.notebook_modules()]
+    assert reached == ["__init__.py", "d.py", "study/__init__.py", "study/runner.py", "x/__init__.py", "x/a.py",
+                       "x/b.py", "x/deep/__init__.py", "x/deep/c.py", "x/deep/e.py"]
     before = runner.code_fingerprint()
-    (package / "book_only.py").write_text("from . import a  # an appendix edit\n")
+    (package / "study" / "book_only.py").write_text("from ..x import a  # an appendix edit\n")
     assert runner.code_fingerprint() == before  # executed notebooks stay current
-    (package / "c.py").write_text("z = 1  # reached only through b's function-level relative import\n")
+    # a module two folders down, reached only through a function-level relative import
+    (package / "x" / "deep" / "c.py").write_text("z = 1\n")
     assert runner.code_fingerprint() != before
     # a notebook that imports the bare package, or does not parse, counts every module
-    for text in ("import semalign\n", "def broken(:\n"):
+    for text in ("import semalign\n", "def broken(:\n", "from semalign import *\n"):
         (notebooks / "two.py").write_text(text)
         assert len(runner.notebook_modules()) == len(sources)
 

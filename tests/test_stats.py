@@ -1,4 +1,4 @@
-"""Tests for semalign.stats against scikit-learn and numpy references."""
+"""Tests for semalign.experiments.stats against scikit-learn and numpy references."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from semalign import stats
+from semalign.experiments import stats
 from semalign.errors import SemalignError
 
 

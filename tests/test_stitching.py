@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semalign import summary
+from semalign.experiments import summary
 from semalign.errors import SemalignError
-from semalign.stitching import Decoder, StitchingSetup, score, stitching_records
+from semalign.experiments.stitching import Decoder, StitchingSetup, score, stitching_records
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,7 @@ def test_alignment_recovers_most_of_the_upper_bound_and_beats_naive(frame):
 
 
 def test_summary_table_and_claims_read_the_records(spaces, tmp_path, monkeypatch):
-    from semalign import claims
-
+    from semalign.experiments import claims
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
     embeddings, labels = spaces
     frames, replicates = [], {}
@@ -94,8 +93,7 @@ def test_summary_table_and_claims_read_the_records(spaces, tmp_path, monkeypatch
 
 
 def test_a_summary_before_its_runs_names_the_run_to_execute(frame):
-    from semalign import results
-
+    from semalign.study import results
     frame = frame.assign(experiment="vision_stitching")
     assert len(results.experiment_records(frame, "vision_stitching", "offline")) == len(frame)
     with pytest.raises(SemalignError, match=r"no records of text_stitching .*semalign run text_stitching --profile smoke"):
@@ -120,8 +118,7 @@ def test_decoder_predicts_a_label_seen_with_one_class_by_its_frequency():
 
 
 def test_few_shot_baseline_is_shared_between_transform_runs(spaces, tmp_path, monkeypatch):
-    from semalign import stitching
-
+    from semalign.experiments import stitching
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
     embeddings, labels = spaces
     setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8, 64], [0])
@@ -138,8 +135,7 @@ def test_few_shot_baseline_is_shared_between_transform_runs(spaces, tmp_path, mo
 
 
 def test_a_changed_digit_in_the_few_shot_cache_is_detected_and_recomputed(spaces, tmp_path, monkeypatch):
-    from semalign import stitching
-
+    from semalign.experiments import stitching
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
     embeddings, labels = spaces
     setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8, 64], [0])
@@ -165,8 +161,7 @@ def test_logreg_decoder_arrays_predict_what_sklearn_predicts(spaces):
 
 
 def test_decoders_are_shared_between_transform_runs_and_a_damaged_one_is_retrained(spaces, tmp_path, monkeypatch):
-    from semalign import stitching
-
+    from semalign.experiments import stitching
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
     embeddings, labels = spaces
     setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "ortho", [8], [0])

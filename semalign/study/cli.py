@@ -14,8 +14,7 @@ from semalign.errors import SemalignError
 
 
 def _cmd_run(args) -> int:
-    from semalign import runner
-
+    from semalign.study import runner
     if args.list:
         for name in runner.notebook_names():
             print(name)
@@ -44,8 +43,7 @@ def _require_paper_data(runs) -> None:
     """Stop before executing anything when a run needs a credentialed dataset
     that is missing or incomplete under its ``data_root`` (one-line error that
     says how to obtain it), instead of failing halfway through ``run all``."""
-    from semalign import paper_data
-
+    from semalign.data import paper as paper_data
     needed = {}
     for run in runs:
         for key in ("dataset", "anchor_dataset", "text_dataset", "vision_dataset"):
@@ -60,15 +58,14 @@ def _require_paper_data(runs) -> None:
 
 
 def _cmd_book(args) -> int:
-    from semalign import book
-
+    from semalign.study import book
     index = book.build(args.profile, quiet=not args.verbose)
     print(index)
     return 0
 
 
 def _cmd_results(args) -> int:
-    from semalign.results import load_records
+    from semalign.study.results import load_records
 
     table = load_records(args.profile)
     if args.json:
@@ -83,11 +80,11 @@ def _cmd_results(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from semalign.manifest import verify_sources
+    from semalign.data.manifest import verify_sources
 
     if args.profile == "paper":
-        from semalign import paper_data, runner
-
+        from semalign.data import paper as paper_data
+        from semalign.study import runner
         options = dict(runner.parse_override(p) for p in args.param)
         if "data_root" not in options:
             raise SemalignError("the paper profile needs -p data_root=/path/to/datasets (see data_manifest.yaml, paper_sources)")
@@ -105,8 +102,7 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_doctor(args) -> int:
-    from semalign import doctor
-
+    from semalign.study import doctor
     return doctor.main()
 
 
@@ -148,8 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_profile(args) -> None:
     """An unknown ``--profile`` stops every command with the valid ones (not "all 0 verified")."""
-    from semalign import runner
-
+    from semalign.study import runner
     profile = getattr(args, "profile", None)
     if profile is not None and profile not in runner.profiles():
         raise SemalignError(f"unknown profile {profile!r}; valid profiles: {', '.join(runner.profiles())} "

@@ -8,8 +8,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from semalign.manifest import load_manifest, verify_sources
-from semalign.paths import work_dir
+from semalign.data.manifest import load_manifest, verify_sources
+from semalign.study.paths import work_dir
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -46,7 +46,7 @@ def data_models_page(profile: str) -> str:
         table(["label", "MeSH major term heads"], [[f"`{k}`", ", ".join(v)] for k, v in labels.items()]),
     ]
     try:
-        from semalign.encoders import list_encoders
+        from semalign.models.encoders import list_encoders
     except ImportError:
         return "\n".join(text)
     enc_rows = [
@@ -60,9 +60,9 @@ def data_models_page(profile: str) -> str:
 def study_made_encoders() -> str:
     """How each encoder the study trains itself is made, and from which data
     (from the configurations the code trains them with)."""
-    from semalign.adapt import AdaptConfig
-    from semalign.adapt_vision import SSLConfig, VisionAdaptConfig
-    from semalign.radiology_bert import RadiologyBertConfig
+    from semalign.models.radiology_minilm import AdaptConfig
+    from semalign.models.phantom_effnet import SSLConfig, VisionAdaptConfig
+    from semalign.models.radiology_bert import RadiologyBertConfig
 
     bert, ssl, supervised, minilm = RadiologyBertConfig(), SSLConfig(), VisionAdaptConfig(), AdaptConfig()
     rows = [
@@ -90,8 +90,8 @@ def study_made_encoders() -> str:
         "## Encoders the study makes\n",
         "The offline profile's medical encoders are trained by the study itself, from training-split data only "
         "(never a test item), and cached; the step counts are the offline profile's (`medical_scale` scales them: "
-        "the smoke profile's are a fiftieth). The code is in `semalign.radiology_bert`, `semalign.adapt_vision` "
-        "and `semalign.adapt`.\n",
+        "the smoke profile's are a fiftieth). The code is in `semalign.models.radiology_bert`, `semalign.models.phantom_effnet` "
+        "and `semalign.models.radiology_minilm`.\n",
         table(["encoder", "role", "made from", "training", "data"], rows),
     ])
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semalign.cache import atomic_write_json
+from semalign.study.cache import atomic_write_json
 from semalign.errors import SemalignError
-from semalign.paths import results_dir
+from semalign.study.paths import results_dir
 
 RECORD_KEYS = (
     "experiment", "profile", "run", "method", "transform", "source", "target",
@@ -86,7 +86,7 @@ def save_records(records: Iterable[Mapping], *, profile: str, run: str, experime
     Returns nothing, so that a notebook's last line calling it shows no path of
     the machine it ran on.
 
-    ``replicates`` maps a key (see :func:`semalign.claims.replicate_key`) to the
+    ``replicates`` maps a key (see :func:`semalign.experiments.claims.replicate_key`) to the
     bootstrap replicates of a test metric, so a summary can compute paired
     intervals across runs scored on the same test items (:func:`load_replicates`).
     """

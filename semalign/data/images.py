@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import sha256_file
-from .errors import SemalignError
+from semalign.study.cache import sha256_file
+from semalign.errors import SemalignError
 
 __all__ = ["load_image", "real_sample_images", "RealImage", "SUPPORTED_FORMATS"]
 

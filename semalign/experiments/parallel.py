@@ -3,7 +3,7 @@
 A sweep is hundreds of independent fits (an alignment, a decoder, a scoring).
 Run one at a time, most of them cannot use two cores: the small affine fits are
 a burst of small kernels that a second thread slows down
-(:func:`semalign.align.threads_for`), and LAPACK's SVD gains little from one.
+(:func:`semalign.method.align.threads_for`), and LAPACK's SVD gains little from one.
 :func:`sweep_map` instead runs ``jobs`` fits at once in Python threads (torch,
 numpy and scipy release the GIL inside their kernels), each with one torch and
 one BLAS thread.
@@ -65,7 +65,7 @@ def sweep_map(fn: Callable, items: Iterable, *, jobs: int = 0, desc: str = "", p
     by ``fn`` propagates once the items already started have finished; the
     others are not started.
     """
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
     items = list(items)
     jobs = min(resolve_jobs(jobs), max(1, len(items)))

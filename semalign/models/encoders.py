@@ -48,8 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from . import cache, paths
-from .errors import SemalignError
+from semalign.study import cache
+
+from semalign.study import paths
+from semalign.errors import SemalignError
 
 # Bump a (modality, precision) number when preprocessing, pooling, batching or
 # kernels change in a way that changes those numbers: the embedding caches of

@@ -14,11 +14,11 @@ Each claim gets an estimate, a 95% bootstrap interval and a verdict (STUDY.md §
 
 A verdict is ``holds`` when the whole interval is on the claim's side of its
 threshold, ``fails`` when the whole interval is on the other side, and
-``inconclusive`` otherwise (:func:`semalign.stats.verdict`). The interval is a
+``inconclusive`` otherwise (:func:`semalign.experiments.stats.verdict`). The interval is a
 two-level bootstrap: test items are resampled (the same resamples for every
 method, so differences are paired) and, in each resample, the units the claim
 averages over — encoder pairs and seeds — are resampled too
-(:func:`semalign.stats.hierarchical_replicates`).
+(:func:`semalign.experiments.stats.hierarchical_replicates`).
 
 Every choice a claim depends on (which transform, which pair) is read from the
 validation records; the test records only supply the estimate.
@@ -31,8 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from semalign import stats
-
+from semalign.experiments import stats
 #: AUROC gain over naive stitching that counts as "far better".
 FAR_BETTER = 0.1
 #: Chance-corrected ratio that counts as "approaches".

@@ -19,8 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from semalign.manifest import verify_sources
-from semalign.paths import PROJECT_ROOT, cache_dir, vendor_dir, work_dir
+from semalign.data.manifest import verify_sources
+from semalign.study.paths import PROJECT_ROOT, cache_dir, vendor_dir, work_dir
 
 PYTHON = (3, 11)
 LOCK_FILES = {
@@ -120,7 +120,7 @@ def disk_checks() -> list[Check]:
 def encoder_checks() -> list[Check]:
     """The packaged encoder weights, located and hash-verified (no model is loaded)."""
     try:
-        from semalign.encoders import doctor_checks
+        from semalign.models.encoders import doctor_checks
     except ImportError as exc:
         return [(False, f"the encoder registry cannot be imported ({exc})", "pip install -r requirements-lock.txt")]
     return doctor_checks()

@@ -54,7 +54,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from semalign.cache import atomic_path
+from semalign.study.cache import atomic_path
 from semalign.errors import SemalignError
 
 KINDS = ("affine", "linear", "l-ortho", "ortho", "ridge", "naive")

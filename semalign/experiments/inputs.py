@@ -23,16 +23,20 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
-from semalign import data, paper_data, phantom
-from semalign.adapt import AdaptConfig, adapt_text_encoder
-from semalign.adapt_vision import VisionAdaptConfig, adapt_vision_encoder
-from semalign.cache import hash_key, make_shareable, sha256_file
-from semalign.data import ReportSet
-from semalign.embed import embed
-from semalign.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
+from semalign.data import reports as data
+
+from semalign.data import paper as paper_data
+
+from semalign import phantom
+from semalign.models.radiology_minilm import AdaptConfig, adapt_text_encoder
+from semalign.models.phantom_effnet import VisionAdaptConfig, adapt_vision_encoder
+from semalign.study.cache import hash_key, make_shareable, sha256_file
+from semalign.data.reports import ReportSet
+from semalign.models.embed import embed
+from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
 from semalign.errors import SemalignError
-from semalign.images import load_image
-from semalign.paths import cache_dir
+from semalign.data.images import load_image
+from semalign.study.paths import cache_dir
 
 RADIOLOGY_TEXT_ENCODER = "radiology-minilm"  # MiniLM adapted on the reports: a near-copy of MiniLM
 MEDICAL_TEXT_ENCODER = "radiology-bert"  # a compact BERT pretrained from scratch: the study's medical text encoder
@@ -46,7 +50,7 @@ _OFFICIAL_TEST = {"mimic_cxr": "test", "vindr_cxr": "test", "chexpert": "valid"}
 
 # --------------------------------------------------------------------------- datasets
 def _subset_index(n: int, max_items: int, seed: int) -> np.ndarray:
-    """The rule of :func:`semalign.data.subsample`: a sorted seeded subset, or everything."""
+    """The rule of :func:`semalign.data.reports.subsample`: a sorted seeded subset, or everything."""
     if not max_items or max_items >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
@@ -98,8 +102,8 @@ def report_dataset(dataset: str, *, data_root: str = "", uncertain: str = "zeros
 
 class LazyImages:
     """Images read from their files on demand at ``size`` × ``size`` (see
-    :func:`semalign.images.load_image`), by a few threads that decode ahead of
-    sequential access. A sequence, so :func:`semalign.embed.embed` streams a
+    :func:`semalign.data.images.load_image`), by a few threads that decode ahead of
+    sequential access. A sequence, so :func:`semalign.models.embed.embed` streams a
     dataset of any size through the cache with only a window of images in memory."""
 
     def __init__(self, paths: Sequence[Path], size: int, workers: int = 0, window: int = 64):
@@ -246,7 +250,7 @@ def image_embeddings(images: ImageData, encoders: Sequence[str], *, adapt_steps:
     trained on the phantom's training split (cached): ``phantom-ssl`` without
     labels, ``phantom-effnet-supervised`` with them. Other entries are registry
     names or references such as ``hf-vision:/folder``."""
-    from semalign.adapt_vision import SSLConfig, register_phantom_ssl_encoder
+    from semalign.models.phantom_effnet import SSLConfig, register_phantom_ssl_encoder
 
     made = [name for name in (PHANTOM_VISION_ENCODER, MEDICAL_VISION_ENCODER) if name in encoders]
     if made and images.phantom is None:
@@ -315,9 +319,9 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     pairs, seed 0) applied to the 16 real pediatric radiographs and scored with
     one class's prompts against their NORMAL / PNEUMONIA labels. Returns the
     per-image table, the AUROC and a 95% bootstrap interval (2,000 draws)."""
-    from semalign.align import Aligner, select_anchors
-    from semalign.images import real_sample_images
-    from semalign.zeroshot import class_aurocs, prompt_scores
+    from semalign.method.align import Aligner, select_anchors
+    from semalign.data.images import real_sample_images
+    from semalign.experiments.zeroshot import class_aurocs, prompt_scores
 
     real = [r for r in real_sample_images() if r.cohort == "pediatric"]
     images = np.stack([load_image(r.path, size=image_size) for r in real])
@@ -343,7 +347,7 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
 
 def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) -> dict[str, np.ndarray]:
     """Cached embeddings of ``items`` by every encoder, keyed by encoder name.
-    ``options`` go to :func:`semalign.embed.embed` (precision, device, ...)."""
+    ``options`` go to :func:`semalign.models.embed.embed` (precision, device, ...)."""
     return {resolve_encoder(ref).name: embed(ref, ids, items, **options) for ref in encoders}
 
 
@@ -351,7 +355,7 @@ def register_medical_text_encoders(encoders: Sequence[str], train_reports: Repor
                                    medical_scale: float = 1.0, progress: bool = True) -> None:
     """Build (cached) and register the study-made text encoders among ``encoders``
     from ``train_reports``: ``radiology-bert`` and ``radiology-minilm``."""
-    from semalign.radiology_bert import RadiologyBertConfig, register_radiology_bert
+    from semalign.models.radiology_bert import RadiologyBertConfig, register_radiology_bert
 
     if RADIOLOGY_TEXT_ENCODER in encoders:
         register_radiology_text_encoder(train_reports, adapt_steps, progress)

@@ -126,8 +126,8 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy import sparse
 
-from .cache import sha256_file
-from .errors import SemalignError
+from semalign.study.cache import sha256_file
+from semalign.errors import SemalignError
 
 __all__ = [
     "FINDINGS",
@@ -1524,7 +1524,7 @@ def render_phantom(spec: PhantomSpec | None = None, progress: bool = False) -> P
     rows: list[dict[str, Any]] = []
     bar = None
     if progress:
-        from semalign.progress import progress_bar
+        from semalign.study.progress import progress_bar
 
         bar = progress_bar(total=n, desc="phantom", unit="img")
     try:

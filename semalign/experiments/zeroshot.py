@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from semalign import stats
-from semalign.align import threads_for
+from semalign.experiments import stats
+from semalign.method.align import threads_for
 from semalign.errors import SemalignError
 
 # Several templates per class, averaged: one template's wording should not decide a result
@@ -221,7 +221,7 @@ class ZeroShotSetup:
     validation: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
     scaling: str = "standard"
     affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
-    jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
+    jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.experiments.parallel); 0: one per core
     # Paired anchors from another dataset: image embeddings row-paired with
     # ``report_embeddings``. None: the anchors are this dataset's training rows.
     anchor_images: Mapping[str, np.ndarray] | None = None
@@ -289,15 +289,15 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     whole fit pool, its learning rate, temperature and epochs chosen on
     validation), of each pretrained multimodal model and of a supervised linear
     probe on each vision encoder (the reference that uses labels). ``replicates``
-    receives the test macro-AUROC replicates by :func:`semalign.claims.replicate_key`."""
+    receives the test macro-AUROC replicates by :func:`semalign.experiments.claims.replicate_key`."""
     from itertools import product
 
     from sklearn.linear_model import LogisticRegression
 
-    from semalign.align import Aligner, select_anchors
-    from semalign.asif import ASIF
-    from semalign.claims import replicate_key
-    from semalign.parallel import sweep_map
+    from semalign.method.align import Aligner, select_anchors
+    from semalign.method.asif import ASIF
+    from semalign.experiments.claims import replicate_key
+    from semalign.experiments.parallel import sweep_map
 
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
@@ -409,7 +409,7 @@ def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_a
     """Test AUROC per class of unimodal zero-shot with each positive template
     alone (all negatives kept), beside the average of the templates: how much
     one prompt's wording moves a result."""
-    from semalign.align import Aligner, select_anchors
+    from semalign.method.align import Aligner, select_anchors
 
     anchor_images, anchor_reports = anchor_pool(setup)
     anchors = select_anchors(n_anchors, strategy="random", seed=seed, pool_size=len(anchor_reports[text]))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from semalign.cache import sha256_file
+from semalign.study.cache import sha256_file
 from semalign.errors import SemalignError
-from semalign.paths import MANIFEST_FILE
+from semalign.study.paths import MANIFEST_FILE
 
 
 @functools.lru_cache(maxsize=1)

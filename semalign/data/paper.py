@@ -45,7 +45,7 @@ CheXpert, ``Pneumonia`` for RSNA, and for VinDr-CXR the findings it shares with
 the CheXpert label set plus ``Lung Opacity`` and ``No finding``.
 
 Loaders return paths, never pixels, so large datasets can be streamed with
-:func:`semalign.images.load_image`. A label row whose image file does not
+:func:`semalign.data.images.load_image`. A label row whose image file does not
 exist is dropped and counted: one ``stat`` per file, by a few threads so that
 network file systems are not much slower (MIMIC-CXR-JPG's 377k images: a few
 seconds on a local disk), so a partial download loads without any option.
@@ -72,9 +72,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semalign.data import ReportSet
+from semalign.data.reports import ReportSet
 from semalign.errors import SemalignError
-from semalign.manifest import SourceStatus, load_manifest
+from semalign.data.manifest import SourceStatus, load_manifest
 
 __all__ = [
     "DATASETS",

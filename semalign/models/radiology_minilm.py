@@ -51,9 +51,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semalign import cache, paths
-from semalign.data import ReportSet
-from semalign.encoders import file_sha256  # sha256 remembered per (path, size, mtime)
+from semalign.study import cache
+
+from semalign.study import paths
+from semalign.data.reports import ReportSet
+from semalign.models.encoders import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.errors import SemalignError
 
 #: Bumped when the training procedure changes in a way the config does not show.
@@ -173,7 +175,7 @@ def training_pairs(reports: ReportSet) -> tuple[list[str], list[str], list[str]]
     if extra is None or not {"findings", "impression"} <= set(extra.columns):
         raise SemalignError(
             f"{reports.name} has no 'findings' and 'impression' columns; the radiology encoder is trained on "
-            "IU X-ray reports: pass semalign.data.load_iu_reports().subset(train_index)"
+            "IU X-ray reports: pass semalign.data.reports.load_iu_reports().subset(train_index)"
         )
     rows = sorted(
         (str(i), str(f).strip(), str(m).strip())
@@ -353,7 +355,7 @@ def _train(
     folder: Path, pairs: tuple[list[str], list[str], list[str]], config: AdaptConfig, progress: bool
 ) -> dict[str, Any]:
     """Fine-tune the base model on ``pairs`` and save it into ``folder``; return metrics."""
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
     from transformers import AutoModel, AutoTokenizer
 
     _, findings, impressions = pairs
@@ -510,7 +512,7 @@ def read_description(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``semalign_encoder.json`` of an adapted encoder folder."""
     path = Path(folder) / ENCODER_FILE
     if not path.is_file():
-        raise SemalignError(f"{path} does not exist; {folder} is not an encoder built by semalign.adapt")
+        raise SemalignError(f"{path} does not exist; {folder} is not an encoder built by semalign.models.radiology_minilm")
     return json.loads(path.read_text())
 
 

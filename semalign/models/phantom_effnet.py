@@ -69,8 +69,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from semalign import cache, paths
-from semalign.adapt import _lr_factor, _torch_threads, discard_damaged, file_sha256, is_complete
+from semalign.study import cache
+
+from semalign.study import paths
+from semalign.models.radiology_minilm import _lr_factor, _torch_threads, discard_damaged, file_sha256, is_complete
 from semalign.errors import SemalignError
 
 FORMAT_VERSION = 3  # 3: trained in channels-last layout on 2 threads
@@ -139,7 +141,7 @@ def _check_ranges(config: Any, checks: dict[str, bool]) -> None:
 
 
 def _base_weights(arch: str = ARCH) -> Path:
-    from semalign.encoders import locate, resolve_encoder
+    from semalign.models.encoders import locate, resolve_encoder
 
     return locate(resolve_encoder("effnet-" + arch.removeprefix("efficientnet-"))).weights[0]
 
@@ -212,9 +214,9 @@ def _frozen_features(model: Any, images: np.ndarray, first: int, image_size: int
     2.3 s in batches of 4 against 7.4 s in batches of 32, with bit-identical
     features (a convolution's output does not depend on the batch it is in).
     """
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
-    from semalign.encoders import images_to_tensor
+    from semalign.models.encoders import images_to_tensor
 
     out = []
     with torch.inference_mode():
@@ -237,7 +239,7 @@ def _train(images: np.ndarray, labels: np.ndarray, config: VisionAdaptConfig, pr
 def _fit_upper_blocks(model: Any, first: int, frozen: torch.Tensor, labels: np.ndarray, config: VisionAdaptConfig,
                       progress: bool, start: float) -> tuple[dict, dict]:
     """Train blocks ``[first:]``, the head convolution and a finding head on the frozen features."""
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
     body = _trainable_upper_part(model, first)
     frozen = frozen.contiguous(memory_format=torch.channels_last)
@@ -486,9 +488,9 @@ def _frozen_views(model: Any, images: np.ndarray, first: int, config: SSLConfig,
     image, (N, V, C, h, w), computed once. One image's views form a batch: small
     batches keep the activations of the early high-resolution blocks in cache
     (see :func:`_frozen_features`)."""
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
-    from semalign.encoders import images_to_tensor
+    from semalign.models.encoders import images_to_tensor
 
     draws = draw_view_parameters(len(images), config, generator)
     out = []
@@ -574,7 +576,7 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
              progress: bool) -> dict[str, Any]:
     """Train blocks ``[first:]``, the head convolution and a projection head with NT-Xent
     on pairs of distinct precomputed views ``frozen`` (N, V, C, h, w); the training summary."""
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
     n_images, n_views = frozen.shape[:2]
     batch = min(config.batch_size, n_images)
@@ -656,7 +658,7 @@ def ssl_vision_encoder(images: np.ndarray, config: SSLConfig | None = None, prog
 def register_phantom_ssl_encoder(images: np.ndarray, config: SSLConfig | None = None, progress: bool = True) -> str:
     """Build (cached) the self-supervised encoder on these training images and register
     it as ``phantom-ssl``; return the name."""
-    from semalign.encoders import register_encoder
+    from semalign.models.encoders import register_encoder
 
     config = config or SSLConfig()
     weights = ssl_vision_encoder(images, config, progress=progress)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from semalign.align import AlignmentInputError, Aligner, as_matrix
+from semalign.method.align import AlignmentInputError, Aligner, as_matrix
 
 # Rows of the n × n similarity matrix computed at once in mutual_knn: bounds memory
 # to _KNN_BLOCK · n floats.

@@ -15,7 +15,7 @@ Decoders are trained once per encoder on the fit rows, their strength chosen on
 the validation rows; anchors are drawn from the fit rows only. Every setting is
 scored on the validation rows (``split="validation"``, what later choices such
 as the best transform read) and once on the test rows, with a 95% bootstrap
-interval over test items (:mod:`semalign.stats`).
+interval over test items (:mod:`semalign.experiments.stats`).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.neural_network import MLPClassifier
 
-from semalign import stats
-from semalign.align import Aligner, select_anchors
-from semalign.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
-from semalign.claims import replicate_key
+from semalign.experiments import stats
+from semalign.method.align import Aligner, select_anchors
+from semalign.study.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
+from semalign.experiments.claims import replicate_key
 from semalign.errors import SemalignError
-from semalign.parallel import sweep_map
-from semalign.paths import cache_dir
+from semalign.experiments.parallel import sweep_map
+from semalign.study.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
 METRICS = ("macro_auroc", "macro_f1", "accuracy")
@@ -154,7 +154,7 @@ class StitchingSetup:
     scaling: str = "standard"
     task: str = "binary"
     affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
-    jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.parallel); 0: one per core
+    jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.experiments.parallel); 0: one per core
     # Encoders Y whose decoder is reused: only pairs X → Y into them are run. Empty: every ordered pair.
     targets: Sequence[str] = ()
     n_boot: int = N_BOOT

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from semalign import pages, runner
+from semalign.study import pages
+
+from semalign.study import runner
 from semalign.errors import SemalignError
-from semalign.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
+from semalign.study.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
 
 # Any attribute that makes a browser fetch from another host when a page opens.
 REMOTE_LOAD = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)

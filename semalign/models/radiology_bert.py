@@ -19,7 +19,7 @@ stages, all on the *training split* only:
    80% are replaced by ``[MASK]``, 10% by a random token, 10% kept);
 3. contrastive training of the encoder on (findings, impression) pairs: symmetric
    InfoNCE on mean-pooled, L2-normalised embeddings, with pairs that share a text
-   removed from each other's negatives (the loss of :mod:`semalign.adapt`).
+   removed from each other's negatives (the loss of :mod:`semalign.models.radiology_minilm`).
 
 The result is a Hugging Face folder (``model.safetensors`` of the ``BertModel``,
 ``config.json``, tokenizer files) that the ``hf-text`` encoder family loads with
@@ -52,8 +52,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from semalign import cache, paths
-from semalign.adapt import (
+from semalign.study import cache
+
+from semalign.study import paths
+from semalign.models.radiology_minilm import (
     ENCODER_FILE,
     _batches,
     _duplicate_mask,
@@ -67,8 +69,8 @@ from semalign.adapt import (
     mean_pool,
     training_pairs,
 )
-from semalign.data import ReportSet
-from semalign.encoders import register_encoder
+from semalign.data.reports import ReportSet
+from semalign.models.encoders import register_encoder
 from semalign.errors import SemalignError
 
 #: Bumped when the build changes in a way the config does not show.
@@ -110,13 +112,13 @@ class RadiologyBertConfig:
     (findings, impression) pairs at peak rate ``contrastive_lr`` (1e-3) with
     ``contrastive_dropout`` (0.1, as in BERT), cosine similarities times
     ``scale`` (20) as in ``MultipleNegativesRankingLoss``; as in
-    :class:`semalign.adapt.AdaptConfig`, more updates of a smaller batch beat
+    :class:`semalign.models.radiology_minilm.AdaptConfig`, more updates of a smaller batch beat
     fewer of a larger one at equal pairs seen.
     Each stage warms up linearly over ``warmup_fraction`` (0.1) of its steps, then
     decays linearly to 0; AdamW with ``weight_decay`` (0.01, not on biases and
     LayerNorm) and gradient norm clipped at ``max_grad_norm`` (1.0).
     ``length_grouping`` (16): batches are cut from runs of 16 batches' worth of
-    shuffled texts sorted by length (less padding), see :func:`semalign.adapt._batches`.
+    shuffled texts sorted by length (less padding), see :func:`semalign.models.radiology_minilm._batches`.
     ``threads`` (1) torch threads while training: the thread count changes the
     float reduction order, so fixing it fixes the weights on every machine.
     ``seed`` (0) drives initialisation, batch order, masking and dropout.
@@ -191,7 +193,7 @@ def _sections(reports: ReportSet) -> list[tuple[str, str, str]]:
     if extra is None or not {"findings", "impression"} <= set(extra.columns):
         raise SemalignError(
             f"{reports.name} has no 'findings' and 'impression' columns; radiology-bert is trained on "
-            "IU X-ray reports: pass semalign.data.load_iu_reports().subset(train_index)"
+            "IU X-ray reports: pass semalign.data.reports.load_iu_reports().subset(train_index)"
         )
     return sorted(
         (str(i), str(f).strip(), str(m).strip())
@@ -338,7 +340,7 @@ def _train(
     folder: Path, texts: list[str], pairs: tuple[list[str], list[str], list[str]], config: RadiologyBertConfig, progress: bool
 ) -> dict[str, Any]:
     """Build the tokenizer, pretrain and train the encoder, save both into ``folder``; return metrics."""
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     started = time.perf_counter()

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from semalign.errors import SemalignError
-from semalign.manifest import load_manifest, require_source
+from semalign.data.manifest import load_manifest, require_source
 
 TASKS = ("binary", "multilabel")
 

@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from . import cache as _cache
-from . import encoders, paths
-from .errors import SemalignError
+from semalign.study import cache as _cache
+from semalign.models import encoders
+from semalign.study import paths
+from semalign.errors import SemalignError
 
 CACHE_VERSION = 1
 DEFAULT_SHARD_SIZE = 4096
@@ -187,7 +188,7 @@ def embed(
 ) -> np.ndarray:
     """Embeddings (``len(ids)×dim`` float32, in the order of ``ids``) of ``items``.
 
-    ``encoder`` is a loaded encoder (:func:`semalign.encoders.load_encoder`) or a
+    ``encoder`` is a loaded encoder (:func:`semalign.models.encoders.load_encoder`) or a
     reference (name, ``"hf-text:..."``, dict ...); a reference is loaded with
     ``device``/``precision``/``allow_remote_code`` only if something must be
     computed. ``items`` are texts (a list of str) or images: an ``N×H×W[×3]``
@@ -222,7 +223,7 @@ def embed(
     modality = spec.modality
     name = spec.name
 
-    from semalign.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
     ids_hash = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
     content = hashlib.sha256()

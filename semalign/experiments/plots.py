@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from semalign.summary import TRANSFORM_ORDER, test_rows
+from semalign.experiments.summary import TRANSFORM_ORDER, test_rows
 
 METRIC_LABELS = {"macro_auroc": "macro-AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
 

@@ -1,5 +1,5 @@
 """Summaries of stitching records: tables and ratios to the upper bound. The
-paper's claims, with intervals and verdicts, are judged in :mod:`semalign.claims`."""
+paper's claims, with intervals and verdicts, are judged in :mod:`semalign.experiments.claims`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Report collections, paper datasets, image loading and the data manifest."""

@@ -1,0 +1,1 @@
+"""What the notebooks compute: stitching, zero-shot, claims and their statistics, figures."""

@@ -1,0 +1,1 @@
+"""The paper's mathematics, without I/O: transforms between spaces, similarity of spaces, ASIF."""

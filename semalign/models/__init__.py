@@ -1,0 +1,1 @@
+"""Encoders: the registry and loaders, embedding extraction, and the study-made encoders."""
