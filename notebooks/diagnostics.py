@@ -127,7 +127,7 @@ check_stitching_runs("vision_stitching", vision_data, vision_encoders)
 reports, text_train, text_test = experiments.report_dataset(
     text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=text_label_columns,
     max_reports=max_reports, test_fraction=test_fraction, seed=split_seed, split=split)
-text = experiments.text_embeddings(reports, text_encoders, train_index=text_train, precision=precision, device=device,
+text = experiments.text_embeddings(reports, text_encoders, test_index=text_test, precision=precision, device=device,
                                    adapt_steps=adapt_steps, medical_scale=medical_scale,
                                    allow_remote_code=allow_remote_code, progress=False)
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)

@@ -86,12 +86,13 @@ print(f"{len(reports):,} reports ({len(fit):,} fit / {len(validation):,} validat
 #
 # Each encoder embeds every report once; embeddings are cached on disk, keyed
 # by the encoder's weights, pooling, precision and the report texts, so the
-# other transforms' pages reuse them. The study-made radiology encoder is
-# adapted on the training split's reports only.
+# other transforms' pages reuse them. The study-made medical encoder is a
+# fixed model, as CXR-BERT is: trained on IU X-ray training reports whatever
+# the data evaluated here, and never on one of this page's test reports.
 
 # %%
 embeddings = experiments.text_embeddings(
-    reports, encoders, train_index=train, precision=precision, batch_size=batch_size,
+    reports, encoders, test_index=test, precision=precision, batch_size=batch_size,
     device=device, adapt_steps=adapt_steps, medical_scale=medical_scale, allow_remote_code=allow_remote_code,
 )
 pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}).T

@@ -123,9 +123,7 @@ options = dict(precision=precision, batch_size=batch_size, device=device)
 image_embeddings = experiments.image_embeddings(evaluation, vision_encoders, adapt_steps=vision_adapt_steps,
                                                 medical_scale=medical_scale, **options)
 anchor_images = None if anchor_pairs is None else experiments.image_embeddings(anchor_pairs, vision_encoders, **options)
-iu = data.load_reports()
-iu_train, _ = data.split_indices(len(iu), 0.3, 0)
-experiments.register_medical_text_encoders(text_encoders, iu.subset(iu_train), adapt_steps=adapt_steps,
+experiments.register_medical_text_encoders(text_encoders, adapt_steps=adapt_steps,
                                            medical_scale=medical_scale)
 report_embeddings = experiments.encode_all(pairs.items.ids, pairs.items.texts, text_encoders, precision=precision,
                                            device=device, allow_remote_code=allow_remote_code)

@@ -371,3 +371,26 @@ def test_bad_shard_size_setting(record_property, tmp_path, monkeypatch):
     with pytest.raises(SemalignError) as info:
         embed(BrokenModel(()), ["a"], ["text"], progress=False)
     one_line(info.value, "SEMALIGN_SHARD_SIZE='lots'", "positive integer", "unset it")
+
+
+def test_the_medical_text_encoder_is_a_fixed_model_that_never_sees_a_test_report(tmp_path, monkeypatch):
+    from semalign.experiments import inputs
+
+    iu = data.load_reports()
+    default_train, _ = data.split_indices(len(iu), 0.3, 0)
+    fixed = inputs.medical_training_reports()
+    assert fixed.ids == [iu.ids[i] for i in default_train]
+    # evaluated on IU with another split: that split's test reports are left out, nothing else
+    train, test = data.split_indices(len(iu), 0.3, 1)
+    other = inputs.medical_training_reports(iu, test)
+    assert not set(other.ids) & {iu.ids[i] for i in test}
+    assert set(other.ids) == set(fixed.ids) - {iu.ids[i] for i in test}
+    # a user's own table with the default encoders: trained on the IU reports, not on the table
+    table = tmp_path / "mine.csv"
+    table.write_text("text,finding\n" + "".join(f"report {i},{i % 2}\n" for i in range(20)))
+    mine = data.load_reports(str(table), "text", ["finding"])
+    seen = {}
+    monkeypatch.setattr("semalign.models.radiology_bert.register_radiology_bert",
+                        lambda reports, config, progress: seen.setdefault("reports", reports))
+    inputs.register_medical_text_encoders(["minilm", "radiology-bert"], mine, np.arange(10, 20), progress=False)
+    assert seen["reports"].ids == fixed.ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ from semalign.study import cli
 
 from semalign.study import runner
 from semalign.errors import SemalignError
+from semalign.study import results
+from semalign.study.cache import sha256_file
 
 
 def test_every_notebook_declares_reserved_parameters_and_literal_defaults():
@@ -256,10 +259,15 @@ def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_t
     args = ["run", "data_overview", "--profile", "smoke", "--quiet", "-p", "dataset=my.csv", "-p", "label_columns=[finding]"]
     first = semalign_cli(isolated_work, *args)
     assert "executed 1 of 1" in first.stdout
-    assert f"warning: data_overview: dataset file {table}: dropped 1 of 31 rows: 1 (empty report text)" in first.stderr
     (run,) = runner.plan(["data_overview"], "smoke", ["dataset=my.csv", "label_columns=[finding]"])
+    assert run.name.startswith("data_overview__data-") and run.variant  # never stored over the profile's own run
+    assert f"warning: {run.name}: dataset file {table}: dropped 1 of 31 rows: 1 (empty report text)" in first.stderr
     assert run.parameters["dataset"] == str(table)  # the kernel runs in the work folder; the path still holds
     assert "up to date" in semalign_cli(isolated_work, *args).stdout
+    listed = json.loads(semalign_cli(isolated_work, "results", "--json", "--profile", "smoke").stdout)
+    facts = {record["run"]: record["provenance"] for record in listed}[run.name]
+    assert facts["variant"] == run.variant and facts["inputs_sha256"] == {"dataset": sha256_file(table)}
+    assert facts["data"]["dataset"] == str(table) and facts["machine"]["semalign"] and facts["code_sha256"]
     write(40)
     assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout  # same name and size class, new content
 
@@ -270,3 +278,45 @@ def test_count_lists_must_hold_whole_numbers(override):
     with pytest.raises(SemalignError, match=rf"parameter '{key}' of text_stitching expects a non-empty list of whole "
                                             rf"numbers ≥ 0 like \[.*pass e.g. -p {key}=\["):
         runner.plan(["text_stitching"], "offline", [override, "transform=ortho"])
+
+
+def test_runs_on_other_data_get_their_own_names_and_other_settings_do_not(tmp_path):
+    def name(*overrides):
+        (run,) = runner.plan(["text_stitching"], "smoke", ["transform=ortho", *overrides])
+        return run
+
+    default = name()
+    assert default.name == "text_stitching__transform-ortho" and default.variant == ""
+    assert name("split_seed=0").name == default.name  # the profile's own value: the same run
+    assert name("anchor_counts=[8,16]").name == default.name  # another setting, same data: the same run, re-executed
+    other = name("split_seed=1")
+    assert other.name == f"text_stitching__transform-ortho__data-{other.variant}" and len(other.variant) == 8
+    assert other.variant != name("split_seed=2").variant and other.variant == name("split_seed=1").variant
+    assert other.title.endswith(f"(data {other.variant})")
+    table = tmp_path / "mine.csv"
+    table.write_text("text,finding\na,1\n")
+    assert name(f"dataset={table}").variant not in ("", other.variant)
+
+
+def test_summaries_read_the_profile_s_own_runs_and_refuse_to_pool_different_data(isolated_work):
+    folder = isolated_work / "results" / "smoke"
+    folder.mkdir(parents=True)
+
+    def write(run: str, experiment: str, data_id: str, variant: str = "") -> None:
+        record = results.make_record(experiment=experiment, run=run, profile="smoke", metric="auroc", value=0.5)
+        (folder / f"{run}.json").write_text(json.dumps({
+            "run": run, "experiment": experiment, "profile": "smoke", "records": [record],
+            "replicates": {"k": [0.5]}, "provenance": {"variant": variant, "data_id": data_id}}))
+
+    write("text__affine", "text_stitching", "aaaa")
+    write("text__ortho", "text_stitching", "aaaa")
+    write("vision__ortho", "vision_stitching", "bbbb")  # other experiments are on other data, as they should be
+    write("text__ortho__data-cccc", "text_stitching", "cccc", variant="cccc")
+    pooled = results.load_records("smoke")
+    assert sorted(pooled["run"]) == ["text__affine", "text__ortho", "vision__ortho"]
+    assert set(results.load_records("smoke", variant=None)["run"]) == {*pooled["run"], "text__ortho__data-cccc"}
+    assert set(results.load_records("smoke", variant="cccc")["run"]) == {"text__ortho__data-cccc"}
+    write("text__ortho", "text_stitching", "dddd")  # e.g. its data file was edited before this run
+    with pytest.raises(SemalignError, match=r"runs of text_stitching were made on different data and cannot be "
+                                            r"pooled \(text__affine on data aaaa; text__ortho on data dddd\)"):
+        results.load_records("smoke")

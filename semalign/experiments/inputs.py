@@ -351,25 +351,41 @@ def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) ->
     return {resolve_encoder(ref).name: embed(ref, ids, items, **options) for ref in encoders}
 
 
-def register_medical_text_encoders(encoders: Sequence[str], train_reports: ReportSet, *, adapt_steps: int = AdaptConfig.steps,
+def medical_training_reports(evaluated: ReportSet | None = None, test_index: np.ndarray | None = None) -> ReportSet:
+    """The reports the study-made text encoders are trained on, whatever the
+    data being evaluated: the IU X-ray training reports (the default split: 30 %
+    held out, seed 0, every report), less any report of ``evaluated``'s test
+    items (by id), so that a medical encoder is a fixed model, as CXR-BERT is,
+    and never saw a test report of the data it is scored on."""
+    iu = data.load_reports()
+    train, _ = data.split_indices(len(iu), 0.3, 0)
+    held_out = set() if evaluated is None or test_index is None else {evaluated.ids[i] for i in test_index}
+    return iu.subset(np.asarray([i for i in train if iu.ids[i] not in held_out], dtype=int))
+
+
+def register_medical_text_encoders(encoders: Sequence[str], evaluated: ReportSet | None = None,
+                                   test_index: np.ndarray | None = None, *, adapt_steps: int = AdaptConfig.steps,
                                    medical_scale: float = 1.0, progress: bool = True) -> None:
     """Build (cached) and register the study-made text encoders among ``encoders``
-    from ``train_reports``: ``radiology-bert`` and ``radiology-minilm``."""
+    (``radiology-bert``, ``radiology-minilm``), trained on
+    :func:`medical_training_reports` of the data being evaluated."""
     from semalign.models.radiology_bert import RadiologyBertConfig, register_radiology_bert
 
-    if RADIOLOGY_TEXT_ENCODER in encoders:
+    wanted = [name for name in (RADIOLOGY_TEXT_ENCODER, MEDICAL_TEXT_ENCODER) if name in encoders]
+    train_reports = medical_training_reports(evaluated, test_index) if wanted else None
+    if RADIOLOGY_TEXT_ENCODER in wanted:
         register_radiology_text_encoder(train_reports, adapt_steps, progress)
-    if MEDICAL_TEXT_ENCODER in encoders:
+    if MEDICAL_TEXT_ENCODER in wanted:
         register_radiology_bert(train_reports, scaled_steps(RadiologyBertConfig(), medical_scale), progress=progress)
 
 
-def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, train_index: np.ndarray,
+def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, test_index: np.ndarray,
                     adapt_steps: int = AdaptConfig.steps, medical_scale: float = 1.0, progress: bool = True,
                     **options) -> dict[str, np.ndarray]:
-    """Embeddings of every report; the study-made encoders are first built from
-    the training split (cached). Other entries are registry names or references
-    such as ``hf-text:/folder``."""
-    register_medical_text_encoders(encoders, reports.subset(train_index), adapt_steps=adapt_steps,
+    """Embeddings of every report; the study-made encoders are first built
+    (cached) from :func:`medical_training_reports`, never from ``reports``' test
+    items. Other entries are registry names or references such as ``hf-text:/folder``."""
+    register_medical_text_encoders(encoders, reports, test_index, adapt_steps=adapt_steps,
                                    medical_scale=medical_scale, progress=progress)
     return encode_all(reports.ids, reports.texts, encoders, progress=progress, **options)
 

@@ -67,7 +67,7 @@ def _cmd_book(args) -> int:
 def _cmd_results(args) -> int:
     from semalign.study.results import load_records
 
-    table = load_records(args.profile)
+    table = load_records(args.profile, variant=None, provenance=args.json)
     if args.json:
         json.dump(json.loads(table.to_json(orient="records")), sys.stdout, indent=1)
         print()

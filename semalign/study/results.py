@@ -107,30 +107,67 @@ def experiment_records(records: pd.DataFrame, experiment: str, profile: str) -> 
     return rows
 
 
-def load_records(profile: str) -> pd.DataFrame:
-    """Every record of one profile's executed runs, as a DataFrame."""
+def _read(file: Path) -> dict:
+    try:
+        content = json.loads(file.read_text())
+        content["records"]  # a file without records is unreadable
+        return content
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise SemalignError(f"results file {file} is unreadable ({exc}); re-run its notebook") from None
+
+
+def _run_files(profile: str, variant: str | None) -> list[tuple[Path, dict]]:
+    """The results files of a profile with their content: every one (``variant``
+    None), or those of one variant ("" is the profile's own data)."""
     folder = results_dir(profile)
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    files = [(file, _read(file)) for file in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+    return [(f, c) for f, c in files if variant is None or c.get("provenance", {}).get("variant", "") == variant]
+
+
+def check_same_data(files: list[tuple[Path, dict]]) -> None:
+    """Stop when runs of one experiment that a summary would pool were made on
+    different data (data parameters or data file contents)."""
+    by_experiment: dict[str, dict[str, list[str]]] = {}
+    for _, content in files:
+        data_id = content.get("provenance", {}).get("data_id", "unrecorded (made by an older semalign)")
+        by_experiment.setdefault(content.get("experiment", "?"), {}).setdefault(data_id, []).append(content["run"])
+    for experiment, groups in by_experiment.items():
+        if len(groups) > 1:
+            listing = "; ".join(f"{', '.join(runs)} on data {data_id}" for data_id, runs in groups.items())
+            raise SemalignError(f"runs of {experiment} were made on different data and cannot be pooled ({listing}); "
+                                f"re-run them with the same data parameters, e.g. `semalign run {experiment}`")
+
+
+def load_records(profile: str, variant: str | None = "", provenance: bool = False) -> pd.DataFrame:
+    """Every record of one profile's executed runs, as a DataFrame, with each
+    run's ``variant`` and ``data_id`` (and, with ``provenance``, everything the
+    runner recorded about the run).
+
+    By default only the runs made on the profile's own data (``variant`` "")
+    are read, and runs of one experiment must agree on their data; ``variant``
+    None reads every run as it is, for listing.
+    """
+    files = _run_files(profile, variant)
     if not files:
-        raise SemalignError(f"no results for profile {profile!r} in {folder}; run `semalign run all --profile {profile}` first")
+        raise SemalignError(f"no results for profile {profile!r} in {results_dir(profile)}; "
+                            f"run `semalign run all --profile {profile}` first")
+    if variant is not None:
+        check_same_data(files)
     rows = []
-    for file in files:
-        try:
-            rows.extend(json.loads(file.read_text())["records"])
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise SemalignError(f"results file {file} is unreadable ({exc}); re-run its notebook") from None
-    return pd.DataFrame(rows, columns=list(RECORD_KEYS))
+    for _, content in files:
+        facts = content.get("provenance", {})
+        extra = {"variant": facts.get("variant", ""), "data_id": facts.get("data_id")}
+        if provenance:
+            extra["provenance"] = facts
+        rows.extend({**record, **extra} for record in content["records"])
+    return pd.DataFrame(rows, columns=[*RECORD_KEYS, *extra])
 
 
-def load_replicates(profile: str, experiment: str) -> dict[str, np.ndarray]:
+def load_replicates(profile: str, experiment: str, variant: str = "") -> dict[str, np.ndarray]:
     """The bootstrap replicates every run of ``experiment`` stored, by key (runs
     of one experiment store the same key only for the same records)."""
     out = {}
-    for file in sorted(results_dir(profile).glob("*.json")):
-        try:
-            content = json.loads(file.read_text())
-        except json.JSONDecodeError as exc:
-            raise SemalignError(f"results file {file} is unreadable ({exc}); re-run its notebook") from None
+    for _, content in _run_files(profile, variant):
         if content.get("experiment") == experiment:
             out.update({key: np.asarray(values, dtype=float) for key, values in content.get("replicates", {}).items()})
     return out

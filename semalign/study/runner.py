@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from semalign.study.cache import atomic_path, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
+from semalign.study.cache import atomic_path, atomic_write_json, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
 from semalign.errors import SemalignError
 from semalign.study.paths import NOTEBOOKS_DIR, PACKAGE_DIR, RUNS_FILE, executed_dir, results_dir, work_dir
 
@@ -69,6 +69,7 @@ class Run:
     reads_results: bool = False
     title: str = ""  # the page title, from runs.yaml's ``title`` template filled with the grid point
     set_by: dict = dataclasses.field(default_factory=dict)  # parameter -> "profile", "grid" or "command line"
+    variant: str = ""  # digest of the data parameters set away from the profile's values ("" for the profile's data)
 
     @property
     def source(self) -> Path:
@@ -236,6 +237,16 @@ def _run_name(notebook: str, point: dict) -> str:
     return "__".join([notebook, *(f"{key}-{value}" for key, value in point.items())])
 
 
+def _digest(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def data_identity(parameters: dict, data_parameters: list[str], inputs: dict[str, str]) -> str:
+    """Short digest of what a run was made on: its data parameters and the content of the data files they name."""
+    return _digest({"parameters": {key: parameters[key] for key in data_parameters if key in parameters},
+                    "files": inputs})
+
+
 def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> list[Run]:
     """The runs for the named notebooks (or ``all``) under a profile plus overrides."""
     spec = load_runs()
@@ -255,9 +266,11 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
             valid = sorted({p for name in selected for p in parameters[name] if p not in RESERVED_PARAMETERS})
             raise SemalignError(f"unknown parameter {key!r} for {', '.join(selected)}; valid parameters: {', '.join(valid)}")
     runs = []
+    data_parameters = spec.get("data_parameters", [])
     for name in selected:
         entry, known = entries[name], parameters[name]
         values = dict(entry.get("profiles", {}).get(profile) or {})
+        own = {key: coerce(name, known[key], raw) if key in known else raw for key, raw in values.items()}
         set_by = dict.fromkeys(values, "profile")
         values.update({key: raw for key, raw in parsed if key in known})
         set_by.update({key: "command line" for key, _ in parsed if key in known})
@@ -274,12 +287,18 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
             for key in PATH_PARAMETERS:
                 if isinstance(checked.get(key), str) and checked[key]:
                     checked[key] = _absolute_if_present(checked[key])
-            run_name = _run_name(name, {k: checked[k] for k in grid})
+            # data set away from the profile's: a run of its own, never stored over the profile's
+            changed = {key: checked[key] for key in data_parameters if set_by.get(key) == "command line"
+                       and key in checked and checked[key] != own.get(key, known[key].default)}
+            variant = _digest(changed) if changed else ""
+            run_name = _run_name(name, {k: checked[k] for k in grid}) + (f"__data-{variant}" if variant else "")
             checked.update(profile=profile, run_name=run_name)
             point = {key: checked[key] for key in grid}
+            title = _title(entry.get("title", ""), point)
             runs.append(Run(name, run_name, profile, checked, entry.get("chapter", "Study"),
-                            bool(entry.get("reads_results", False)), _title(entry.get("title", ""), point),
-                            {key: set_by[key] for key in merged}))
+                            bool(entry.get("reads_results", False)),
+                            f"{title or name} (data {variant})" if variant else title,
+                            {key: set_by[key] for key in merged}, variant))
     return runs
 
 
@@ -492,6 +511,10 @@ def execute(run: Run, progress: bool = True) -> Path:
                     f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
+            facts = {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+                     "wall_s": round(time.time() - started, 1)}
+            for staged in sorted(staging.glob("*.json")):  # every record says what made it
+                _add_provenance(staged, run, inputs, facts)
             for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
                 print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
             executed.metadata["semalign"] = {
@@ -501,8 +524,8 @@ def execute(run: Run, progress: bool = True) -> Path:
                 # which records belong to this notebook: a kill between publishing the two is detected
                 "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
                 "inputs_sha256": inputs,
-                "provenance": {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
-                               "wall_s": round(time.time() - started, 1)},
+                "variant": run.variant,
+                "provenance": facts,
             }
             nbformat.write(executed, tmp)
         # the notebook is in place; now its records (a kill in between leaves a run
@@ -514,6 +537,22 @@ def execute(run: Run, progress: bool = True) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
     return run.output
+
+
+def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], facts: dict) -> None:
+    """Write into a run's staged results file what its records were made with."""
+    data_parameters = load_runs().get("data_parameters", [])
+    content = json.loads(staged.read_text())
+    content["provenance"] = {
+        "variant": run.variant,
+        "data_id": data_identity(run.parameters, data_parameters, inputs),
+        "data": {key: run.parameters[key] for key in data_parameters if key in run.parameters},
+        "inputs_sha256": inputs,
+        "encoders": {key: value for key, value in run.parameters.items() if key == "encoders" or key.endswith("_encoders")},
+        "device": run.parameters.get("device"), "precision": run.parameters.get("precision"),
+        "code_sha256": code_fingerprint(), **content.get("provenance", {}), "machine": facts,
+    }
+    atomic_write_json(staged, content)
 
 
 _STUDY_WARNING = re.compile(r"/semalign/(?:\w+/)*\w+\.py:\d+: \w*Warning: (.+)")
