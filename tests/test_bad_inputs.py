@@ -394,3 +394,43 @@ def test_the_medical_text_encoder_is_a_fixed_model_that_never_sees_a_test_report
                         lambda reports, config, progress: seen.setdefault("reports", reports))
     inputs.register_medical_text_encoders(["minilm", "radiology-bert"], mine, np.arange(10, 20), progress=False)
     assert seen["reports"].ids == fixed.ids
+
+
+def test_a_split_that_leaves_nothing_to_train_or_test_on_is_refused_and_a_tiny_one_is_flagged():
+    with pytest.raises(SemalignError, match=r"test_fraction=0.999 of 100 items leaves 0 for training and 100 for "
+                                            r"testing; pass e.g. -p test_fraction=0.3"):
+        data.split_indices(100, 0.999, 0)
+    with pytest.warns(UserWarning, match=r"only 15 test items \(test_fraction=0.3 of 50\)"):
+        data.split_indices(50, 0.3, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.split_indices(200, 0.3, 0)  # 60 test items: no warning
+
+
+def test_duplicate_and_overlong_reports_of_a_user_table_are_flagged(tmp_path):
+    from semalign.experiments import inputs
+
+    rows = [f"report number {i} {'effusion' if i % 2 else 'clear'}" for i in range(100)]
+    rows[:30] = ["no acute disease"] * 30  # repeated rows: some land in the test split, some in training
+    rows[9] = "x" * (inputs.LONG_REPORT + 1)
+    table = tmp_path / "mine.csv"
+    pd.DataFrame({"text": rows, "finding": [i % 2 for i in range(100)]}).to_csv(table, index=False)
+    with pytest.warns(UserWarning) as caught:
+        reports, train, test = inputs.report_dataset(str(table), label_columns=["finding"], seed=3)
+    messages = [str(w.message) for w in caught]
+    repeated = sum(reports.texts[i] == "no acute disease" for i in test)
+    assert 0 < repeated < 30
+    assert any(f"{repeated} of 30 test reports repeat a training report's text" in m for m in messages)
+    assert any(f"1 of 100 reports are longer than {inputs.LONG_REPORT} characters" in m for m in messages)
+
+
+@pytest.mark.parametrize("blocked", ["file", "under_a_file"])
+def test_a_work_folder_that_cannot_be_written_is_one_line(tmp_path, blocked):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    workdir = blocker if blocked == "file" else blocker / "work"
+    proc = subprocess.run([sys.executable, "-m", "semalign", "run", "data_overview", "--profile", "smoke"],
+                          capture_output=True, text=True, env={**os.environ, "SEMALIGN_WORKDIR": str(workdir)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "SEMALIGN_WORKDIR" in line and str(blocker) in line

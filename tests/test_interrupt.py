@@ -339,8 +339,12 @@ def test_study_killed_during_embedding_and_notebook_execution_gives_the_uninterr
     record_property("interruptions", 2)
     reference = start(tmp_path / "uninterrupted", *SMOKE_RUN)  # in parallel: its own work folder and cache
     killed = tmp_path / "killed"
-    results_json = killed / "results" / "smoke" / "text_stitching__transform-ortho.json"
-    executed = killed / "executed" / "smoke" / "text_stitching__transform-ortho.ipynb"
+    from semalign.study import runner
+
+    overrides = [value for flag, value in zip(SMOKE_RUN, SMOKE_RUN[1:]) if flag == "-p"]
+    (run,) = runner.plan(["text_stitching"], "smoke", overrides)  # a subset of the data: a run of its own name
+    results_json = killed / "results" / "smoke" / f"{run.name}.json"
+    executed = killed / "executed" / "smoke" / f"{run.name}.ipynb"
 
     def mid_extraction(found):
         return any(not m["complete"] and any(m["shards"]) for m in found)
@@ -364,3 +368,21 @@ def test_study_killed_during_embedding_and_notebook_execution_gives_the_uninterr
     assert_nothing_torn(killed)
     survived = recorded(killed)
     assert len(survived) > 10 and survived == recorded(tmp_path / "uninterrupted")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_prints_one_line_and_exits_130(tmp_path):
+    """Ctrl-C reaches the terminal's whole process group; the kernel runs in its
+    own session and the runner stops it: its shutdown noise goes to a log file."""
+    env = {**os.environ, "SEMALIGN_WORKDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "semalign", "run", "text_stitching", "--profile", "smoke", "--quiet",
+                             "-p", "transform=ortho"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    assert proc.stdout.readline().startswith("[1/1] text_stitching__transform-ortho")
+    time.sleep(8)  # the kernel is up and training the study's medical encoder on a cold cache
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["interrupted: runs that had finished are kept; the unfinished one left "
+                                        "nothing behind"]
+    assert not (tmp_path / "results" / "smoke" / "text_stitching__transform-ortho.json").exists()

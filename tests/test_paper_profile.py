@@ -158,7 +158,10 @@ def paper_run(study_root, tmp_path_factory):
 
 
 def _stdout(work, run: str) -> str:
-    nb = json.loads((work / "executed" / "paper" / f"{run}.ipynb").read_text())
+    """Printed output of ``run``, or of its run of its own name when a data parameter (image_size) was set."""
+    folder = work / "executed" / "paper"
+    (path,) = [*folder.glob(f"{run}.ipynb"), *folder.glob(f"{run}__data-*.ipynb")]
+    nb = json.loads(path.read_text())
     return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout")
 
 

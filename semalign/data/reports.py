@@ -206,6 +206,9 @@ def subsample(reports: ReportSet, max_items: int | None, seed: int) -> ReportSet
     return reports.subset(index)
 
 
+SMALL_TEST_SET = 30  # fewer test items than this gets a warning
+
+
 def split_indices(n_items: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train/test split of ``range(n_items)`` (sorted index arrays).
 
@@ -216,6 +219,12 @@ def split_indices(n_items: int, test_fraction: float, seed: int) -> tuple[np.nda
         raise SemalignError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     order = np.random.default_rng(seed).permutation(n_items)
     n_test = int(round(n_items * test_fraction))
+    if n_test < 1 or n_items - n_test < 2:
+        raise SemalignError(f"test_fraction={test_fraction} of {n_items} items leaves {n_items - n_test} for training "
+                            f"and {n_test} for testing; pass e.g. -p test_fraction=0.3 (or more items)")
+    if n_test < SMALL_TEST_SET:
+        warnings.warn(f"only {n_test} test items (test_fraction={test_fraction} of {n_items}): every score rests on "
+                      f"them and its interval will be wide", stacklevel=1)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 

@@ -97,7 +97,27 @@ def report_dataset(dataset: str, *, data_root: str = "", uncertain: str = "zeros
                             "mimic_cxr or a .csv/.parquet file")
     reports = data.subsample(data.load_reports(dataset, text_column, list(label_columns)), max_reports, seed)
     train, test = data.split_indices(len(reports), test_fraction, seed)
+    if dataset != "iu_xray":
+        warn_about_table(reports, train, test)
     return reports, train, test
+
+
+LONG_REPORT = 2000  # characters: about the 512 tokens a BERT-sized encoder reads
+
+
+def warn_about_table(reports: ReportSet, train: np.ndarray, test: np.ndarray) -> None:
+    """Warn (visibly, on the command line too) about what quietly inflates or
+    blurs scores on a user's table: test texts repeated in the training split,
+    and reports longer than the encoders read."""
+    seen = {reports.texts[i].strip().lower() for i in train}
+    repeated = sum(reports.texts[i].strip().lower() in seen for i in test)
+    if repeated:
+        warnings.warn(f"{reports.name}: {repeated} of {len(test)} test reports repeat a training report's text "
+                      f"(duplicate rows?); scores on them reward memory: remove duplicates from the table", stacklevel=1)
+    long = sum(len(text) > LONG_REPORT for text in reports.texts)
+    if long:
+        warnings.warn(f"{reports.name}: {long} of {len(reports)} reports are longer than {LONG_REPORT} characters; "
+                      f"the encoders read only their first ~512 tokens", stacklevel=1)
 
 
 class LazyImages:

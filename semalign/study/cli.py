@@ -159,8 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     except SemalignError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
+    except PermissionError as exc:  # a read-only or foreign work folder
+        print(f"error: cannot write {exc.filename or 'a file'} ({exc.strerror}); make it writable, or point "
+              f"SEMALIGN_WORKDIR at a folder you can write (see README, Re-running)", file=sys.stderr)
+        return 2
+    except (FileExistsError, NotADirectoryError) as exc:  # a file where the study needs a folder
+        print(f"error: {exc.filename} is in the way ({exc.strerror}); move it, or point SEMALIGN_WORKDIR at "
+              f"another folder", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: runs that had finished are kept; the unfinished one left nothing behind", file=sys.stderr)
         return 130
 
 

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -444,6 +445,36 @@ def _ipc_kernel(folder: Path):
     return Config({"KernelManager": {"transport": "ipc", "ip": str(folder / "kernel")}})
 
 
+def _kernel_manager(log: Path):
+    """A kernel manager whose kernel writes its own stderr (its log, not a cell's
+    output: e.g. the shutdown noise of a kernel stopped by Ctrl-C) to ``log``
+    rather than to the user's terminal."""
+    from jupyter_client import AsyncKernelManager
+
+    class KernelWithLog(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "wb") as stream:  # the kernel keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": stream})
+
+    return KernelWithLog
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Silence the execution libraries' own log lines (e.g. "Kernel died" while
+    Ctrl-C stops a run): every failure reaches the user as one error line."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 @contextlib.contextmanager
 def _environment(**values: str):
     """``os.environ`` with ``values`` set inside (the kernel inherits them); restored after."""
@@ -473,6 +504,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     """Execute one run; on failure remove its stale outputs and raise a one-line error."""
     import nbformat
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     from semalign.study.progress import PROGRESS_TTY_ENV
@@ -495,12 +527,20 @@ def execute(run: Run, progress: bool = True) -> Path:
     inputs = input_files(run)  # hashed before executing: an edit during the run makes it stale
     try:
         with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
+                _quiet_loggers("papermill", "nbclient", "traitlets", "asyncio"), \
                 atomic_path(run.output, suffix=".ipynb") as tmp:
             try:
                 papermill.execute_notebook(
                     nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
                     progress_bar=progress, cwd=str(work_dir()), log_output=False, config=_ipc_kernel(sockets),
+                    kernel_manager_class=_kernel_manager(run.output.with_name(f"{run.name}.kernel.log")),
                 )
+            except DeadKernelError:
+                kept = "; its previous results are kept" if run.output.is_file() else ""
+                raise SemalignError(
+                    f"the kernel running {run.name} died (out of memory? see {run.output.with_name(run.name + '.kernel.log')}); "
+                    f"lower max_reports, n_images or batch_size, or free memory{kept}"
+                ) from None
             except PapermillExecutionError as exc:
                 if tmp.exists():
                     shutil.copyfile(tmp, failed)
