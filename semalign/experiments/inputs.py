@@ -378,7 +378,9 @@ def _phantom_key(spec: phantom.PhantomSpec) -> str:
     fields = dataclasses.asdict(spec)
     fields["prevalence"] = spec.resolved_prevalence()
     sources = {name: info["sha256"] for name, info in phantom.source_files().items()}
-    return hash_key("phantom", fields, sources, sha256_file(phantom.__file__))
+    package = Path(phantom.__file__).parent
+    code = {path.relative_to(package).as_posix(): sha256_file(path) for path in sorted(package.rglob("*.py"))}
+    return hash_key("phantom", fields, sources, code)
 
 
 def _phantom_state(folder: Path) -> str:
