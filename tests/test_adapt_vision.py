@@ -153,11 +153,11 @@ def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
 
 
 def test_ssl_registered_encoder_embeds(ssl_images, ssl_trained, monkeypatch):
-    from semalign.models import encoders
+    from semalign.models import encoders, registry
     from semalign.models.embed import embed
 
     monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
-    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(adapt_vision, "_train_ssl", lambda *a, **k: pytest.fail("retrained a cached encoder"))
     assert register_phantom_ssl_encoder(ssl_images, TINY_SSL, progress=False) == "phantom-ssl"
     spec = encoders.resolve_encoder("phantom-ssl")

@@ -141,7 +141,8 @@ def _check_ranges(config: Any, checks: dict[str, bool]) -> None:
 
 
 def _base_weights(arch: str = ARCH) -> Path:
-    from semalign.models.encoders import locate, resolve_encoder
+    from semalign.models.registry import resolve_encoder
+    from semalign.models.weights import locate
 
     return locate(resolve_encoder("effnet-" + arch.removeprefix("efficientnet-"))).weights[0]
 
@@ -216,7 +217,7 @@ def _frozen_features(model: Any, images: np.ndarray, first: int, image_size: int
     """
     from semalign.study.progress import progress_bar
 
-    from semalign.models.encoders import images_to_tensor
+    from semalign.models.vision import images_to_tensor
 
     out = []
     with torch.inference_mode():
@@ -490,7 +491,7 @@ def _frozen_views(model: Any, images: np.ndarray, first: int, config: SSLConfig,
     (see :func:`_frozen_features`)."""
     from semalign.study.progress import progress_bar
 
-    from semalign.models.encoders import images_to_tensor
+    from semalign.models.vision import images_to_tensor
 
     draws = draw_view_parameters(len(images), config, generator)
     out = []

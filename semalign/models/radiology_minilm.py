@@ -55,7 +55,7 @@ from semalign.study import cache
 
 from semalign.study import paths
 from semalign.data.reports import ReportSet
-from semalign.models.encoders import file_sha256  # sha256 remembered per (path, size, mtime)
+from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.errors import SemalignError
 
 #: Bumped when the training procedure changes in a way the config does not show.
