@@ -55,9 +55,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from semalign.models import encoders  # noqa: E402
+from semalign.models import encoders, weights  # noqa: E402
 
-from semalign.study import pages
+from semalign.study import pages  # noqa: E402
 from semalign.study.cache import atomic_write_json  # noqa: E402
 from semalign.study.paths import work_dir  # noqa: E402
 
@@ -165,7 +165,7 @@ def bench_text(model: str, texts: list[str], rounds: int, batch_size: int | None
     from sentence_transformers import SentenceTransformer
 
     spec = encoders.resolve_encoder(model)
-    folder = encoders.locate(spec).folder
+    folder = weights.locate(spec).folder
     if spec.family == "sentence-transformer" and (folder.parent / "modules.json").is_file():
         folder = folder.parent
     st = SentenceTransformer(str(folder), device=device)
@@ -212,7 +212,7 @@ def bench_images(n: int, rounds: int, batch_size: int, device: str = "cpu") -> l
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, 256, 256, 3), dtype=np.uint8)
-    located = encoders.locate(encoders.resolve_encoder("effnet-lite0"))
+    located = weights.locate(encoders.resolve_encoder("effnet-lite0"))
 
     def packaged() -> torch.nn.Module:
         model = EfficientNet.from_name("efficientnet-lite0")

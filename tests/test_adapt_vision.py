@@ -12,8 +12,9 @@ import pytest
 from safetensors.torch import load_file
 
 from semalign.models import phantom_effnet as adapt_vision
-from semalign.models.phantom_effnet import (SSLConfig, VisionAdaptConfig, adapt_vision_encoder, register_phantom_ssl_encoder,
-                                   ssl_vision_encoder)
+from semalign.models import phantom_ssl
+from semalign.models.phantom_effnet import VisionAdaptConfig, adapt_vision_encoder
+from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder, ssl_vision_encoder
 from semalign.models.encoders import load_encoder
 from semalign.errors import SemalignError
 
@@ -141,7 +142,7 @@ def test_ssl_takes_no_labels():
 def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
     import torch
 
-    base = torch.load(str(adapt_vision._base_weights(adapt_vision.SSL_ARCH)), map_location="cpu", weights_only=True)
+    base = torch.load(str(adapt_vision._base_weights(phantom_ssl.ARCH)), map_location="cpu", weights_only=True)
     tuned = load_file(str(ssl_trained))
     assert set(tuned) == set(base)
     changed = {".".join(k.split(".")[:2]) if k.startswith("_blocks") else k.split(".")[0]
@@ -153,12 +154,12 @@ def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
 
 
 def test_ssl_registered_encoder_embeds(ssl_images, ssl_trained, monkeypatch):
-    from semalign.models import encoders
+    from semalign.models import encoders, registry
     from semalign.models.embed import embed
 
     monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
-    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
-    monkeypatch.setattr(adapt_vision, "_train_ssl", lambda *a, **k: pytest.fail("retrained a cached encoder"))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(phantom_ssl, "_train", lambda *a, **k: pytest.fail("retrained a cached encoder"))
     assert register_phantom_ssl_encoder(ssl_images, TINY_SSL, progress=False) == "phantom-ssl"
     spec = encoders.resolve_encoder("phantom-ssl")
     assert spec.source == f"efficientnet-lite1:{ssl_trained}" and spec.domain == "medical"
@@ -172,10 +173,10 @@ def test_ssl_registered_encoder_embeds(ssl_images, ssl_trained, monkeypatch):
 def test_ssl_cached_and_described(ssl_images, ssl_trained, monkeypatch):
     monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
     before = ssl_trained.stat().st_mtime_ns
-    monkeypatch.setattr(adapt_vision, "_train_ssl", lambda *a, **k: pytest.fail("retrained a cached encoder"))
+    monkeypatch.setattr(phantom_ssl, "_train", lambda *a, **k: pytest.fail("retrained a cached encoder"))
     assert ssl_vision_encoder(ssl_images, TINY_SSL, progress=False) == ssl_trained
     assert ssl_trained.stat().st_mtime_ns == before
-    assert ssl_trained.parent.name.startswith(adapt_vision.SSL_FOLDER_PREFIX)
+    assert ssl_trained.parent.name.startswith(phantom_ssl.FOLDER_PREFIX)
     description = json.loads((ssl_trained.parent / adapt_vision.ENCODER_FILE).read_text())
     assert description["n_training_images"] == len(ssl_images) and description["base_model"] == "efficientnet-lite1"
     assert "labels_sha256" not in description and np.isfinite(description["training"]["loss_last_10"])
@@ -185,13 +186,13 @@ def test_ssl_cached_and_described(ssl_images, ssl_trained, monkeypatch):
 def test_ssl_key_follows_images_and_config(ssl_images):
     from semalign.study.cache import hash_key
 
-    key = hash_key(adapt_vision.ssl_cache_inputs(ssl_images, TINY_SSL))
+    key = hash_key(phantom_ssl.ssl_cache_inputs(ssl_images, TINY_SSL))
     other_images = ssl_images.copy()
     other_images[0, 0, 0] ^= 1
-    assert hash_key(adapt_vision.ssl_cache_inputs(other_images, TINY_SSL)) != key
-    assert hash_key(adapt_vision.ssl_cache_inputs(ssl_images[:5], TINY_SSL)) != key
+    assert hash_key(phantom_ssl.ssl_cache_inputs(other_images, TINY_SSL)) != key
+    assert hash_key(phantom_ssl.ssl_cache_inputs(ssl_images[:5], TINY_SSL)) != key
     for change in ({"seed": 1}, {"views": 2}, {"noise": 0.0}, {"temperature": 0.5}):
-        assert hash_key(adapt_vision.ssl_cache_inputs(ssl_images, dataclasses.replace(TINY_SSL, **change))) != key
+        assert hash_key(phantom_ssl.ssl_cache_inputs(ssl_images, dataclasses.replace(TINY_SSL, **change))) != key
 
 
 def test_ssl_views_without_augmentation_are_the_image():
@@ -199,10 +200,10 @@ def test_ssl_views_without_augmentation_are_the_image():
 
     image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (1, 1, 32, 32)).astype(np.float32))
     draws = torch.zeros((2, 9), dtype=torch.float64)
-    same = adapt_vision.augment_views(image, draws, SSLConfig(), torch.Generator().manual_seed(0))
+    same = phantom_ssl.augment_views(image, draws, SSLConfig(), torch.Generator().manual_seed(0))
     torch.testing.assert_close(same, image.expand(2, -1, -1, -1), atol=1e-3, rtol=0)
-    draws = adapt_vision.draw_view_parameters(1, SSLConfig(views=2), torch.Generator().manual_seed(0))[0]
-    views = adapt_vision.augment_views(image, draws, SSLConfig(), torch.Generator().manual_seed(0))
+    draws = phantom_ssl.draw_view_parameters(1, SSLConfig(views=2), torch.Generator().manual_seed(0))[0]
+    views = phantom_ssl.augment_views(image, draws, SSLConfig(), torch.Generator().manual_seed(0))
     assert views.shape == (2, 1, 32, 32) and 0 <= views.min() and views.max() <= 255
     assert not torch.allclose(views[0], views[1])
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from semalign.study import doctor
 
-from semalign.models import encoders
+from semalign.models import weights
 
 from semalign.data import manifest
 
@@ -94,8 +94,8 @@ def test_damaged_packaged_weights_are_reported(tmp_path, monkeypatch):
     fake = tmp_path / "efficientnet-lite0.pth"
     fake.write_bytes(b"not the weights")
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
-    real = encoders._effnet_weights
-    monkeypatch.setattr(encoders, "_effnet_weights", lambda arch: fake if arch == "efficientnet-lite0" else real(arch))
+    real = weights._effnet_weights
+    monkeypatch.setattr(weights, "_effnet_weights", lambda arch: fake if arch == "efficientnet-lite0" else real(arch))
     bad = failing(doctor.encoder_checks())
     (what,) = [w for w in bad if "effnet-lite0" in w]
     assert "sha256" in what and "requirements-assets.txt" in bad[what]

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from semalign.study import cache  # noqa: E402
 
-from semalign.models import encoders
+from semalign.models import base, encoders, fast_paths, weights  # noqa: E402
 from semalign.models.encoders import EncoderSpec, load_encoder, resolve_encoder  # noqa: E402
 from semalign.errors import SemalignError  # noqa: E402
 
@@ -84,7 +84,7 @@ def test_minilm_matches_sentence_transformers(minilm, st_minilm):
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert minilm.dim == 384 and minilm.max_length == 256
     # what was compared is our CPU attention, not transformers' SDPA
-    assert minilm.cpu_attention and minilm.model.config._attn_implementation == encoders.CPU_ATTENTION
+    assert minilm.cpu_attention and minilm.model.config._attn_implementation == fast_paths.CPU_ATTENTION
 
 
 def test_long_texts_go_in_smaller_batches(minilm, st_minilm, monkeypatch):
@@ -106,27 +106,27 @@ def test_cpu_attention_hands_other_cases_to_transformers():
     from transformers import masking_utils
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    assert encoders._cpu_attention_works()
+    assert fast_paths._cpu_attention_works()
     gen = torch.Generator().manual_seed(1)
     keep = torch.ones(2, 5, dtype=torch.bool)
     keep[0, 3:] = False
     # a causal mask is built in full by transformers' eager mask function
-    causal = encoders._key_padding_mask(2, 5, 5, mask_function=masking_utils.causal_mask_function, attention_mask=keep)
+    causal = fast_paths._key_padding_mask(2, 5, 5, mask_function=masking_utils.causal_mask_function, attention_mask=keep)
     expected = masking_utils.eager_mask(2, 5, 5, mask_function=masking_utils.causal_mask_function, attention_mask=keep)
     assert causal.shape == (2, 1, 5, 5) and torch.equal(causal, expected)
     # no padding: no mask at all
-    assert encoders._key_padding_mask(2, 5, 5, mask_function=masking_utils.bidirectional_mask_function,
+    assert fast_paths._key_padding_mask(2, 5, 5, mask_function=masking_utils.bidirectional_mask_function,
                                       attention_mask=torch.ones(2, 5, dtype=torch.bool)) is None
     q, k, v = (torch.randn(2, 4, 5, 8, generator=gen) for _ in range(3))
     module = torch.nn.Module().eval()
-    ours = encoders._cpu_attention(module, q, k, v, causal)[0]
+    ours = fast_paths._cpu_attention(module, q, k, v, causal)[0]
     ref = sdpa_attention_forward(module, q, k, v, causal, is_causal=False)[0]
     assert torch.allclose(ours, ref, atol=1e-5)
     module.train()  # training (dropout): transformers' SDPA, whatever the mask
-    assert torch.equal(encoders._cpu_attention(module, q, k, v, None, dropout=0.0)[0],
+    assert torch.equal(fast_paths._cpu_attention(module, q, k, v, None, dropout=0.0)[0],
                        sdpa_attention_forward(module, q, k, v, None, dropout=0.0)[0])
     # a model that does not use transformers' attention interface keeps its own
-    assert not encoders.use_cpu_attention(torch.nn.Linear(2, 2))
+    assert not fast_paths.use_cpu_attention(torch.nn.Linear(2, 2))
 
 
 def test_minilm_truncates_like_sentence_transformers(minilm, st_minilm):
@@ -155,15 +155,15 @@ def test_text_encoder_rejects_non_strings(minilm):
 
 
 def test_mpnet_asset_unpacks_and_verifies(st_minilm):
-    folder = encoders.unpack_asset("all-mpnet-base-v2")
-    weights = folder / "model.safetensors"
-    digest = cache.sha256_file(weights)
-    assert digest == encoders.KNOWN_SHA256["asset:all-mpnet-base-v2"]
+    folder = weights.unpack_asset("all-mpnet-base-v2")
+    weights_file = folder / "model.safetensors"
+    digest = cache.sha256_file(weights_file)
+    assert digest == weights.KNOWN_SHA256["asset:all-mpnet-base-v2"]
     assert digest.startswith("78c0197b") and digest.endswith("615658")
     assert (folder / "modules.json").is_file() and (folder / "1_Pooling" / "config.json").is_file()
     assert not list(folder.parent.glob(".all-mpnet-base-v2.*"))  # no temporary folder left
-    mtime = weights.stat().st_mtime_ns
-    assert encoders.unpack_asset("all-mpnet-base-v2") == folder and weights.stat().st_mtime_ns == mtime
+    mtime = weights_file.stat().st_mtime_ns
+    assert weights.unpack_asset("all-mpnet-base-v2") == folder and weights_file.stat().st_mtime_ns == mtime
     spec, fingerprint = encoders.encoder_fingerprint("mpnet")
     assert spec.max_length == 384 and spec.normalize and spec.pooling == "mean"
     assert fingerprint == encoders.encoder_fingerprint("mpnet")[1]
@@ -200,14 +200,14 @@ def test_lite0_bf16_agrees(lite0):
 
 
 def test_lite0_fp32_is_the_plain_forward(lite0):
-    """fp32 keeps the model's BatchNorms (folding moved embeddings by 1.4e-5); bf16 folds them."""
+    """fp32 keeps the model's BatchNorms (folding changes the rounding); bf16 folds them."""
     import torch
     import torch.nn.functional as F
     from efficientnet_lite_pytorch import EfficientNet
 
     plain = EfficientNet.from_name("efficientnet-lite0")
-    weights = encoders.locate(lite0.spec).weights[0]
-    plain.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+    weights_file = weights.locate(lite0.spec).weights[0]
+    plain.load_state_dict(torch.load(str(weights_file), map_location="cpu", weights_only=True))
     plain.eval()
     images = np.random.default_rng(1).integers(0, 256, size=(3, 256, 256, 3), dtype=np.uint8)
     with torch.no_grad():
@@ -226,7 +226,7 @@ def test_lite0_fp32_is_the_plain_forward(lite0):
 
 def test_bf16_caches_are_kept_apart_per_device_fp32_shared(lite0):
     """bf16 rounds differently on CPU and CUDA kernels, so caches are kept apart; fp32 is one computation."""
-    located = encoders.locate(lite0.spec)
+    located = weights.locate(lite0.spec)
     fp = {(p, d): encoders._fingerprint(lite0.spec, located, p, d) for p in ("fp32", "bf16") for d in ("cpu", "cuda")}
     assert fp["fp32", "cpu"] == fp["fp32", "cuda"] == lite0.fingerprint
     assert fp["bf16", "cpu"] != fp["bf16", "cuda"]
@@ -235,7 +235,7 @@ def test_bf16_caches_are_kept_apart_per_device_fp32_shared(lite0):
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fp32_agrees_with_cpu_without_tf32(lite0):
-    """cuDNN's default TF32 moved Lite0 embeddings by 2.5e-2 on an H100; ours turn it off, then restore it."""
+    """cuDNN's default TF32 moves Lite0 embeddings far from the CPU's; ours turn it off, then restore it."""
     import torch
 
     images = np.random.default_rng(2).integers(0, 256, size=(16, 256, 256, 3), dtype=np.uint8)
@@ -342,7 +342,7 @@ def test_folder_without_weights_is_named(tmp_path):
 def test_damaged_packaged_weights_are_refused(tmp_path, monkeypatch):
     fake = tmp_path / "efficientnet-lite0.pth"
     fake.write_bytes(b"not the weights")
-    monkeypatch.setattr(encoders, "_effnet_weights", lambda arch: fake)
+    monkeypatch.setattr(weights, "_effnet_weights", lambda arch: fake)
     with pytest.raises(SemalignError, match="sha256"):
         load_encoder("effnet-lite0", device="cpu")
 
@@ -351,14 +351,14 @@ def test_weight_hashes_are_computed_once(monkeypatch, tmp_path):
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
     target = tmp_path / "weights.bin"
     target.write_bytes(b"abc" * 1000)
-    first = encoders.file_sha256(target)
+    first = weights.file_sha256(target)
     monkeypatch.setattr(cache, "sha256_file", lambda p: pytest.fail("hash recomputed"))
-    assert encoders.file_sha256(target) == first
+    assert weights.file_sha256(target) == first
     assert (tmp_path / "file-sha256.json").is_file()
     target.write_bytes(b"abcd" * 1000)  # new size: hashed again
     monkeypatch.undo()
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
-    assert encoders.file_sha256(target) != first
+    assert weights.file_sha256(target) != first
 
 
 # ------------------------------------------------------------- tiny BERT
@@ -407,8 +407,8 @@ def test_clip_towers_are_the_projected_features_of_clipmodel(tiny_clip):
     texts = ["there is a pleural effusion.", "the lungs are clear.", "no"]
     tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
     with torch.inference_mode():
-        expected_images = encoders._projected(model.get_image_features(pixel_values=pixels)).numpy()
-        expected_texts = np.stack([encoders._projected(model.get_text_features(**tokenizer(t, return_tensors="pt")))[0].numpy()
+        expected_images = base.projected(model.get_image_features(pixel_values=pixels)).numpy()
+        expected_texts = np.stack([base.projected(model.get_text_features(**tokenizer(t, return_tensors="pt")))[0].numpy()
                                    for t in texts])
     assert np.abs(image_tower.encode(images) - expected_images).max() < 1e-4
     assert np.abs(text_tower.encode(texts, batch_size=2) - expected_texts).max() < 1e-5  # padded batches

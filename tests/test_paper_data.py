@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from semalign.data import paper as paper_data
+from semalign.data.paper.sources import exists_many
 from semalign.errors import SemalignError
 from semalign.data.manifest import load_manifest
 
@@ -336,5 +337,5 @@ def test_file_existence_check_is_exact_on_the_threaded_path(tmp_path):
     paths = [tmp_path / f"{k:05d}.jpg" for k in range(5000)]  # above the threading threshold
     for path in paths[::2]:
         path.touch()
-    exists = paper_data._exists_many(paths)
+    exists = exists_many(paths)
     assert exists.tolist() == [k % 2 == 0 for k in range(5000)]

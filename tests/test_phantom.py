@@ -483,3 +483,27 @@ def test_report_formats_and_determinism():
     assert "pneumothorax" in findings.lower() and "left" in impression.lower()
     ds = render_phantom(PhantomSpec(n_images=5, seed=0, image_size=32, report_format="impression"))
     assert all("FINDINGS" not in r for r in ds.reports)
+
+
+def test_every_report_phrase_is_filled_from_the_label_row():
+    from semalign.phantom import reports
+
+    rows = [
+        {"effusion_side": "bilateral", "effusion_size": "moderate"},
+        {"effusion_side": "left", "effusion_size": "small"},
+        {"atelectasis_lobe": "left lower lobe", "atelectasis_side": "left", "atelectasis_severity": "severe"},
+        {"atelectasis_lobe": "right upper lobe", "atelectasis_side": "right", "atelectasis_severity": "mild"},
+        {
+            "opacity_lobe": "right lower lobe", "opacity_side": "right", "opacity_zone": "lower",
+            "opacity_severity": 0.7, "nodule_side": "left", "nodule_zone": "upper", "nodule_lobe": "left upper lobe",
+            "nodule_size_mm": 12.0, "cardiomegaly_severity": "severe", "ctr": 0.66,
+            "pneumothorax_side": "right", "pneumothorax_size": "large",
+        },
+    ]
+    filled = 0
+    for row in rows:
+        for finding in sorted({key.split("_")[0] for key in row} & set(FINDINGS)):
+            for sentence in (s for group in reports.phrases_for(finding, row) for s in group):
+                assert "{" not in sentence and not sentence[0].islower() and sentence.endswith("."), sentence
+                filled += 1
+    assert filled == sum(len(group) for phrases in reports.STATEMENTS.values() for group in phrases)

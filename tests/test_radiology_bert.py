@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from semalign.models import encoders
+from semalign.models import registry as encoder_registry
 
 from semalign.models import radiology_bert
 from semalign.models.radiology_minilm import is_complete
@@ -86,7 +87,7 @@ def built(tmp_path_factory):
 @pytest.fixture
 def registry(monkeypatch):
     """A private copy of the encoder registry, so a tiny test encoder does not outlive the test."""
-    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
+    monkeypatch.setattr(encoder_registry, "_REGISTRY", dict(encoder_registry._REGISTRY))
 
 
 def test_folder_loads_with_auto_classes_and_describes_itself(built):

@@ -12,7 +12,6 @@ import dataclasses
 import tarfile
 import warnings
 import xml.etree.ElementTree as ET
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -198,12 +197,19 @@ def load_reports(dataset: str = "iu_xray", text_column: str = "text", label_colu
     return load_report_table(dataset, text_column, list(label_columns or []))
 
 
+def subsample_index(n_items: int, max_items: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of at most ``max_items`` of
+    ``range(n_items)``; all of them when ``max_items`` is 0, None or not smaller."""
+    if not max_items or max_items >= n_items:
+        return np.arange(n_items)
+    return np.sort(np.random.default_rng(seed).choice(n_items, size=max_items, replace=False))
+
+
 def subsample(reports: ReportSet, max_items: int | None, seed: int) -> ReportSet:
     """A seeded random subset of at most ``max_items`` reports (order kept)."""
     if not max_items or max_items >= len(reports):
         return reports
-    index = np.sort(np.random.default_rng(seed).choice(len(reports), size=max_items, replace=False))
-    return reports.subset(index)
+    return reports.subset(subsample_index(len(reports), max_items, seed))
 
 
 SMALL_TEST_SET = 30  # fewer test items than this gets a warning
@@ -239,6 +245,3 @@ def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.
     order = np.random.default_rng([seed, 1]).permutation(len(train))
     return np.sort(train[order[n_validation:]]), np.sort(train[order[:n_validation]])
 
-
-def label_counts(labels: pd.DataFrame) -> Counter:
-    return Counter({c: int(labels[c].sum()) for c in labels.columns})

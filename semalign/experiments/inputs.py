@@ -49,13 +49,6 @@ _OFFICIAL_TEST = {"mimic_cxr": "test", "vindr_cxr": "test", "chexpert": "valid"}
 
 
 # --------------------------------------------------------------------------- datasets
-def _subset_index(n: int, max_items: int, seed: int) -> np.ndarray:
-    """The rule of :func:`semalign.data.reports.subsample`: a sorted seeded subset, or everything."""
-    if not max_items or max_items >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
-
-
 def _paper_split(dataset: str, groups: Sequence[str], official: Sequence[str] | None, *,
                  split: str, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Patient-level train/test indices: the dataset's official split with
@@ -169,7 +162,7 @@ class ImageData:
     def training_pairs(self, max_items: int = 0, seed: int = 0) -> ImageData:
         """The training split alone (a seeded subset of at most ``max_items``), all
         of it marked train: a pool of paired anchors for another dataset's test."""
-        index = self.train[_subset_index(len(self.train), max_items, seed)]
+        index = self.train[data.subsample_index(len(self.train), max_items, seed)]
         images = self.images.subset(index) if isinstance(self.images, LazyImages) else self.images[index]
         return ImageData(self.items.subset(index), images, np.arange(len(index)), np.arange(0))
 
@@ -211,7 +204,7 @@ def image_dataset(dataset: str, *, spec: phantom.PhantomSpec | None = None, data
         table = table.subset(paired)
         table.dropped["no report for the image's study"] = dropped
         texts = [by_study[study] for study in table.studies]
-    keep = _subset_index(len(table), max_images, seed)
+    keep = data.subsample_index(len(table), max_images, seed)
     table, texts = table.subset(keep), [texts[i] for i in keep]
     label_frame = table.labels.rename(columns={"No Finding": "normal", "No finding": "normal"})
     items = ReportSet(table.name, table.ids, texts, label_frame, table.dropped, pd.DataFrame({"group": table.groups}))
@@ -270,7 +263,7 @@ def image_embeddings(images: ImageData, encoders: Sequence[str], *, adapt_steps:
     trained on the phantom's training split (cached): ``phantom-ssl`` without
     labels, ``phantom-effnet-supervised`` with them. Other entries are registry
     names or references such as ``hf-vision:/folder``."""
-    from semalign.models.phantom_effnet import SSLConfig, register_phantom_ssl_encoder
+    from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder
 
     made = [name for name in (PHANTOM_VISION_ENCODER, MEDICAL_VISION_ENCODER) if name in encoders]
     if made and images.phantom is None:
@@ -414,7 +407,9 @@ def _phantom_key(spec: phantom.PhantomSpec) -> str:
     fields = dataclasses.asdict(spec)
     fields["prevalence"] = spec.resolved_prevalence()
     sources = {name: info["sha256"] for name, info in phantom.source_files().items()}
-    return hash_key("phantom", fields, sources, sha256_file(phantom.__file__))
+    package = Path(phantom.__file__).parent
+    code = {path.relative_to(package).as_posix(): sha256_file(path) for path in sorted(package.rglob("*.py"))}
+    return hash_key("phantom", fields, sources, code)
 
 
 def _phantom_state(folder: Path) -> str:

@@ -12,8 +12,7 @@ Every fit then runs single-threaded whatever ``jobs`` is and whatever the
 machine's core count, so the results do not depend on either. That matters
 beyond speed: where the best map is not unique (``ortho`` and ``l-ortho`` from
 fewer anchors than dimensions), the completion LAPACK returns depends on its
-thread count: 1 and 2 BLAS threads gave maps that differ by O(1) on 32 anchors
-of 1280-d inputs.
+thread count, and two thread counts can give maps that differ by O(1).
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from semalign.experiments.parallel import sweep_map
 from semalign.study.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
-METRICS = ("macro_auroc", "macro_f1", "accuracy")
 FEW_SHOT_VERSION = 3  # bump when the few-shot computation or its cache entry changes
 DECODER_VERSION = 2  # bump when the decoders' training changes
 #: Inverse regularisation strengths (scikit-learn's C) a logreg decoder chooses from on the validation rows.

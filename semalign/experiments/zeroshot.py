@@ -290,13 +290,9 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     validation), of each pretrained multimodal model and of a supervised linear
     probe on each vision encoder (the reference that uses labels). ``replicates``
     receives the test macro-AUROC replicates by :func:`semalign.experiments.claims.replicate_key`."""
+    from functools import partial
     from itertools import product
 
-    from sklearn.linear_model import LogisticRegression
-
-    from semalign.method.align import Aligner, select_anchors
-    from semalign.method.asif import ASIF
-    from semalign.experiments.claims import replicate_key
     from semalign.experiments.parallel import sweep_map
 
     anchor_images, anchor_reports = anchor_pool(setup)
@@ -304,7 +300,27 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     if max(setup.anchor_counts) > pool:
         raise SemalignError(f"anchor counts up to {max(setup.anchor_counts)} exceed the {pool} paired training items; lower them")
     scorer = _Scorer(setup)
-    kept: dict[str, np.ndarray] = {}
+    records, kept = _reference_records(setup, scorer)
+    pair_records = partial(_pair_records, setup, scorer, anchor_images, anchor_reports, pool)
+    grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)
+    for rows, local in sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress):
+        records += rows
+        kept.update(local)
+    if replicates is not None:
+        replicates.update(kept)
+    return records
+
+
+def _reference_records(setup: ZeroShotSetup, scorer: _Scorer) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Records and replicates of the references that need no alignment: a
+    supervised linear probe per vision encoder and class, and each pretrained
+    multimodal model."""
+    from itertools import product
+
+    from sklearn.linear_model import LogisticRegression
+
+    from semalign.experiments.claims import replicate_key
+    from semalign.experiments.parallel import sweep_map
 
     def probe(point: tuple[str, int]) -> LogisticRegression:
         vision, j = point
@@ -312,7 +328,7 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
         return LogisticRegression(max_iter=2000).fit(image[setup.train], setup.labels[setup.train, j])
 
     models = sweep_map(probe, product(setup.image_embeddings, range(len(setup.classes))), jobs=setup.jobs)
-    records = []
+    records, kept = [], {}
     for i, vision in enumerate(setup.image_embeddings):
         heads = models[i * len(setup.classes):(i + 1) * len(setup.classes)]
         image = setup.image_embeddings[vision]
@@ -325,71 +341,121 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
                                     lambda rows, e=image, p=prompts: _scores(e[rows], p, setup.classes))
         records += rows
         kept[replicate_key("pretrained_multimodal", name, name)] = reps
-    largest = max(setup.anchor_counts)
+    return records, kept
 
-    def pair_records(point: tuple[tuple[str, str], int]) -> tuple[list[dict], dict]:
-        (vision, text), seed = point
-        image, anchor_image, anchor_report = setup.image_embeddings[vision], anchor_images[vision], anchor_reports[text]
-        prompts = setup.prompt_embeddings[text]
-        rows, local = [], {}
 
-        def clip_scores(model, rows_):
-            projected = {c: tuple(model.embed_texts(p) for p in prompts[c]) for c in setup.classes}
-            return _scores(model.embed_images(image[rows_]), projected, setup.classes)
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+    """One vision × text encoder pair and seed of the sweep, with its anchor pool."""
 
-        best = None
-        for lr, temperature in CLIP_GRID:
-            model = ClipStyle(epochs=CLIP_EPOCHS, lr=lr, temperature=temperature, seed=seed)
-            model.fit(anchor_image, anchor_report, validate=lambda m: scorer.validation(lambda r: clip_scores(m, r)))
-            if best is None or max(v for _, v in model.curve_) > max(v for _, v in best.curve_):
-                best = model
-        base = dict(method="clip_style", source=vision, target=text, seed=seed, selected_on="validation")
-        scored, reps = scorer.records(base, lambda r: clip_scores(best, r), validate=False)
+    setup: ZeroShotSetup
+    scorer: _Scorer
+    vision: str
+    text: str
+    seed: int
+    anchor_image: np.ndarray
+    anchor_report: np.ndarray
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.setup.image_embeddings[self.vision]
+
+    @property
+    def prompts(self) -> Mapping[str, tuple[np.ndarray, np.ndarray]]:
+        return self.setup.prompt_embeddings[self.text]
+
+
+def _pair_records(setup: ZeroShotSetup, scorer: _Scorer, anchor_images: Mapping[str, np.ndarray],
+                  anchor_reports: Mapping[str, np.ndarray], pool: int,
+                  point: tuple[tuple[str, str], int]) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Records and replicates of one pair and seed: the CLIP-style baseline, then
+    per anchor count the aligned transforms and ASIF on the same anchors."""
+    from semalign.method.align import select_anchors
+
+    (vision, text), seed = point
+    pair = _Pair(setup, scorer, vision, text, seed, anchor_images[vision], anchor_reports[text])
+    rows, local = _clip_style_records(pair)
+    for n in setup.anchor_counts:
+        anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
+        for more_rows, more_local in (_unimodal_records(pair, n, anchors), _asif_records(pair, n, anchors)):
+            rows += more_rows
+            local.update(more_local)
+    return rows, local
+
+
+def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The CLIP-style baseline trained on the whole anchor pool, its settings
+    chosen on validation: test records, the chosen settings and the validation
+    curve of the chosen model."""
+    from semalign.experiments.claims import replicate_key
+
+    setup, scorer, prompts = pair.setup, pair.scorer, pair.prompts
+
+    def clip_scores(model, rows_):
+        projected = {c: tuple(model.embed_texts(p) for p in prompts[c]) for c in setup.classes}
+        return _scores(model.embed_images(pair.image[rows_]), projected, setup.classes)
+
+    best = None
+    for lr, temperature in CLIP_GRID:
+        model = ClipStyle(epochs=CLIP_EPOCHS, lr=lr, temperature=temperature, seed=pair.seed)
+        model.fit(pair.anchor_image, pair.anchor_report, validate=lambda m: scorer.validation(lambda r: clip_scores(m, r)))
+        if best is None or max(v for _, v in model.curve_) > max(v for _, v in best.curve_):
+            best = model
+    base = dict(method="clip_style", source=pair.vision, target=pair.text, seed=pair.seed, selected_on="validation")
+    rows, reps = scorer.records(base, lambda r: clip_scores(best, r), validate=False)
+    rows.append({**base, "task": "macro", "split": "validation", "metric": "auroc",
+                 "value": max(v for _, v in best.curve_)})
+    rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
+             for m, v in (("lr", best.lr), ("temperature", best.temperature), ("epochs", best.best_epoch_),
+                          ("training_pairs", len(pair.anchor_image)))]
+    # the validation curve of the chosen settings, for the page's figure (the epoch is in n_anchors)
+    rows += [{**base, "method": "clip_style_curve", "n_anchors": epoch, "task": "macro", "split": "validation",
+              "metric": "auroc", "value": v, "selected_on": None} for epoch, v in best.curve_]
+    return rows, {replicate_key("clip_style", pair.vision, pair.text, None, None, pair.seed): reps}
+
+
+def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Unimodal zero-shot with each transform fitted on ``anchors`` (``n`` of them);
+    replicates kept at the largest anchor count."""
+    from semalign.experiments.claims import replicate_key
+    from semalign.method.align import Aligner
+
+    setup = pair.setup
+    rows, local = [], {}
+    for kind in setup.transforms:
+        aligner = Aligner(kind=kind, scaling=setup.scaling, seed=pair.seed, precision=setup.affine_precision)
+        aligner.fit(pair.anchor_image[anchors], pair.anchor_report[anchors])
+        base = dict(method="unimodal_zero_shot", transform=kind, source=pair.vision, target=pair.text, n_anchors=n,
+                    seed=pair.seed)
+        scored, reps = pair.scorer.records(base, lambda r, a=aligner: _scores(a.transform(pair.image[r]), pair.prompts,
+                                                                               setup.classes))
         rows += scored
-        rows.append({**base, "task": "macro", "split": "validation", "metric": "auroc",
-                     "value": max(v for _, v in best.curve_)})
-        rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
-                 for m, v in (("lr", best.lr), ("temperature", best.temperature), ("epochs", best.best_epoch_),
-                              ("training_pairs", len(anchor_image)))]
-        # the validation curve of the chosen settings, for the page's figure (the epoch is in n_anchors)
-        rows += [{**base, "method": "clip_style_curve", "n_anchors": epoch, "task": "macro", "split": "validation",
-                  "metric": "auroc", "value": v, "selected_on": None} for epoch, v in best.curve_]
-        local[replicate_key("clip_style", vision, text, None, None, seed)] = reps
-        for n in setup.anchor_counts:
-            anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
-            for kind in setup.transforms:
-                aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
-                aligner.fit(anchor_image[anchors], anchor_report[anchors])
-                base = dict(method="unimodal_zero_shot", transform=kind, source=vision, target=text, n_anchors=n, seed=seed)
-                scored, reps = scorer.records(base, lambda r, a=aligner: _scores(a.transform(image[r]), prompts,
-                                                                                    setup.classes))
-                rows += scored
-                if n == largest:
-                    local[replicate_key("unimodal_zero_shot", vision, text, kind, n, seed)] = reps
-            fitted = {}
-            for k, p in ASIF_GRID:
-                if min(k, n) in {min(kk, n) for kk, pp in fitted if pp == p}:
-                    continue  # k clipped to n gives a setting already tried
-                asif = ASIF(k=k, exponent=p).fit(anchor_image[anchors], anchor_report[anchors])
-                fitted[(k, p)] = (asif, scorer.validation(lambda r, a=asif: _asif_scores(a, image[r], prompts,
-                                                                                          setup.classes)))
-            (k, p), (asif, _) = max(fitted.items(), key=lambda item: item[1][1])
-            base = dict(method="asif", source=vision, target=text, n_anchors=n, seed=seed, selected_on="validation")
-            scored, reps = scorer.records(base, lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes))
-            rows += scored
-            rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
-                     for m, v in (("k", min(k, n)), ("exponent", p))]
-            if n == largest:
-                local[replicate_key("asif", vision, text, None, n, seed)] = reps
-        return rows, local
+        if n == max(setup.anchor_counts):
+            local[replicate_key("unimodal_zero_shot", pair.vision, pair.text, kind, n, pair.seed)] = reps
+    return rows, local
 
-    grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)
-    for rows, local in sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress):
-        records += rows
-        kept.update(local)
-    if replicates is not None:
-        replicates.update(kept)
-    return records
+
+def _asif_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """ASIF on ``anchors`` (``n`` of them), its k and exponent chosen on validation;
+    replicates kept at the largest anchor count."""
+    from semalign.experiments.claims import replicate_key
+    from semalign.method.asif import ASIF
+
+    setup, scorer, image, prompts = pair.setup, pair.scorer, pair.image, pair.prompts
+    fitted = {}
+    for k, p in ASIF_GRID:
+        if min(k, n) in {min(kk, n) for kk, pp in fitted if pp == p}:
+            continue  # k clipped to n gives a setting already tried
+        asif = ASIF(k=k, exponent=p).fit(pair.anchor_image[anchors], pair.anchor_report[anchors])
+        fitted[(k, p)] = (asif, scorer.validation(lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes)))
+    (k, p), (asif, _) = max(fitted.items(), key=lambda item: item[1][1])
+    base = dict(method="asif", source=pair.vision, target=pair.text, n_anchors=n, seed=pair.seed, selected_on="validation")
+    rows, reps = scorer.records(base, lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes))
+    rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
+             for m, v in (("k", min(k, n)), ("exponent", p))]
+    if n == max(setup.anchor_counts):
+        return rows, {replicate_key("asif", pair.vision, pair.text, None, n, pair.seed): reps}
+    return rows, {}
 
 
 def _asif_scores(asif, images: np.ndarray, prompts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes) -> np.ndarray:

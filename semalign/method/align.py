@@ -146,8 +146,8 @@ def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Minimum-norm argmin ‖a w − b‖_F, as ``np.linalg.lstsq(a, b, rcond=None)``.
 
     LAPACK's gelsy (complete orthogonal factorisation) gives the same solution
-    about twice as fast as numpy's SVD-based gelsd; numpy's rank cutoff is kept
-    so that directions lost to centring count as rank-deficient.
+    more cheaply than numpy's SVD-based gelsd; numpy's rank cutoff is kept so
+    that directions lost to centring count as rank-deficient.
     """
     cutoff = np.finfo(np.float64).eps * max(a.shape)
     return scipy.linalg.lstsq(a, b, cond=cutoff, lapack_driver="gelsy", check_finite=False)[0]
@@ -175,9 +175,8 @@ def _thin_svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The thin SVD U, S, Vᵀ of ``a``.
 
     LAPACK's fast divide-and-conquer driver, falling back to the slower but more
-    robust QR-iteration driver when it does not converge (seen on ill-conditioned
-    768-d cross-covariances of real embeddings). (torch's SVD was no faster on
-    the study's 1280-d cross-covariances: 0.57-0.74 s against numpy's 0.45-0.67 s.)
+    robust QR-iteration driver when it does not converge (ill-conditioned
+    cross-covariances of real embeddings can make it fail).
     """
     try:
         return np.linalg.svd(a, full_matrices=False)
@@ -211,8 +210,7 @@ def fit_procrustes(x, y) -> np.ndarray:
     That block is computed as the polar factor of the d_x × d_y block xᵀy alone:
     when the answer is unique the two are equal (x_padᵀ y_pad's singular vectors
     of non-zero singular values are those of xᵀy, padded with zeros), and the
-    SVD is of a d_x × d_y matrix instead of a max(d_x, d_y)² one (1280-d images
-    to 384-d texts: about 10x less work).
+    SVD is of a d_x × d_y matrix instead of a max(d_x, d_y)² one.
     """
     x, y = _anchor_pair(x, y)
     return _polar(x.T @ y)
@@ -311,10 +309,10 @@ def _step_flops(n: int, d_x: int, d_y: int) -> float:
 def threads_for(flops: float):
     """One torch thread for steps under a GFLOP, restored after.
 
-    Each step is a short burst of small kernels; on a shared 2-core machine a
-    second thread made them 10-15x *slower* (a 1280-d fit from 8 anchors, 100
-    steps: 0.42 s with one thread, 6.1 s with two while another process ran),
-    and it buys nothing when idle. Large steps keep the caller's threads.
+    Each step is a short burst of small kernels: a second thread buys nothing
+    for them and, on a machine shared with other processes, makes them much
+    slower while each kernel waits for the descheduled thread. Large steps keep
+    the caller's threads.
     """
     before = torch.get_num_threads()
     if flops < 1e9 and before > 1:
@@ -363,14 +361,9 @@ def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
     ``precision="bf16"`` (or ``"auto"``, see :func:`resolve_gd_precision`) computes
     the gradient exactly (in ``dtype``) every :data:`BF16_REFRESH` steps at a
     reference θ_r and in between as ∇L(θ_r) + c x₁ᵀx₁ (θ − θ_r) with that product
-    in bfloat16, about 2x faster on CPUs with native bfloat16. On 1,024 anchors
-    of 1280-d phantom image embeddings the test-set outputs of the map moved by
-    0.09 % (relative Frobenius norm) against float32, whose own distance to a
-    float64 fit was 1e-6 and to a fit with another seed 27-38 %; a bfloat16
-    gradient without the exact refresh moved them by 5 %. Over the offline
-    vision sweep (6 encoder pairs × 8 anchor counts × 3 seeds) no test macro-AUROC
-    moved by more than 0.0008, and the fits from 256-1,024 anchors took 66 s
-    instead of 111 s.
+    in bfloat16, which is faster on CPUs with native bfloat16. The exact refresh
+    keeps the map close to the float32 fit, which a bfloat16 gradient alone does
+    not; the book's precision appendix gives how close.
     """
     x, y = _anchor_pair(x, y)
     if steps < 0 or lr <= 0:

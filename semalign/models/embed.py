@@ -157,7 +157,7 @@ def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | Non
                 problem = "holds NaN/inf values"
             else:
                 return data
-    warnings.warn(f"embedding cache shard {path} {problem}; recomputing it", stacklevel=3)
+    warnings.warn(f"embedding cache shard {path} {problem}; recomputing it", stacklevel=4)
     return None
 
 
@@ -208,34 +208,64 @@ def embed(
     :class:`SemalignError` and nothing of that shard is cached.
     """
     ids = _check_ids(ids)
-    n = len(ids)
-    get = _accessor(items, n)
-    if shard_size is None:
-        shard_size = default_shard_size()
-    if not isinstance(shard_size, int) or shard_size <= 0:
-        raise SemalignError(f"shard_size must be a positive integer, not {shard_size!r}")
-
+    get = _accessor(items, len(ids))
+    shard_size = _checked_shard_size(shard_size)
     loaded = encoder if _is_loaded(encoder) else None
     if loaded is not None:
         spec, fingerprint = loaded.spec, loaded.fingerprint
     else:
         spec, fingerprint = encoders.encoder_fingerprint(encoder, precision, device)
-    modality = spec.modality
-    name = spec.name
+    expect = _entry_identity(ids, get, spec.modality, fingerprint, progress)
+    folder = entry_dir(expect["key"])
+    manifest = _read_manifest(folder, expect) if cache else None
+    if manifest is None:
+        manifest = {**expect, "encoder": spec.name, "spec": _describe(spec), "modality": spec.modality,
+                    "dim": None, "dtype": "float32", "shard_size": shard_size, "shards": [], "complete": False}
+    if not ids:
+        return np.empty((0, manifest.get("dim") or getattr(loaded, "dim", 0)), np.float32)
+    model = _lazy_model(encoder, loaded, spec.name, fingerprint,
+                        dict(device=device, precision=precision, allow_remote_code=allow_remote_code))
 
+    def compute(start: int, stop: int, bar: Any) -> np.ndarray:
+        rows = _encode_rows(model(), spec.modality, get, start, stop, batch_size, bar)
+        _check_finite(rows, ids, start, spec.name)
+        return rows
+
+    return _read_or_compute(folder, manifest, ids, compute, name=spec.name, cache=cache, progress=progress)
+
+
+def _checked_shard_size(shard_size: Any) -> int:
+    if shard_size is None:
+        shard_size = default_shard_size()
+    if not isinstance(shard_size, int) or shard_size <= 0:
+        raise SemalignError(f"shard_size must be a positive integer, not {shard_size!r}")
+    return shard_size
+
+
+def _ids_sha256(ids: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
+
+
+def _entry_identity(ids: list[str], get: Callable[[int], Any], modality: str, fingerprint: str,
+                    progress: bool) -> dict[str, Any]:
+    """The cache key of these items under this encoder, with the manifest fields it is made of.
+
+    The items are hashed in one streaming pass: each image is read, hashed and dropped.
+    """
     from semalign.study.progress import progress_bar
 
-    ids_hash = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    n = len(ids)
+    ids_hash = _ids_sha256(ids)
     content = hashlib.sha256()
     hashing = progress_bar(total=n, desc=f"hash {modality} items", unit="item", leave=False,
-                   disable=not progress or modality == "text")
+                           disable=not progress or modality == "text")
     with hashing:
-        for i in range(n):  # one streaming pass: images are read, hashed and dropped
+        for i in range(n):
             content.update(_item_digest(get(i), modality, i))
             hashing.update(1)
     content_hash = content.hexdigest()
     key = _cache.hash_key("semalign-embeddings", CACHE_VERSION, fingerprint, ids_hash, content_hash)
-    expect = {
+    return {
         "version": CACHE_VERSION,
         "key": key,
         "n": n,
@@ -243,15 +273,60 @@ def embed(
         "ids_sha256": ids_hash,
         "content_sha256": content_hash,
     }
-    folder = entry_dir(key)
-    manifest = _read_manifest(folder, expect) if cache else None
-    if manifest is None:
-        manifest = {**expect, "encoder": name, "spec": _describe(spec), "modality": modality,
-                    "dim": None, "dtype": "float32", "shard_size": shard_size, "shards": [], "complete": False}
-    size = manifest["shard_size"]
-    dim = manifest.get("dim")
-    if n == 0:
-        return np.empty((0, dim or getattr(loaded, "dim", 0)), np.float32)
+
+
+def _lazy_model(encoder: Any, loaded: Any, name: str, fingerprint: str,
+                load_options: dict[str, Any]) -> Callable[[], Any]:
+    """``model()``: the loaded encoder, loading a reference on first call only, so a warm cache loads nothing."""
+    model = loaded
+
+    def get_model() -> Any:
+        nonlocal model
+        if model is None:
+            model = encoders.load_encoder(encoder, **load_options)
+            if model.fingerprint != fingerprint:
+                raise SemalignError(f"the files of encoder {name!r} changed while embedding; run again")
+        return model
+
+    return get_model
+
+
+def _encode_rows(model: Any, modality: str, get: Callable[[int], Any], start: int, stop: int,
+                 batch_size: int | None, bar: Any) -> np.ndarray:
+    """Embeddings of items ``start:stop`` as float32 rows, counted on ``bar``."""
+    if modality == "text":  # the whole shard at once: the encoder length-sorts it
+        distinct, inverse = _distinct([get(i) for i in range(start, stop)])
+        bar.update(stop - start - len(distinct))
+        rows = np.asarray(model.encode(distinct, batch_size=batch_size, callback=bar.update))[inverse]
+    else:  # images: only one batch in memory at a time
+        bs = int(batch_size or getattr(model, "default_batch_size", 32))
+        rows = np.empty((stop - start, model.dim), np.float32)
+        for b in range(start, stop, bs):
+            e = min(stop, b + bs)
+            rows[b - start : e - start] = model.encode([get(i) for i in range(b, e)], batch_size=bs)
+            bar.update(e - b)
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _check_finite(rows: np.ndarray, ids: Sequence[str], start: int, name: str) -> None:
+    bad_rows = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if len(bad_rows):
+        stop = start + len(rows)
+        examples = ", ".join(ids[start + int(j)] for j in bad_rows[:3])
+        raise SemalignError(
+            f"encoder {name!r} produced NaN/inf embeddings for {len(bad_rows)} of {stop - start} items "
+            f"(rows {start}..{stop - 1}, e.g. ids {examples}); check those inputs, or try precision='fp32'"
+        )
+
+
+def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
+                     compute: Callable[[int, int, Any], np.ndarray], *, name: str, cache: bool,
+                     progress: bool) -> np.ndarray:
+    """Every shard of the entry, read back when intact, else computed (and, with
+    ``cache``, written before the manifest that lists it: a crash loses at most one shard)."""
+    from semalign.study.progress import progress_bar
+
+    n, size, dim = len(ids), manifest["shard_size"], manifest.get("dim")
     n_shards = -(-n // size)
     records: list[dict[str, Any] | None] = [
         r if isinstance(r, dict) else None for r in manifest["shards"][:n_shards]
@@ -260,37 +335,7 @@ def embed(
     if cache and not all(records):
         _cache.remove_stale_temporaries(folder)  # shards half-written by a killed run
     out: np.ndarray | None = np.empty((n, dim), np.float32) if dim else None
-    model = loaded
     bar = progress_bar(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
-
-    def compute(start: int, stop: int) -> np.ndarray:
-        nonlocal model
-        if model is None:
-            model = encoders.load_encoder(encoder, device=device, precision=precision,
-                                          allow_remote_code=allow_remote_code)
-            if model.fingerprint != fingerprint:
-                raise SemalignError(f"the files of encoder {name!r} changed while embedding; run again")
-        if modality == "text":  # the whole shard at once: the encoder length-sorts it
-            distinct, inverse = _distinct([get(i) for i in range(start, stop)])
-            bar.update(stop - start - len(distinct))
-            rows = np.asarray(model.encode(distinct, batch_size=batch_size, callback=bar.update))[inverse]
-        else:  # images: only one batch in memory at a time
-            bs = int(batch_size or getattr(model, "default_batch_size", 32))
-            rows = np.empty((stop - start, model.dim), np.float32)
-            for b in range(start, stop, bs):
-                e = min(stop, b + bs)
-                rows[b - start : e - start] = model.encode([get(i) for i in range(b, e)], batch_size=bs)
-                bar.update(e - b)
-        rows = np.asarray(rows, dtype=np.float32)
-        bad_rows = np.flatnonzero(~np.isfinite(rows).all(axis=1))
-        if len(bad_rows):
-            examples = ", ".join(ids[start + int(j)] for j in bad_rows[:3])
-            raise SemalignError(
-                f"encoder {name!r} produced NaN/inf embeddings for {len(bad_rows)} of {stop - start} items "
-                f"(rows {start}..{stop - 1}, e.g. ids {examples}); check those inputs, or try precision='fp32'"
-            )
-        return rows
-
     try:
         for k in range(n_shards):
             start, stop = k * size, min(n, (k + 1) * size)
@@ -301,9 +346,9 @@ def embed(
                 if rows is not None:
                     bar.update(stop - start)
             if rows is None:
-                rows = compute(start, stop)
-                if cache:  # this shard, then the manifest that lists it: a crash loses at most one shard
-                    records[k] = _write_shard(shard_path, rows, start, ids[start:stop], fingerprint)
+                rows = compute(start, stop, bar)
+                if cache:
+                    records[k] = _write_shard(shard_path, rows, start, ids[start:stop], manifest["fingerprint"])
                     manifest.update(dim=int(rows.shape[1]), shards=records,
                                     complete=all(r is not None for r in records))
                     _cache.atomic_write_json(folder / "manifest.json", manifest)
@@ -324,7 +369,7 @@ def _write_shard(path: Path, rows: np.ndarray, start: int, ids: Sequence[str], f
         "start": start,
         "rows": len(rows),
         "fingerprint": fingerprint,
-        "ids_sha256": hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest(),
+        "ids_sha256": _ids_sha256(ids),
     }
     # one metadata key: safetensors writes several in hash-map order, which
     # differs between processes, and identical inputs should give identical bytes

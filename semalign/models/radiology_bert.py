@@ -87,12 +87,12 @@ _FOLDER_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 class RadiologyBertConfig:
     """Vocabulary, architecture and training settings; every field enters the cache key.
 
-    The defaults fit the offline profile: the whole build takes a few minutes on
-    one CPU thread, inside a cold run of the study.
+    The defaults fit the offline profile: the build runs on one CPU thread,
+    inside a cold run of the study.
 
     ``vocab_size`` (4096) is the WordPiece vocabulary's upper bound and
     ``min_frequency`` (2) the fewest occurrences a merged piece needs; on the IU
-    training reports the vocabulary saturates near 3,100 tokens.
+    training reports the vocabulary saturates below that bound.
     ``hidden_size`` (256), ``layers`` (2), ``heads`` (4), ``intermediate_size``
     (1024): a compact BERT, 256-d, unlike MiniLM's 384 and MPNet's 768. Two
     layers cost half as much per step as four, which is what lets the
@@ -336,37 +336,117 @@ def _run_stage(name: str, step_fn, batches, params, optimizer, schedule, max_gra
     return losses
 
 
+def _bert_config(config: RadiologyBertConfig, tokenizer, dropout: float):
+    """The architecture of ``config`` over ``tokenizer``'s vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_length,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _pretrain(tokenizer, text_tokens: list[list[int]], config: RadiologyBertConfig, generator: torch.Generator,
+              bar) -> tuple[Any, list[float], float]:
+    """Stage 2: masked-language-model pretraining of a randomly initialised BERT
+    (initialised from the global generator, which the caller has seeded).
+    Returns the model, its losses and the stage's seconds."""
+    from transformers import BertForMaskedLM
+
+    vocab_size = len(tokenizer)
+    special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS])
+    mlm = BertForMaskedLM(_bert_config(config, tokenizer, config.mlm_dropout))
+    mlm.train()
+
+    def mlm_step(index: list[int]) -> torch.Tensor:
+        ids, mask = _pad([text_tokens[i] for i in index])
+        maskable = mask.bool() & ~torch.isin(ids, special_ids)
+        corrupted, chosen = mask_tokens(
+            ids, maskable, tokenizer.mask_token_id, vocab_size, config.mask_probability, generator
+        )
+        hidden = mlm.bert(input_ids=corrupted, attention_mask=mask).last_hidden_state
+        # the vocabulary projection only where a token is predicted
+        return F.cross_entropy(mlm.cls(hidden[chosen]), ids[chosen])
+
+    params, optimizer, schedule = _optimizer(mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction)
+    batches = _batches(
+        [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
+    )
+    started = time.perf_counter()
+    losses = _run_stage("MLM", mlm_step, batches, params, optimizer, schedule, config.max_grad_norm, bar)
+    return mlm, losses, time.perf_counter() - started
+
+
+def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[list[int]]],
+                       pairs: tuple[list[str], list[str]], config: RadiologyBertConfig, generator: torch.Generator,
+                       bar) -> tuple[Any, list[float], float]:
+    """Stage 3: contrastive training, on (findings, impression) pairs, of the
+    pretrained encoder. Returns the encoder, its losses and the stage's seconds."""
+    from transformers import BertModel
+
+    f_tokens, i_tokens = pair_tokens
+    findings, impressions = pairs
+    # A full BertModel (its pooler unused: the study pools by mean) so that
+    # AutoModel loads the folder without missing weights.
+    encoder = BertModel(_bert_config(config, tokenizer, config.contrastive_dropout))
+    missing, unexpected = encoder.load_state_dict(mlm.bert.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("pooler.") for key in missing):
+        raise SemalignError(f"the MLM encoder does not fit BertModel: missing {missing}, unexpected {unexpected}")
+    encoder.train()
+
+    def contrastive_step(index: list[int]) -> torch.Tensor:
+        embedded = []
+        for tokens in (f_tokens, i_tokens):
+            ids, mask = _pad([tokens[i] for i in index])
+            embedded.append(mean_pool(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
+        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
+        return contrastive_loss(*embedded, config.scale, duplicates)
+
+    params, optimizer, schedule = _optimizer(
+        encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps, config.warmup_fraction
+    )
+    batches = _batches(
+        [len(t) for t in f_tokens], config.contrastive_batch_size, config.contrastive_steps, generator,
+        config.length_grouping,
+    )
+    started = time.perf_counter()
+    losses = _run_stage("contrastive", contrastive_step, batches, params, optimizer, schedule, config.max_grad_norm, bar)
+    return encoder, losses, time.perf_counter() - started
+
+
+def _stage_summary(losses: list[float], batch_size: int, n_items: int, seconds: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "steps": len(losses),
+        "epochs": len(losses) * batch_size / n_items,
+        "seconds": round(seconds, 2),
+    }
+    if losses:
+        summary["loss"] = _loss_summary(losses)
+    return summary
+
+
 def _train(
     folder: Path, texts: list[str], pairs: tuple[list[str], list[str], list[str]], config: RadiologyBertConfig, progress: bool
 ) -> dict[str, Any]:
     """Build the tokenizer, pretrain and train the encoder, save both into ``folder``; return metrics."""
     from semalign.study.progress import progress_bar
-    from transformers import BertConfig, BertForMaskedLM, BertModel
 
     started = time.perf_counter()
     tokenizer = train_tokenizer(texts, config.vocab_size, config.min_frequency, config.max_length)
-    vocab_size = len(tokenizer)
-
-    def bert_config(dropout: float) -> BertConfig:
-        return BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.layers,
-            num_attention_heads=config.heads,
-            intermediate_size=config.intermediate_size,
-            max_position_embeddings=config.max_length,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-            pad_token_id=tokenizer.pad_token_id,
-        )
 
     def tokenize(items: list[str]) -> list[list[int]]:
         return tokenizer(items, truncation=True, max_length=config.max_length)["input_ids"]
 
     text_tokens = tokenize(texts)
     _, findings, impressions = pairs
-    f_tokens, i_tokens = tokenize(findings), tokenize(impressions)
-    special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS])
+    pair_tokens = tokenize(findings), tokenize(impressions)
     generator = torch.Generator().manual_seed(config.seed)
 
     bar = progress_bar(
@@ -380,83 +460,21 @@ def _train(
         # only inside a fork that restores the caller's state on exit.
         with torch.random.fork_rng(devices=[]), _torch_threads(config.threads), _transformers_bars(False):
             torch.random.default_generator.manual_seed(config.seed + 1)
-            mlm = BertForMaskedLM(bert_config(config.mlm_dropout))
-            mlm.train()
-
-            def mlm_step(index: list[int]) -> torch.Tensor:
-                ids, mask = _pad([text_tokens[i] for i in index])
-                maskable = mask.bool() & ~torch.isin(ids, special_ids)
-                corrupted, chosen = mask_tokens(
-                    ids, maskable, tokenizer.mask_token_id, vocab_size, config.mask_probability, generator
-                )
-                hidden = mlm.bert(input_ids=corrupted, attention_mask=mask).last_hidden_state
-                # the vocabulary projection only where a token is predicted
-                return F.cross_entropy(mlm.cls(hidden[chosen]), ids[chosen])
-
-            params, optimizer, schedule = _optimizer(
-                mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction
+            mlm, mlm_losses, mlm_seconds = _pretrain(tokenizer, text_tokens, config, generator, bar)
+            encoder, contrastive_losses, contrastive_seconds = _train_contrastive(
+                mlm, tokenizer, pair_tokens, (findings, impressions), config, generator, bar
             )
-            batches = _batches(
-                [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
-            )
-            stage_started = time.perf_counter()
-            mlm_losses = _run_stage("MLM", mlm_step, batches, params, optimizer, schedule, config.max_grad_norm, bar)
-            mlm_seconds = time.perf_counter() - stage_started
-
-            # A full BertModel (its pooler unused: the study pools by mean) so that
-            # AutoModel loads the folder without missing weights.
-            encoder = BertModel(bert_config(config.contrastive_dropout))
-            missing, unexpected = encoder.load_state_dict(mlm.bert.state_dict(), strict=False)
-            if unexpected or any(not key.startswith("pooler.") for key in missing):
-                raise SemalignError(f"the MLM encoder does not fit BertModel: missing {missing}, unexpected {unexpected}")
-            encoder.train()
-
-            def contrastive_step(index: list[int]) -> torch.Tensor:
-                embedded = []
-                for tokens in (f_tokens, i_tokens):
-                    ids, mask = _pad([tokens[i] for i in index])
-                    embedded.append(mean_pool(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
-                duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
-                return contrastive_loss(*embedded, config.scale, duplicates)
-
-            params, optimizer, schedule = _optimizer(
-                encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps, config.warmup_fraction
-            )
-            batches = _batches(
-                [len(t) for t in f_tokens],
-                config.contrastive_batch_size,
-                config.contrastive_steps,
-                generator,
-                config.length_grouping,
-            )
-            stage_started = time.perf_counter()
-            contrastive_losses = _run_stage(
-                "contrastive", contrastive_step, batches, params, optimizer, schedule, config.max_grad_norm, bar
-            )
-            contrastive_seconds = time.perf_counter() - stage_started
             encoder.eval()
             encoder.save_pretrained(folder, safe_serialization=True)
             tokenizer.save_pretrained(folder)
     finally:
         bar.close()
-    seconds = time.perf_counter() - started
-
-    def stage(losses: list[float], batch_size: int, n_items: int, stage_seconds: float) -> dict[str, Any]:
-        summary: dict[str, Any] = {
-            "steps": len(losses),
-            "epochs": len(losses) * batch_size / n_items,
-            "seconds": round(stage_seconds, 2),
-        }
-        if losses:
-            summary["loss"] = _loss_summary(losses)
-        return summary
-
     return {
-        "vocab_size": vocab_size,
+        "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in encoder.parameters()),
-        "mlm": stage(mlm_losses, config.mlm_batch_size, len(texts), mlm_seconds),
-        "contrastive": stage(contrastive_losses, config.contrastive_batch_size, len(findings), contrastive_seconds),
-        "seconds": round(seconds, 2),
+        "mlm": _stage_summary(mlm_losses, config.mlm_batch_size, len(texts), mlm_seconds),
+        "contrastive": _stage_summary(contrastive_losses, config.contrastive_batch_size, len(findings), contrastive_seconds),
+        "seconds": round(time.perf_counter() - started, 2),
     }
 
 

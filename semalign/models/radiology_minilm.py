@@ -11,13 +11,6 @@ averaged). Pairs in a batch that share the same findings or the same impression
 text (IU has many identical "no acute cardiopulmonary abnormality" impressions)
 are masked out of each other's negatives, as they are positives.
 
-With the default :class:`AdaptConfig` (50 steps of 16 pairs, about 1.5 minutes
-on 2 CPU cores) on the seed-0 70/30 IU split, measured on 500 held-out test
-reports: linear CKA 0.81 and mean cosine 0.71 between MiniLM's and the adapted
-encoder's embeddings of the same report, and findings -> impression retrieval
-(432 queries, 232 distinct impressions) top-1 3.9% -> 11.3%, top-5 15.3% ->
-38.9%, MRR 0.097 -> 0.261.
-
 The trained encoder is a folder in Hugging Face format (``model.safetensors``,
 ``config.json``, tokenizer files, plus the sentence-transformers module files, so
 ``SentenceTransformer(folder)`` also loads it) with a ``semalign_encoder.json``
@@ -44,6 +37,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +49,7 @@ from semalign.study import cache
 
 from semalign.study import paths
 from semalign.data.reports import ReportSet
-from semalign.models.encoders import file_sha256  # sha256 remembered per (path, size, mtime)
+from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.errors import SemalignError
 
 #: Bumped when the training procedure changes in a way the config does not show.
@@ -68,47 +62,42 @@ FOLDER_PREFIX = "radiology-minilm-"
 class AdaptConfig:
     """Fine-tuning settings; every field enters the cache key.
 
-    The defaults are sized for the offline profile on 2 shared CPU cores, where a
-    step of 16 pairs takes about 2 s (0.45 steps/s measured while other jobs kept
-    the load average near 7): 50 steps, under 2 minutes, 800 pairs (a third of
-    the 2,384 pairs of the seed-0 IU training split); the module docstring gives
-    how far this moves the encoder from MiniLM.
+    The defaults are sized for the offline profile on a few shared CPU cores:
+    a fraction of an epoch of the IU training pairs.
 
-    ``steps`` (50) optimizer steps of ``batch_size`` (16) pairs. Throughput in
-    pairs/s hardly depends on the batch size on CPU, and at equal pairs seen
-    (1,280) 80x16 beat 40x32 (top-5 findings -> impression retrieval 49% vs 43%),
-    so the smaller batch (15 in-batch negatives) buys more updates.
-    ``lr`` (1e-4) is AdamW's peak rate. 2e-5, the sentence-transformers default,
-    is meant for thousands of steps: after 40x32 steps it left the encoder at
-    linear CKA 0.95 with MiniLM (top-5 retrieval 24%, MiniLM's 15%), 5e-5 at 0.87
-    (37%), 1e-4 at 0.77 (43%); the budget is a fraction of an epoch, so the rate
-    must be high for the encoder to become a different one.
-    ``warmup_fraction`` (0.1) of the steps ramp the rate linearly from 0, then it
+    ``steps`` optimizer steps of ``batch_size`` pairs. On a CPU the pairs per
+    second hardly depend on the batch size, so a small batch (few in-batch
+    negatives) buys more updates in the same time.
+    ``lr`` is AdamW's peak rate, well above sentence-transformers' default of
+    2e-5, which is meant for thousands of steps: with a fraction of an epoch the
+    rate must be high for the encoder to become a different one.
+    ``warmup_fraction`` of the steps ramp the rate linearly from 0, then it
     decays linearly to 0 (the ``WarmupLinear`` schedule of sentence-transformers).
-    ``weight_decay`` (0.01, not on biases and LayerNorm) and ``max_grad_norm`` (1.0)
-    as in sentence-transformers.
-    ``max_length`` (128) tokens: 99% of IU findings sections are shorter.
-    ``scale`` (20) multiplies the cosine similarities (inverse temperature), as in
+    ``weight_decay`` (not on biases and LayerNorm) and ``max_grad_norm`` as in
+    sentence-transformers.
+    ``max_length`` tokens: 99% of IU findings sections are shorter.
+    ``scale`` multiplies the cosine similarities (inverse temperature), as in
     ``MultipleNegativesRankingLoss``.
-    ``freeze_embeddings`` (True): the token/position embeddings keep MiniLM's values
-    (11.7M of its 22.7M parameters; 2,400 reports cannot re-learn a vocabulary).
-    ``freeze_layers`` (3): the lower 3 of the 6 transformer layers are not trained
-    either, so the backward pass stops halfway: about 1.5x faster per step.
-    ``bf16`` (False): run the forward pass under ``torch.autocast("cpu", bfloat16)``.
-    Off by default: at MiniLM's width (384) the casts cost as much as the bf16
-    matrix products save (profiled: 8.8 s vs 7.1 s per fp32 step).
-    ``mask_duplicates`` (True): in-batch pairs with an identical findings or
-    impression text (IU has 215 training reports whose impression is "No acute
-    cardiopulmonary abnormality.") are not used as negatives of each other.
-    ``length_grouping`` (16): batches are cut from runs of 16 batches' worth of
-    shuffled pairs sorted by findings length, then shuffled, which about halves
-    the padding; 0 or 1 gives plain random batches.
-    ``threads`` (1): torch intra-op threads while training (restored after). On the
-    shared 2-core machine 2 threads were 3-6x *slower* per step than 1 (each
-    parallel op waits for a thread that another process has descheduled), and
-    the thread count changes float reduction order, hence the exact weights:
-    fixing it makes the cached encoder the same on every machine.
-    ``seed`` (0) drives the batch order and the dropout masks.
+    ``freeze_embeddings``: the token/position embeddings keep MiniLM's values
+    (about half its parameters; a few thousand reports cannot re-learn a
+    vocabulary).
+    ``freeze_layers``: the lower transformer layers are not trained either, so
+    the backward pass stops early and each step is cheaper.
+    ``bf16``: run the forward pass under ``torch.autocast("cpu", bfloat16)``.
+    Off by default: at MiniLM's width the casts cost about as much as the bf16
+    matrix products save.
+    ``mask_duplicates``: in-batch pairs with an identical findings or
+    impression text (many IU impressions read "No acute cardiopulmonary
+    abnormality.") are not used as negatives of each other.
+    ``length_grouping``: batches are cut from runs of this many batches' worth
+    of shuffled pairs sorted by findings length, then shuffled, which cuts the
+    padding; 0 or 1 gives plain random batches.
+    ``threads``: torch intra-op threads while training (restored after). On a
+    shared machine more threads can be slower per step (each parallel op waits
+    for a thread that another process has descheduled), and the thread count
+    changes float reduction order, hence the exact weights: fixing it makes the
+    cached encoder the same on every machine.
+    ``seed`` drives the batch order and the dropout masks.
     """
 
     steps: int = 50
@@ -231,6 +220,34 @@ def discard_damaged(target: Path) -> None:
     """Remove an encoder folder that :func:`is_complete` rejected, so it is rebuilt."""
     if target.exists():
         shutil.rmtree(target)
+
+
+def build_cached(target: Path, names: tuple[str, ...], write: Callable[[Path], dict[str, Any]]) -> Path:
+    """The encoder folder ``target``, built on first use.
+
+    ``write(folder)`` fills a hidden temporary folder beside ``target`` and
+    returns the description saved there as ``semalign_encoder.json``; the
+    folder is then renamed into place, so an interrupted build never looks like
+    a valid entry. An entry that :func:`is_complete` (with ``names``) rejects is
+    rebuilt; when a concurrent build of the same key finishes first, its entry is kept.
+    """
+    if is_complete(target, names):
+        return target
+    discard_damaged(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        cache.atomic_write_json(tmp / ENCODER_FILE, write(tmp))
+        cache.make_shareable(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not is_complete(target, names):  # not a concurrent build of the same key
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 # --------------------------------------------------------------------------- training
@@ -463,8 +480,8 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
 
     ``train_reports`` must be the training split only (e.g.
     ``load_iu_reports().subset(train_index)``): the test reports must stay unseen.
-    Trains on first use (about 1.5 minutes with the default config on 2 cores)
-    and returns the cached folder afterwards without loading the model.
+    Trains on first use and returns the cached folder afterwards without
+    loading the model.
     """
     config = config or AdaptConfig()
     pairs = training_pairs(train_reports)
@@ -476,16 +493,10 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
             f"or lower batch_size to at most {n_pairs}"
         )
     inputs = cache_inputs(train_reports, config)
-    target = _folder_for(inputs)
-    if is_complete(target):
-        return target
-    discard_damaged(target)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        metrics = _train(tmp, pairs, config, progress)
-        description = {
+    def write(folder: Path) -> dict[str, Any]:
+        metrics = _train(folder, pairs, config, progress)
+        return {
             "kind": "radiology-minilm",
             "pooling": "mean",
             "normalize": True,
@@ -493,19 +504,10 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
             "embedding_dim": 384,
             **inputs,
             "training": metrics,
-            "weights_sha256": cache.sha256_file(tmp / "model.safetensors"),
+            "weights_sha256": cache.sha256_file(folder / "model.safetensors"),
         }
-        cache.atomic_write_json(tmp / ENCODER_FILE, description)
-        cache.make_shareable(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not is_complete(target):  # not a concurrent build of the same key
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_cached(_folder_for(inputs), ("model.safetensors", "config.json"), write)
 
 
 def read_description(folder: str | os.PathLike) -> dict[str, Any]:
@@ -541,49 +543,3 @@ def encode_texts(
             out.append(mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]))
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.hidden_size), np.float32)
 
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear centred kernel alignment of two embeddings of the same items (1 = same geometry up to rotation/scale)."""
-    x = np.asarray(x, np.float64) - np.mean(x, axis=0)
-    y = np.asarray(y, np.float64) - np.mean(y, axis=0)
-    cross = np.linalg.norm(y.T @ x) ** 2
-    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
-
-
-def retrieval_accuracy(folder: str | os.PathLike, reports: ReportSet, top_k: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """Findings → impression retrieval on reports with both sections.
-
-    The gallery is the set of *distinct* impression texts (IU repeats many), and a
-    query is right when its own impression text ranks in the top k.
-    """
-    _, findings, impressions = training_pairs(reports)
-    gallery = sorted(set(impressions))
-    position = {text: i for i, text in enumerate(gallery)}
-    target = np.array([position[t] for t in impressions])
-    q = encode_texts(folder, findings)
-    g = encode_texts(folder, gallery)
-    rank_of_target = (q @ g.T > (q * g[target]).sum(1, keepdims=True)).sum(1)
-    result = {f"top{k}": float(np.mean(rank_of_target < k)) for k in top_k}
-    result.update(n_queries=len(findings), n_gallery=len(gallery), mrr=float(np.mean(1.0 / (rank_of_target + 1))))
-    return result
-
-
-def compare_encoders(
-    base_folder: str | os.PathLike, adapted_folder: str | os.PathLike, reports: ReportSet
-) -> dict[str, Any]:
-    """How far the adapted encoder moved from the base on held-out ``reports``.
-
-    ``linear_cka`` and ``mean_cosine`` (same text, base vs adapted vector; both
-    models share one 384-d space because one was fine-tuned from the other)
-    compare the full report texts; ``retrieval_*`` is :func:`retrieval_accuracy`.
-    """
-    texts = list(reports.texts)
-    a = encode_texts(base_folder, texts)
-    b = encode_texts(adapted_folder, texts)
-    return {
-        "n_reports": len(texts),
-        "linear_cka": linear_cka(a, b),
-        "mean_cosine": float(np.mean(np.sum(a * b, axis=1))),
-        "retrieval_base": retrieval_accuracy(base_folder, reports),
-        "retrieval_adapted": retrieval_accuracy(adapted_folder, reports),
-    }

@@ -120,7 +120,7 @@ def disk_checks() -> list[Check]:
 def encoder_checks() -> list[Check]:
     """The packaged encoder weights, located and hash-verified (no model is loaded)."""
     try:
-        from semalign.models.encoders import doctor_checks
+        from semalign.models.weights import doctor_checks
     except ImportError as exc:
         return [(False, f"the encoder registry cannot be imported ({exc})", "pip install -r requirements-lock.txt")]
     return doctor_checks()

@@ -61,7 +61,8 @@ def study_made_encoders() -> str:
     """How each encoder the study trains itself is made, and from which data
     (from the configurations the code trains them with)."""
     from semalign.models.radiology_minilm import AdaptConfig
-    from semalign.models.phantom_effnet import SSLConfig, VisionAdaptConfig
+    from semalign.models.phantom_effnet import VisionAdaptConfig
+    from semalign.models.phantom_ssl import SSLConfig
     from semalign.models.radiology_bert import RadiologyBertConfig
 
     bert, ssl, supervised, minilm = RadiologyBertConfig(), SSLConfig(), VisionAdaptConfig(), AdaptConfig()
@@ -90,8 +91,8 @@ def study_made_encoders() -> str:
         "## Encoders the study makes\n",
         "The offline profile's medical encoders are trained by the study itself, from training-split data only "
         "(never a test item), and cached; the step counts are the offline profile's (`medical_scale` scales them: "
-        "the smoke profile's are a fiftieth). The code is in `semalign.models.radiology_bert`, `semalign.models.phantom_effnet` "
-        "and `semalign.models.radiology_minilm`.\n",
+        "the smoke profile's are a fiftieth). The code is in `semalign.models.radiology_bert`, `semalign.models.phantom_ssl`, "
+        "`semalign.models.phantom_effnet` and `semalign.models.radiology_minilm`.\n",
         table(["encoder", "role", "made from", "training", "data"], rows),
     ])
 

@@ -1,0 +1,92 @@
+"""CheXpert-v1.0-small: ``train.csv`` and ``valid.csv``, whose ``Path`` column
+(``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``) is
+relative to ``data_root``; the patient id is read from that path."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semalign.data.manifest import SourceStatus
+from semalign.data.paper.sources import (
+    check,
+    counts_note,
+    find_root,
+    manifest_entry,
+    missing,
+    missing_root,
+    raise_unless_ok,
+    read_present,
+)
+from semalign.data.paper.tables import (
+    BAD_VALUE,
+    DUPLICATE,
+    NO_IMAGE,
+    NO_PATIENT,
+    NOT_FRONTAL,
+    UNCERTAIN,
+    Drops,
+    ImageTable,
+    chexpert_style,
+    select_labels,
+)
+
+NAME = "chexpert"
+_PATIENT = re.compile(r"(patient\d+)")
+_META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+
+
+def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
+    """The dataset's status and its train and valid tables (``need``: unused, every check needs both)."""
+    entry = manifest_entry(NAME)
+    files = entry["files"]
+    root = find_root(data_root, entry)
+    if root is None:
+        return missing_root(NAME, entry, data_root, "train"), {}
+    problem, tables = read_present(NAME, entry, data_root, root, ("train", "valid"), checksums=False)
+    if problem:
+        return problem, {}
+    sample = [root / p for p in tables["train"]["Path"].head(20)]
+    if not any(p.is_file() for p in sample):
+        return missing(NAME, entry, data_root, sample[:1], root), {}
+    tables["root"] = root
+    note = counts_note(entry, {"train_images": len(tables["train"]), "valid_images": len(tables["valid"])})
+    return SourceStatus(NAME, "ok", str(root), note), tables
+
+
+def load_images(data_root: Path, uncertain: str, labels, frontal_only: bool) -> ImageTable:
+    """Training then validation images; see :func:`semalign.data.paper.load_images`."""
+    status, tables = check(NAME, open_files, data_root, ("images",))
+    raise_unless_ok(status)
+    root = tables["root"]
+    available = [c for c in tables["train"].columns if c not in _META_COLUMNS]
+    chosen = select_labels(NAME, labels, available)
+    table = pd.concat(
+        [tables["train"].assign(_split="train"), tables["valid"].assign(_split="valid")], ignore_index=True
+    )
+    table[chosen] = table[chosen].fillna("")  # a label column absent from valid.csv reads as blank
+    drops = Drops(len(table), [DUPLICATE, NOT_FRONTAL, NO_PATIENT, BAD_VALUE, UNCERTAIN, NO_IMAGE])
+    drops.drop(DUPLICATE, table.duplicated("Path").to_numpy())
+    if frontal_only:
+        drops.drop(NOT_FRONTAL, (table["Frontal/Lateral"].str.strip() != "Frontal").to_numpy())
+    patient = table["Path"].str.extract(_PATIENT, expand=False)
+    drops.drop(NO_PATIENT, patient.isna().to_numpy())
+    values, invalid, uncertain_rows = chexpert_style(table, chosen, uncertain)
+    drops.drop(BAD_VALUE, invalid.to_numpy())
+    drops.drop(UNCERTAIN, uncertain_rows.to_numpy())
+    names = (os.fspath(root) + os.sep + table["Path"].str.replace("/", os.sep, regex=False)).to_numpy()
+    drops.drop_missing_files(names)
+    keep = np.flatnonzero(drops.keep)
+    return ImageTable(
+        table["Path"].to_numpy()[keep].tolist(),
+        [Path(n) for n in names[keep]],
+        values.iloc[keep].reset_index(drop=True),
+        patient.to_numpy()[keep].tolist(),
+        table["_split"].to_numpy()[keep].tolist(),
+        drops.counts,
+        "CheXpert-v1.0-small",
+    )

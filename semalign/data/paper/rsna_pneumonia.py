@@ -1,0 +1,106 @@
+"""RSNA Pneumonia Detection Challenge, stage 2 training set.
+
+``stage_2_train_labels.csv`` holds one row per box (and one row for an image
+without any), ``stage_2_detailed_class_info.csv`` each image's class, and
+``stage_2_train_images/<patientId>.dcm`` the images. An image's ``Pneumonia``
+label is the maximum ``Target`` over its rows; ``Normal`` and ``No Lung
+Opacity / Not Normal`` come from the class file, and an image whose class
+disagrees with its Target is dropped. The dataset has no uncertain labels and
+one image per patient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semalign.data.manifest import SourceStatus
+from semalign.data.paper.sources import (
+    check,
+    counts_note,
+    exists_many,
+    find_root,
+    manifest_entry,
+    missing,
+    missing_root,
+    raise_unless_ok,
+    read_present,
+)
+from semalign.data.paper.tables import (
+    BAD_VALUE,
+    CLASS_DISAGREES,
+    NO_CLASS,
+    NO_IMAGE,
+    Drops,
+    ImageTable,
+    select_labels,
+)
+
+NAME = "rsna_pneumonia"
+LABELS = ("Pneumonia", "Normal", "No Lung Opacity / Not Normal")
+
+
+def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
+    """The dataset's status and its label and class tables (``need``: unused, every check needs both)."""
+    entry = manifest_entry(NAME)
+    files = entry["files"]
+    root = find_root(data_root, entry)
+    if root is None:
+        return missing_root(NAME, entry, data_root, "labels"), {}
+    problem, tables = read_present(NAME, entry, data_root, root, ("labels", "class_info"), ("images_dir",),
+                                   checksums=False)
+    if problem:
+        return problem, {}
+    images_dir = root / files["images_dir"]
+    patients = tables["labels"]["patientId"].drop_duplicates()
+    sample = [images_dir / f"{p}.dcm" for p in patients.head(20)]
+    if not any(p.is_file() for p in sample):
+        return missing(NAME, entry, data_root, sample[:1], root), {}
+    tables["root"] = root
+    note = counts_note(entry, {"label_rows": len(tables["labels"]), "images": len(patients)})
+    return SourceStatus(NAME, "ok", str(root), note), tables
+
+
+def load_images(data_root: Path, labels) -> ImageTable:
+    """One row per image; see :func:`semalign.data.paper.load_images`."""
+    status, tables = check(NAME, open_files, data_root, ("images",))
+    raise_unless_ok(status)
+    chosen = select_labels(NAME, labels, list(LABELS))
+    rows = tables["labels"]
+    target = pd.to_numeric(rows["Target"].str.strip(), errors="coerce")
+    bad_row = target.isna() | ~target.isin([0, 1])
+    per_patient = pd.DataFrame({"patientId": rows["patientId"], "target": target, "bad": bad_row})
+    grouped = per_patient.groupby("patientId", sort=False).agg(target=("target", "max"), bad=("bad", "any"))
+    classes = tables["class_info"].drop_duplicates()
+    conflicting = classes["patientId"].duplicated(keep=False)
+    class_of = classes[~conflicting].set_index("patientId")["class"].str.strip()
+    patients = grouped.index.to_series()
+    cls = patients.map(class_of)
+    drops = Drops(len(grouped), [BAD_VALUE, NO_CLASS, CLASS_DISAGREES, NO_IMAGE])
+    drops.drop(BAD_VALUE, grouped["bad"].to_numpy())
+    drops.drop(NO_CLASS, cls.isna().to_numpy())
+    pneumonia = grouped["target"].fillna(0).astype(int)
+    drops.drop(CLASS_DISAGREES, ((cls == "Lung Opacity").astype(int) != pneumonia).to_numpy() & cls.notna().to_numpy())
+    images_dir = tables["root"] / manifest_entry(NAME)["files"]["images_dir"]
+    paths = [images_dir / f"{p}.dcm" for p in patients]
+    drops.drop(NO_IMAGE, ~exists_many(paths))
+    keep = np.flatnonzero(drops.keep)
+    all_labels = pd.DataFrame(
+        {
+            "Pneumonia": pneumonia.to_numpy(),
+            "Normal": (cls == "Normal").astype(int).to_numpy(),
+            "No Lung Opacity / Not Normal": (cls == "No Lung Opacity / Not Normal").astype(int).to_numpy(),
+        }
+    )
+    ids = patients.to_numpy()[keep].tolist()
+    return ImageTable(
+        ids,
+        [paths[i] for i in keep],
+        all_labels[chosen].iloc[keep].reset_index(drop=True),
+        list(ids),
+        None,
+        drops.counts,
+        "RSNA Pneumonia",
+    )

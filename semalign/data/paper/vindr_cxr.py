@@ -1,0 +1,115 @@
+"""VinDr-CXR 1.0.0: image-level labels of three readers per training image.
+
+``annotations/image_labels_train.csv`` holds one row per reader and image,
+``annotations/image_labels_test.csv`` one consensus row per image, and the
+images are ``train/<image_id>.dicom`` and ``test/<image_id>.dicom``. The
+``reader_policy`` combines a training image's 0/1 votes: ``"majority"`` (more
+than half its readers), ``"any"`` (at least one) or ``"all"`` (every reader).
+VinDr-CXR publishes no patient identifiers, so each image is its own group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semalign.data.manifest import SourceStatus
+from semalign.data.paper.sources import (
+    check,
+    counts_note,
+    exists_many,
+    find_root,
+    manifest_entry,
+    missing,
+    missing_root,
+    raise_unless_ok,
+    read_present,
+)
+from semalign.data.paper.tables import BAD_VALUE, DUPLICATE, NO_IMAGE, Drops, ImageTable, select_labels
+from semalign.errors import SemalignError
+
+NAME = "vindr_cxr"
+
+
+def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
+    """The dataset's status and its train and test label tables (``need``: unused, every check needs both)."""
+    entry = manifest_entry(NAME)
+    files = entry["files"]
+    root = find_root(data_root, entry)
+    if root is None:
+        return missing_root(NAME, entry, data_root, "train_labels"), {}
+    problem, tables = read_present(NAME, entry, data_root, root, ("train_labels", "test_labels"),
+                                   ("train_dir", "test_dir"))
+    if problem:
+        return problem, {}
+    for role, folder in (("train_labels", "train_dir"), ("test_labels", "test_dir")):
+        sample = [root / files[folder] / f"{i}.dicom" for i in tables[role]["image_id"].head(20)]
+        if not any(p.is_file() for p in sample):
+            return missing(NAME, entry, data_root, sample[:1], root), {}
+    tables["root"] = root
+    found = {
+        "train_images": tables["train_labels"]["image_id"].nunique(),
+        "train_label_rows": len(tables["train_labels"]),
+        "test_images": tables["test_labels"]["image_id"].nunique(),
+    }
+    return SourceStatus(NAME, "ok", str(root), counts_note(entry, found)), tables
+
+
+def _combine_readers(table: pd.DataFrame, labels: list[str], policy: str) -> tuple[pd.DataFrame, pd.Series]:
+    """One 0/1 row per image from its readers' rows, and the images with a bad value."""
+    values = table[labels].apply(lambda col: pd.to_numeric(col.astype(str).str.strip(), errors="coerce"))
+    bad = (values.isna() | ~values.isin([0, 1])).any(axis=1)
+    values = values.fillna(0)
+    values.insert(0, "image_id", table["image_id"].to_numpy())
+    grouped = values.groupby("image_id", sort=False)
+    votes, readers = grouped[labels].sum(), grouped.size()
+    if policy == "majority":
+        combined = votes.mul(2).gt(readers, axis=0)
+    elif policy == "any":
+        combined = votes.gt(0)
+    else:
+        combined = votes.eq(readers, axis=0)
+    bad_image = pd.Series(bad.to_numpy(), index=table["image_id"].to_numpy()).groupby(level=0, sort=False).any()
+    return combined.astype(int), bad_image.reindex(combined.index)
+
+
+def load_images(data_root: Path, reader_policy: str, labels) -> ImageTable:
+    """Training images (readers combined) then test images; see :func:`semalign.data.paper.load_images`."""
+    status, tables = check(NAME, open_files, data_root, ("images",))
+    raise_unless_ok(status)
+    entry = manifest_entry(NAME)
+    train, test = tables["train_labels"], tables["test_labels"]
+    available = [c for c in train.columns if c not in ("image_id", "rad_id")]
+    chosen = select_labels(NAME, labels, available)
+    missing_in_test = [c for c in chosen if c not in test.columns]
+    if missing_in_test:
+        raise SemalignError(
+            f"{tables['root'] / entry['files']['test_labels']} lacks the label column(s) {missing_in_test}; "
+            "download annotations/image_labels_test.csv again"
+        )
+    parts = []
+    for split_name, table, folder in (("train", train, "train_dir"), ("test", test, "test_dir")):
+        combined, bad = _combine_readers(table, chosen, reader_policy)
+        parts.append((split_name, combined, bad, tables["root"] / entry["files"][folder]))
+    ids = [i for _, combined, _, _ in parts for i in combined.index]
+    split = [s for s, combined, _, _ in parts for _ in combined.index]
+    paths = [folder / f"{i}.dicom" for _, combined, _, folder in parts for i in combined.index]
+    values = pd.concat([combined for _, combined, _, _ in parts]).reset_index(drop=True)
+    bad = np.concatenate([b.to_numpy(bool) for _, _, b, _ in parts])
+    drops = Drops(len(ids), [DUPLICATE, BAD_VALUE, NO_IMAGE])
+    drops.drop(DUPLICATE, pd.Series(ids).duplicated().to_numpy())  # an image in both files
+    drops.drop(BAD_VALUE, bad)
+    drops.drop(NO_IMAGE, ~exists_many(paths))
+    keep = np.flatnonzero(drops.keep)
+    kept_ids = [ids[i] for i in keep]
+    return ImageTable(
+        kept_ids,
+        [paths[i] for i in keep],
+        values.iloc[keep].reset_index(drop=True),
+        list(kept_ids),  # VinDr-CXR publishes no patient ids: each image is its own group
+        [split[i] for i in keep],
+        drops.counts,
+        "VinDr-CXR",
+    )

