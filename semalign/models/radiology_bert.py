@@ -42,9 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,16 +53,14 @@ from semalign.study import cache
 
 from semalign.study import paths
 from semalign.models.radiology_minilm import (
-    ENCODER_FILE,
     _batches,
     _duplicate_mask,
     _loss_summary,
     _lr_factor,
     _torch_threads,
     _transformers_bars,
+    build_cached,
     contrastive_loss,
-    discard_damaged,
-    is_complete,
     mean_pool,
     training_pairs,
 )
@@ -512,16 +507,10 @@ def build_radiology_bert(
                 f"RadiologyBertConfig.{field}={needed}; pass more training reports or lower {field} to at most {count}"
             )
     inputs = cache_inputs(train_reports, config)
-    target = _folder_for(inputs)
-    if is_complete(target, _FOLDER_FILES):
-        return target
-    discard_damaged(target)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        metrics = _train(tmp, texts, pairs, config, progress)
-        description = {
+    def write(folder: Path) -> dict[str, Any]:
+        metrics = _train(folder, texts, pairs, config, progress)
+        return {
             "kind": ENCODER_NAME,
             "pooling": "mean",
             "normalize": True,
@@ -530,19 +519,10 @@ def build_radiology_bert(
             **inputs,
             "libraries": _library_versions(),
             "training": metrics,
-            "weights_sha256": cache.sha256_file(tmp / "model.safetensors"),
+            "weights_sha256": cache.sha256_file(folder / "model.safetensors"),
         }
-        cache.atomic_write_json(tmp / ENCODER_FILE, description)
-        cache.make_shareable(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not is_complete(target, _FOLDER_FILES):  # not a concurrent build of the same key
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_cached(_folder_for(inputs), _FOLDER_FILES, write)
 
 
 def register_radiology_bert(
