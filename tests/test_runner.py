@@ -10,7 +10,7 @@ import pytest
 
 from semalign.study import cli
 
-from semalign.study import runner
+from semalign.study import fingerprint, runner
 from semalign.errors import SemalignError
 from semalign.study import results
 from semalign.study.cache import sha256_file
@@ -174,8 +174,8 @@ def test_a_summary_is_stale_when_records_it_reads_are_newer(isolated_work):
 
 
 def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
-    names = {path.relative_to(runner.PACKAGE_DIR).as_posix() for path in runner.notebook_modules()}
-    assert {"__init__.py", "study/runner.py", "experiments/inputs.py", "method/align.py", "models/encoders.py",
+    names = {path.relative_to(fingerprint.PACKAGE_DIR).as_posix() for path in runner.notebook_modules()}
+    assert {"__init__.py", "study/runner.py", "study/fingerprint.py", "experiments/inputs.py", "method/align.py", "models/encoders.py",
             "models/embed.py", "study/paths.py", "study/results.py"} <= names
     assert not names & {"__main__.py", "study/cli.py", "study/book.py", "study/pages.py", "study/sphinx_offline.py",
                         "study/doctor.py"}
@@ -189,8 +189,8 @@ def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
         (package / f"{name}.py").write_text(text)
     notebooks.mkdir()
     (notebooks / "one.py").write_text("# %%\nfrom semalign.x import a\nimport semalign.d as dd\n")
-    monkeypatch.setattr(runner, "PACKAGE_DIR", package)
-    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", package)
+    monkeypatch.setattr(fingerprint, "NOTEBOOKS_DIR", notebooks)
     reached = [path.relative_to(package).as_posix() for path in runner.notebook_modules()]
     assert reached == ["__init__.py", "d.py", "study/__init__.py", "study/runner.py", "x/__init__.py", "x/a.py",
                        "x/b.py", "x/deep/__init__.py", "x/deep/c.py", "x/deep/e.py"]
