@@ -35,17 +35,27 @@ def test_data_overview_records_the_smoke_subset(records):
     assert 0.2 < by_metric["prevalence:normal"] < 0.5  # 1,363 of 3,927 in the full collection
 
 
-def test_failing_notebook_names_notebook_and_cell_and_keeps_the_previous_results(smoke_study):
-    executed = smoke_study / "executed" / "smoke" / "data_overview.ipynb"
-    saved = smoke_study / "results" / "smoke" / "data_overview.json"
+def test_failing_notebook_names_notebook_and_cell_and_keeps_the_previous_results(smoke_study, tmp_path):
+    from semalign.study import runner
+
+    table = tmp_path / "mine.csv"
+    table.write_text("text,finding\n" + "".join(f"report {i}: {'effusion' if i % 2 else 'clear'},{i % 2}\n"
+                                                 for i in range(80)))
+    overrides = [f"dataset={table}", "label_columns=[finding]"]
+    args = ["run", "data_overview", "--profile", "smoke", "--quiet", *(x for o in overrides for x in ("-p", o))]
+    semalign_cli(smoke_study, *args)
+    (run,) = runner.plan(["data_overview"], "smoke", overrides)  # its own name: other data than the profile's
+    executed, saved = run.output, smoke_study / "results" / "smoke" / f"{run.name}.json"
     before = (executed.read_bytes(), saved.read_bytes())
-    proc = semalign_cli(smoke_study, "run", "data_overview", "--profile", "smoke", "-p", "dataset=/no/such/file.csv", check=False)
+    table.write_text("text,finding\nfirst,2\nsecond,3\n")  # the same file, now unusable: the run is stale and fails
+    proc = semalign_cli(smoke_study, *args, check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
-    assert re.match(r"error: notebook data_overview \(run data_overview\) failed in cell \d+ .*does not exist", line)
+    assert re.match(rf"error: notebook data_overview \(run {run.name}\) failed in cell \d+ .*recode it as 1", line)
     assert line.endswith("its previous results are kept")
     assert (executed.read_bytes(), saved.read_bytes()) == before  # the last good run is still what the book shows
-    assert (executed.parent / "data_overview.failed.ipynb").is_file()
+    assert (executed.parent / f"{run.name}.failed.ipynb").is_file()
+    assert (smoke_study / "results" / "smoke" / "data_overview.json").is_file()  # the profile's own run untouched
 
 
 def test_book_builds_offline_with_pages_and_no_cdn(smoke_book, records):

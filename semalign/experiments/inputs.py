@@ -36,6 +36,7 @@ from semalign.models.embed import embed
 from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
 from semalign.errors import SemalignError
 from semalign.data.images import load_image
+from semalign.study import results
 from semalign.study.paths import cache_dir
 
 RADIOLOGY_TEXT_ENCODER = "radiology-minilm"  # MiniLM adapted on the reports: a near-copy of MiniLM
@@ -301,6 +302,7 @@ def multimodal_embeddings(images: ImageData, models: Sequence[str], prompts, cla
         image_tower, text_tower = multimodal_towers(ref)
         try:
             vectors = embed(image_tower, images.items.ids, images.images, precision=precision, **options)
+            results.note_encoder(image_tower, precision, options.get("device", "auto"))
             prompt_vectors = prompt_embeddings(prompts, classes, [text_tower], precision="fp32",
                                                **{k: v for k, v in options.items() if k != "progress"})
         except OptionalDependencyMissing as exc:
@@ -361,7 +363,11 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
 def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) -> dict[str, np.ndarray]:
     """Cached embeddings of ``items`` by every encoder, keyed by encoder name.
     ``options`` go to :func:`semalign.models.embed.embed` (precision, device, ...)."""
-    return {resolve_encoder(ref).name: embed(ref, ids, items, **options) for ref in encoders}
+    out = {}
+    for ref in encoders:
+        out[resolve_encoder(ref).name] = embed(ref, ids, items, **options)
+        results.note_encoder(ref, options.get("precision", "fp32"), options.get("device", "auto"))
+    return out
 
 
 def medical_training_reports(evaluated: ReportSet | None = None, test_index: np.ndarray | None = None) -> ReportSet:

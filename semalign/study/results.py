@@ -16,6 +16,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,19 @@ def _destination(profile: str, run: str) -> Path:
     return Path(staging) / f"{run}.json"
 
 
+# The encoders this process embedded with, by name: what their weights were (saved with the records).
+_ENCODERS_USED: dict[str, dict] = {}
+
+
+def note_encoder(ref: Any, precision: str, device: str) -> None:
+    """Remember an encoder's identity (its source and the fingerprint of its weights,
+    the study-made encoders' cache keys included) for :func:`save_records`."""
+    from semalign.models.encoders import encoder_fingerprint
+
+    spec, fingerprint = encoder_fingerprint(ref, precision, device)
+    _ENCODERS_USED[spec.name] = {"source": spec.source, "fingerprint": fingerprint, "precision": precision}
+
+
 def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping,
                  replicates: Mapping[str, Iterable[float]] | None = None) -> None:
     """Write a run's records atomically (into the runner's staging folder when a
@@ -95,7 +109,8 @@ def save_records(records: Iterable[Mapping], *, profile: str, run: str, experime
     path = _destination(profile, run)
     stored = {key: [round(float(v), 6) for v in values] for key, values in (replicates or {}).items()}
     atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters),
-                             "records": rows, "replicates": stored})
+                             "records": rows, "replicates": stored,
+                             "provenance": {"encoders_used": dict(sorted(_ENCODERS_USED.items()))}})
 
 
 def experiment_records(records: pd.DataFrame, experiment: str, profile: str) -> pd.DataFrame:
