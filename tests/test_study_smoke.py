@@ -45,7 +45,8 @@ def test_failing_notebook_names_notebook_and_cell_and_keeps_the_previous_results
     args = ["run", "data_overview", "--profile", "smoke", "--quiet", *(x for o in overrides for x in ("-p", o))]
     semalign_cli(smoke_study, *args)
     (run,) = runner.plan(["data_overview"], "smoke", overrides)  # its own name: other data than the profile's
-    executed, saved = run.output, smoke_study / "results" / "smoke" / f"{run.name}.json"
+    executed, saved = (smoke_study / folder / "smoke" / f"{run.name}{suffix}"
+                       for folder, suffix in (("executed", ".ipynb"), ("results", ".json")))
     before = (executed.read_bytes(), saved.read_bytes())
     table.write_text("text,finding\nfirst,2\nsecond,3\n")  # the same file, now unusable: the run is stale and fails
     proc = semalign_cli(smoke_study, *args, check=False)
