@@ -242,12 +242,6 @@ def _digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def data_identity(parameters: dict, data_parameters: list[str], inputs: dict[str, str]) -> str:
-    """Short digest of what a run was made on: its data parameters and the content of the data files they name."""
-    return _digest({"parameters": {key: parameters[key] for key in data_parameters if key in parameters},
-                    "files": inputs})
-
-
 def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> list[Run]:
     """The runs for the named notebooks (or ``all``) under a profile plus overrides."""
     spec = load_runs()
@@ -470,14 +464,15 @@ def execute(run: Run, progress: bool = True) -> Path:
             executed = nbformat.read(tmp, as_version=4)
             facts = {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
                      "wall_s": round(time.time() - started, 1)}
+            code_sha256 = code_fingerprint()
             for staged in sorted(staging.glob("*.json")):  # every record says what made it
-                _add_provenance(staged, run, inputs, facts)
+                _add_provenance(staged, run, inputs, code_sha256, facts)
             for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
                 print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
             executed.metadata["semalign"] = {
                 "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
                 "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
-                "code_sha256": code_fingerprint(),
+                "code_sha256": code_sha256,
                 # which records belong to this notebook: a kill between publishing the two is detected
                 "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
                 "inputs_sha256": inputs,
@@ -496,18 +491,18 @@ def execute(run: Run, progress: bool = True) -> Path:
     return run.output
 
 
-def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], facts: dict) -> None:
+def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], code_sha256: str, facts: dict) -> None:
     """Write into a run's staged results file what its records were made with."""
-    data_parameters = load_runs().get("data_parameters", [])
+    data = {key: run.parameters[key] for key in load_runs().get("data_parameters", []) if key in run.parameters}
     content = json.loads(staged.read_text())
     content["provenance"] = {
         "variant": run.variant,
-        "data_id": data_identity(run.parameters, data_parameters, inputs),
-        "data": {key: run.parameters[key] for key in data_parameters if key in run.parameters},
+        "data_id": _digest({"parameters": data, "files": inputs}),  # what summaries compare before pooling
+        "data": data,
         "inputs_sha256": inputs,
         "encoders": {key: value for key, value in run.parameters.items() if key == "encoders" or key.endswith("_encoders")},
         "device": run.parameters.get("device"), "precision": run.parameters.get("precision"),
-        "code_sha256": code_fingerprint(), **content.get("provenance", {}), "machine": facts,
+        "code_sha256": code_sha256, **content.get("provenance", {}), "machine": facts,
     }
     atomic_write_json(staged, content)
 
