@@ -157,6 +157,7 @@ def test_interrupted_extraction_resumes(isolated_cache, monkeypatch, minilm):
     reference = embed(minilm, IDS, TEXTS, cache=False, progress=False)
     assert not (isolated_cache / "embeddings").exists()  # cache=False writes nothing
 
+    monkeypatch.setattr(embed_mod, "BLOCK", 5)  # one block a shard: the first shard is done when item 7 fails
     flaky = FlakyTexts(TEXTS, fail_at=7)  # in the second shard of 5
     with pytest.raises(RuntimeError, match="disk went away"):
         embed("minilm", IDS, flaky, shard_size=5, progress=False)
@@ -174,6 +175,39 @@ def test_interrupted_extraction_resumes(isolated_cache, monkeypatch, minilm):
     assert np.abs(resumed - reference).max() <= 1e-6
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["complete"] and manifest["shard_size"] == 5 and len(manifest["shards"]) == 3
+
+
+def test_shard_size_changes_storage_not_numbers(isolated_cache, monkeypatch, minilm):
+    """Texts are length-sorted (and batched) within a block, never within a shard:
+    the shard size a user picks moves no bit of any embedding, text or image."""
+    monkeypatch.setattr(embed_mod, "BLOCK", 6)  # three blocks of the 13 texts
+    texts = TEXTS[:7] + [TEXTS[2]] + TEXTS[8:]  # a repeat across shards of 3, within one block
+    per_size = {size: embed(minilm, IDS, texts, shard_size=size, cache=False, progress=False) for size in (1, 3, 4, 13)}
+    for size, rows in per_size.items():
+        assert np.array_equal(rows, per_size[13]), size
+    assert np.array_equal(per_size[3][7], per_size[3][2])  # the repeat is encoded once
+    # what a cold run writes with one shard size, a warm run reads back bit for bit
+    written = embed(minilm, IDS, texts, shard_size=4, progress=False)
+    forbid_loads(monkeypatch)
+    assert np.array_equal(embed("minilm", IDS, texts, shard_size=13, progress=False), written)
+    assert np.array_equal(written, per_size[13])
+
+    monkeypatch.undo()  # loads allowed again; the block of 6 goes with it
+    monkeypatch.setattr(embed_mod, "BLOCK", 4)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(7, 64, 64), dtype=np.uint8)
+    lite0 = encoders.load_encoder("effnet-lite0", device="cpu")
+    by_size = [embed(lite0, [f"i{i}" for i in range(7)], images, shard_size=size, batch_size=3, cache=False,
+                     progress=False) for size in (1, 3, 7)]
+    assert all(np.array_equal(rows, by_size[-1]) for rows in by_size)
+
+
+def test_batch_size_moves_only_rounding(isolated_cache, minilm):
+    """Batch size decides which texts share a batch, so fp32 rounding differs in
+    the last bits (BLAS blocks the products by shape); never more than that."""
+    one = embed(minilm, IDS, TEXTS, batch_size=1, cache=False, progress=False)
+    many = embed(minilm, IDS, TEXTS, batch_size=13, cache=False, progress=False)
+    assert np.abs(one - many).max() < 1e-5
 
 
 class FakeEncoder:

@@ -182,6 +182,7 @@ def damage(kind: str, folder: Path) -> str:
 def test_damaged_entry_is_reported_in_one_line_and_recomputed(tmp_path, monkeypatch, kind, record_property):
     record_property("cache_damage", kind)
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr("semalign.models.embed.BLOCK", 4)  # a damaged shard costs its block: here, itself
     reference = embed(FakeEncoder(), IDS, TEXTS, shard_size=4, progress=False)
     folder = entry_folder(tmp_path)
     name = damage(kind, folder)
@@ -207,13 +208,15 @@ def test_extraction_killed_mid_entry_resumes_at_the_first_missing_shard(tmp_path
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_interrupt import FakeEncoder, IDS, TEXTS
-        from semalign.models.embed import embed
-        embed(FakeEncoder(kill_at_row=8), IDS, TEXTS, shard_size=4, progress=False)
+        from semalign.models import embed as embed_mod
+        embed_mod.BLOCK = 4  # computed a shard at a time, so the kill lands between shards
+        embed_mod.embed(FakeEncoder(kill_at_row=8), IDS, TEXTS, shard_size=4, progress=False)
     """, env={"SEMALIGN_CACHE": str(tmp_path / "killed")})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     folder = entry_folder(tmp_path / "killed")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert not manifest["complete"] and [s is not None for s in manifest["shards"]] == [True, True, False, False]
+    monkeypatch.setattr("semalign.models.embed.BLOCK", 4)
     resumed_by = FakeEncoder()
     resumed = embed(resumed_by, IDS, TEXTS, shard_size=4, progress=False)
     assert resumed_by.rows == len(TEXTS) - 8  # shards 0 and 1 were read back, not recomputed

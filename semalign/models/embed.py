@@ -18,7 +18,10 @@ input size, precision), the item ids and the content of every item. So:
   never cached.
 
 ``SEMALIGN_SHARD_SIZE`` sets the rows per shard of new entries (default
-4096): smaller shards lose less work to an interruption.
+4096): smaller shards lose less work to an interruption. It does not change a
+number: the model always sees the items in fixed blocks of :data:`BLOCK` (texts
+de-duplicated and length-sorted within a block, images batched from a block's
+start), whatever the shards they are stored in.
 
 Only safetensors and JSON are written; nothing is pickled.
 """
@@ -42,6 +45,10 @@ from semalign.errors import SemalignError
 
 CACHE_VERSION = 1
 DEFAULT_SHARD_SIZE = 4096
+# The items encoded together. Batches are cut within a block, so this (not the
+# shard size) decides which items share a batch, and with it the last bits of
+# every embedding; changing it changes cached numbers and needs CACHE_VERSION.
+BLOCK = 4096
 SHARD_SIZE_ENV = "SEMALIGN_SHARD_SIZE"
 _TENSOR = "embeddings"
 
@@ -197,8 +204,8 @@ def embed(
     cache file (default :func:`default_shard_size`; an existing partial entry
     keeps its own shard size); ``batch_size``
     defaults to the encoder's. ``cache=False`` computes without touching the disk.
-    Texts repeated within a shard are encoded once, so equal texts get equal
-    embeddings whatever batch they would have fallen in.
+    Texts repeated within a block of :data:`BLOCK` items are encoded once, so
+    equal texts get equal embeddings whatever batch they would have fallen in.
 
     Images are read twice on a cold run (a hashing pass for the key, then the
     extraction, one batch at a time) and once on a warm one; beyond the returned
@@ -232,6 +239,35 @@ def embed(
         return rows
 
     return _read_or_compute(folder, manifest, ids, compute, name=spec.name, cache=cache, progress=progress)
+
+
+class _Blocks:
+    """Rows ``start:stop`` of the entry, computed a whole :data:`BLOCK` at a time
+    (one block held), whatever the range asked: the shard size stays a storage
+    setting. ``counted`` is how many leading rows the progress bar has counted."""
+
+    def __init__(self, compute: Callable[[int, int, Any], np.ndarray], n: int, block: int):
+        self.compute, self.n, self.block = compute, n, block
+        self.held: tuple[int, np.ndarray] | None = None
+        self.counted = 0
+
+    def rows(self, start: int, stop: int, bar: Any) -> np.ndarray:
+        parts = []
+        for b in range(start // self.block, (stop - 1) // self.block + 1):
+            lo, hi = b * self.block, min(self.n, (b + 1) * self.block)
+            if self.held is None or self.held[0] != b:
+                # rows of this block read from earlier shards are encoded again: real work, shown as such
+                bar.total += max(0, self.counted - lo)
+                bar.refresh()
+                self.held = (b, self.compute(lo, hi, bar))
+                self.counted = max(self.counted, hi)
+            parts.append(self.held[1][max(start, lo) - lo : min(stop, hi) - lo])
+        return np.concatenate(parts)
+
+    def loaded(self, start: int, stop: int, bar: Any) -> None:
+        """Shard ``start:stop`` came from the cache: count what was not counted yet."""
+        bar.update(max(0, stop - max(start, self.counted)))
+        self.counted = max(self.counted, stop)
 
 
 def _checked_shard_size(shard_size: Any) -> int:
@@ -293,8 +329,8 @@ def _lazy_model(encoder: Any, loaded: Any, name: str, fingerprint: str,
 
 def _encode_rows(model: Any, modality: str, get: Callable[[int], Any], start: int, stop: int,
                  batch_size: int | None, bar: Any) -> np.ndarray:
-    """Embeddings of items ``start:stop`` as float32 rows, counted on ``bar``."""
-    if modality == "text":  # the whole shard at once: the encoder length-sorts it
+    """Embeddings of items ``start:stop`` (one block) as float32 rows, counted on ``bar``."""
+    if modality == "text":  # the whole block at once: the encoder length-sorts it
         distinct, inverse = _distinct([get(i) for i in range(start, stop)])
         bar.update(stop - start - len(distinct))
         rows = np.asarray(model.encode(distinct, batch_size=batch_size, callback=bar.update))[inverse]
@@ -336,6 +372,7 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
         _cache.remove_stale_temporaries(folder)  # shards half-written by a killed run
     out: np.ndarray | None = np.empty((n, dim), np.float32) if dim else None
     bar = progress_bar(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
+    blocks = _Blocks(compute, n, BLOCK)
     try:
         for k in range(n_shards):
             start, stop = k * size, min(n, (k + 1) * size)
@@ -344,9 +381,9 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
             if cache and records[k] is not None:
                 rows = _load_shard(shard_path, records[k], stop - start, dim)
                 if rows is not None:
-                    bar.update(stop - start)
+                    blocks.loaded(start, stop, bar)
             if rows is None:
-                rows = compute(start, stop, bar)
+                rows = blocks.rows(start, stop, bar)
                 if cache:
                     records[k] = _write_shard(shard_path, rows, start, ids[start:stop], manifest["fingerprint"])
                     manifest.update(dim=int(rows.shape[1]), shards=records,
