@@ -17,6 +17,7 @@ same results, and nothing torn or half-written is ever trusted.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -144,6 +145,36 @@ class FakeEncoder:
         self.rows += len(texts)
         lengths = np.array([[len(t)] for t in texts], np.float32)
         return np.hstack([np.sin(lengths * k) for k in range(1, self.dim + 1)]).astype(np.float32)
+
+
+def test_study_made_artefacts_are_built_aside_checked_and_rebuilt_when_damaged(tmp_path):
+    """One helper builds every study-made artefact (encoders, the phantom): an
+    interrupted build leaves no entry, a damaged one is reported and built again."""
+    target, builds = tmp_path / "encoders" / "thing-abc", []
+
+    def write(folder, fail=False):
+        builds.append(folder)
+        (folder / "weights.bin").write_bytes(b"weights")
+        (folder / "config.json").write_text("{}")
+        if fail:
+            raise KeyboardInterrupt
+        return {"kind": "thing"}
+
+    build = functools.partial(cache.build_folder, description="about.json", checked="weights.bin", names=("config.json",))
+    with pytest.raises(KeyboardInterrupt):
+        build(target, functools.partial(write, fail=True))
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing half-built left behind
+    assert build(target, write) == target and len(builds) == 2
+    about = json.loads((target / "about.json").read_text())
+    assert about == {"kind": "thing", "sha256": {"weights.bin": cache.sha256_file(target / "weights.bin")}}
+    assert build(target, write) == target and len(builds) == 2  # intact: read, not built
+    (target / "weights.bin").write_bytes(b"weighs")
+    with pytest.warns(UserWarning, match=r"thing-abc is damaged \(weights.bin does not match its recorded sha256\)"):
+        build(target, write)
+    assert len(builds) == 3 and (target / "weights.bin").read_bytes() == b"weights"
+    (target / "about.json").write_text('{"kind": "thing"}')  # written before checksums were recorded
+    build(target, write)
+    assert len(builds) == 4 and cache.folder_is_intact(target, "about.json", "weights.bin")
 
 
 def entry_folder(root: Path) -> Path:

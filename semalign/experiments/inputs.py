@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from semalign.data import paper as paper_data
 from semalign import phantom
 from semalign.models.radiology_minilm import AdaptConfig, adapt_text_encoder
 from semalign.models.phantom_effnet import VisionAdaptConfig, adapt_vision_encoder
-from semalign.study.cache import hash_key, make_shareable, sha256_file
+from semalign.study.cache import build_folder, hash_key, sha256_file
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
 from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
@@ -418,51 +416,26 @@ def _phantom_key(spec: phantom.PhantomSpec) -> str:
     return hash_key("phantom", fields, sources, code)
 
 
-def _phantom_state(folder: Path) -> str:
-    """``ok``, ``missing`` (never finished, or written before checksums were
-    recorded) or ``damaged`` (images differ from the recorded sha256)."""
-    try:
-        expected = json.loads((folder / "done.json").read_text()).get("images_sha256")
-    except (OSError, ValueError):
-        return "missing"
-    if expected is None:
-        return "missing"
-    images = folder / "images.safetensors"
-    return "ok" if images.is_file() and sha256_file(images) == expected else "damaged"
-
-
 def phantom_dataset(spec: phantom.PhantomSpec, progress: bool = True) -> phantom.PhantomDataset:
     """The rendered phantom for ``spec``, from the cache when present.
 
     The cache key covers the spec, the CT files' checksums and the renderer's
-    source, so a change to any of them re-renders. The entry is written to a
-    temporary folder and renamed into place, so an interrupted render leaves
-    no entry that looks complete; the images' sha256 is recorded and checked on
-    every read, and a damaged entry is reported and rendered again.
+    source, so a change to any of them re-renders. The entry is built like every
+    study-made artefact (:func:`semalign.study.cache.build_folder`): written to a
+    temporary folder and renamed into place, its images' sha256 checked on every
+    read, a damaged entry reported and rendered again.
     """
     spec.validate()
-    folder = cache_dir() / "phantom" / _phantom_key(spec)
-    state = _phantom_state(folder)
-    if state == "damaged":
-        warnings.warn(f"{folder} is damaged (its images do not match the recorded sha256); rendering it again",
-                      stacklevel=2)
-    if state != "ok":
+
+    def write(tmp: Path) -> dict:
         data = phantom.render_phantom(spec, progress=progress)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            save_file({"images": np.ascontiguousarray(data.images)}, tmp / "images.safetensors")
-            data.labels.to_csv(tmp / "labels.csv", index=False)
-            (tmp / "reports.json").write_text(json.dumps({"ids": data.ids, "reports": data.reports}))
-            (tmp / "done.json").write_text(json.dumps({"spec": dataclasses.asdict(spec),
-                                                       "images_sha256": sha256_file(tmp / "images.safetensors")},
-                                                      default=str))
-            make_shareable(tmp)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        save_file({"images": np.ascontiguousarray(data.images)}, tmp / "images.safetensors")
+        data.labels.to_csv(tmp / "labels.csv", index=False)
+        (tmp / "reports.json").write_text(json.dumps({"ids": data.ids, "reports": data.reports}))
+        return {"spec": json.loads(json.dumps(dataclasses.asdict(spec), default=str))}
+
+    folder = build_folder(cache_dir() / "phantom" / _phantom_key(spec), write, description="done.json",
+                          checked="images.safetensors", names=("labels.csv", "reports.json"))
     texts = json.loads((folder / "reports.json").read_text())
     labels = pd.read_csv(folder / "labels.csv", keep_default_na=False, na_values=[""])
     images = load_file(folder / "images.safetensors")["images"]

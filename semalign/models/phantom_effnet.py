@@ -301,10 +301,10 @@ def _cached_build(prefix: str, kind: str, inputs: dict[str, Any],
         with torch.random.fork_rng():
             state, metrics = train()
         save_file(state, str(folder / WEIGHTS_FILE))
-        return {"kind": kind, **inputs, "training": metrics, "weights_sha256": cache.sha256_file(folder / WEIGHTS_FILE)}
+        return {"kind": kind, **inputs, "training": metrics}
 
     target = paths.cache_dir() / "encoders" / f"{prefix}{cache.hash_key(inputs)}"
-    return build_cached(target, (WEIGHTS_FILE,), write) / WEIGHTS_FILE
+    return build_cached(target, (), write) / WEIGHTS_FILE
 
 
 def adapt_vision_encoder(

@@ -519,7 +519,6 @@ def build_radiology_bert(
             **inputs,
             "libraries": _library_versions(),
             "training": metrics,
-            "weights_sha256": cache.sha256_file(folder / "model.safetensors"),
         }
 
     return build_cached(_folder_for(inputs), _FOLDER_FILES, write)

@@ -33,10 +33,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,54 +197,16 @@ def _folder_for(inputs: dict[str, Any]) -> Path:
     return paths.cache_dir() / "encoders" / f"{FOLDER_PREFIX}{cache.hash_key(inputs)}"
 
 
-def is_complete(folder: Path, names: tuple[str, ...] = ("model.safetensors", "config.json")) -> bool:
-    """A finished, intact encoder folder: ``names`` and the description file exist,
-    and the weights match the sha256 the description records (a damaged entry is
-    reported with a warning and counts as absent, so it is rebuilt)."""
-    if not all((folder / name).is_file() for name in (*names, ENCODER_FILE)):
-        return False
-    try:
-        expected = json.loads((folder / ENCODER_FILE).read_text()).get("weights_sha256")
-    except ValueError:
-        expected = "unreadable description"
-    if expected is None or expected == file_sha256(folder / "model.safetensors"):
-        return True  # entries written before checksums were recorded carry none
-    warnings.warn(f"{folder} is damaged (its weights do not match the recorded sha256); rebuilding it", stacklevel=2)
-    return False
-
-
-def discard_damaged(target: Path) -> None:
-    """Remove an encoder folder that :func:`is_complete` rejected, so it is rebuilt."""
-    if target.exists():
-        shutil.rmtree(target)
+def is_complete(folder: Path, names: tuple[str, ...] = ("config.json",)) -> bool:
+    """A finished, intact encoder folder (see :func:`semalign.study.cache.folder_is_intact`)."""
+    return cache.folder_is_intact(folder, ENCODER_FILE, "model.safetensors", names)
 
 
 def build_cached(target: Path, names: tuple[str, ...], write: Callable[[Path], dict[str, Any]]) -> Path:
-    """The encoder folder ``target``, built on first use.
-
-    ``write(folder)`` fills a hidden temporary folder beside ``target`` and
-    returns the description saved there as ``semalign_encoder.json``; the
-    folder is then renamed into place, so an interrupted build never looks like
-    a valid entry. An entry that :func:`is_complete` (with ``names``) rejects is
-    rebuilt; when a concurrent build of the same key finishes first, its entry is kept.
-    """
-    if is_complete(target, names):
-        return target
-    discard_damaged(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        cache.atomic_write_json(tmp / ENCODER_FILE, write(tmp))
-        cache.make_shareable(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not is_complete(target, names):  # not a concurrent build of the same key
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """The encoder folder ``target`` (weights in ``model.safetensors``, description
+    in ``semalign_encoder.json``), built by ``write`` on first use through
+    :func:`semalign.study.cache.build_folder`."""
+    return cache.build_folder(target, write, description=ENCODER_FILE, checked="model.safetensors", names=names)
 
 
 # --------------------------------------------------------------------------- training
@@ -504,10 +463,9 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
             "embedding_dim": 384,
             **inputs,
             "training": metrics,
-            "weights_sha256": cache.sha256_file(folder / "model.safetensors"),
         }
 
-    return build_cached(_folder_for(inputs), ("model.safetensors", "config.json"), write)
+    return build_cached(_folder_for(inputs), ("config.json",), write)
 
 
 def read_description(folder: str | os.PathLike) -> dict[str, Any]:

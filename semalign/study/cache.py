@@ -23,7 +23,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,53 @@ def read_checked_json(path: str | os.PathLike) -> Any | None:
 
 def _json_sha256(payload: Any) -> str:
     return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode())
+
+
+def folder_is_intact(folder: Path, description: str, checked: str, names: tuple[str, ...] = ()) -> bool:
+    """A finished entry of :func:`build_folder`: ``description``, ``checked`` and
+    ``names`` exist and ``checked`` matches the sha256 the description records.
+    A damaged entry is reported with a warning and counts as absent."""
+    if not all((folder / name).is_file() for name in (description, checked, *names)):
+        return False
+    try:
+        expected = json.loads((folder / description).read_text()).get("sha256", {}).get(checked)
+    except (ValueError, AttributeError):
+        expected = "unreadable description"
+    if expected is None:
+        return False  # written before checksums were recorded: built again
+    if expected == sha256_file(folder / checked):
+        return True
+    warnings.warn(f"{folder} is damaged ({checked} does not match its recorded sha256); building it again",
+                  stacklevel=3)
+    return False
+
+
+def build_folder(target: Path, write: Callable[[Path], dict], *, description: str, checked: str,
+                 names: tuple[str, ...] = ()) -> Path:
+    """The cache folder ``target`` of a study-made artefact, built on first use.
+
+    ``write(folder)`` fills a hidden temporary folder beside ``target`` and returns
+    a description, saved there as ``description`` with the sha256 of ``checked``;
+    the folder is then renamed into place, so an interrupted build never looks
+    like an entry. An entry that :func:`folder_is_intact` rejects is built again;
+    when a concurrent build of the same key finishes first, its entry is kept.
+    """
+    if folder_is_intact(target, description, checked, names):
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        info = write(tmp)
+        atomic_write_json(tmp / description, {**info, "sha256": {checked: sha256_file(tmp / checked)}})
+        make_shareable(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not folder_is_intact(target, description, checked, names):  # not a concurrent build of the same key
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -108,28 +108,28 @@ def read_notebook(name: str):
 
 
 def notebook_parameters(name: str) -> dict[str, Parameter]:
-    """The notebook's ``parameters`` cell: name → default, type and help.
+    """The notebook's ``parameters`` cell, read by papermill's own inspection:
+    name → default, type and help (its ``# comment``).
 
-    Each line is ``name = <literal>  # help``; anything else is an error, so a
-    parameter can never be silently ignored.
+    Every statement of the cell must be ``name = <literal>``; anything else is
+    an error, so a parameter can never be silently ignored.
     """
+    from papermill.translators import PythonTranslator
+
     cells = [c for c in read_notebook(name).cells if "parameters" in c.metadata.get("tags", [])]
     where = f"notebooks/{name}.py"
     if len(cells) != 1:
         raise SemalignError(f"{where}: needs exactly one cell tagged 'parameters', found {len(cells)}")
-    source = cells[0].source
-    lines = source.splitlines()
-    result = {}
-    for node in ast.parse(source).body:
+    for node in ast.parse(cells[0].source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             raise SemalignError(f"{where}: parameters cell line {node.lineno} is not `name = literal`")
-        key = node.targets[0].id
+    result = {}
+    for found in PythonTranslator.inspect(cells[0]):
         try:
-            default = ast.literal_eval(node.value)
-        except ValueError:
-            raise SemalignError(f"{where}: default of parameter {key!r} is not a literal") from None
-        comment = lines[node.end_lineno - 1][node.end_col_offset:].strip()
-        result[key] = Parameter(key, default, type(default).__name__, comment.lstrip("#").strip())
+            default = ast.literal_eval(found.default)
+        except (ValueError, SyntaxError):
+            raise SemalignError(f"{where}: default of parameter {found.name!r} is not a literal") from None
+        result[found.name] = Parameter(found.name, default, type(default).__name__, found.help)
     missing = [r for r in RESERVED_PARAMETERS if r not in result]
     if missing:
         raise SemalignError(f"{where}: its parameters cell must declare {missing}")
