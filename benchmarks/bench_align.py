@@ -2,8 +2,7 @@
 
     python benchmarks/bench_align.py [--quick] [--threads N]
 
-Part 1 times fit + transform of each kind on 2,000 anchors, 768 -> 384 dims
-(the affine fit also with its bfloat16 gradient, ``precision="bf16"``),
+Part 1 times fit + transform of each kind on 2,000 anchors, 768 -> 384 dims,
 against a reference written directly with numpy / scipy / torch autograd
 (standardise, fit, transform, de-standardise), and prints the largest difference
 between the two outputs. Part 2 times a sweep over kinds, anchor counts and
@@ -104,7 +103,6 @@ HEAD_TO_HEAD = [
     ("l-ortho", {}, reference_l_ortho, "np.linalg.lstsq + np.linalg.svd"),
     ("affine", {"affine_fit": "lstsq"}, reference_linear, "np.linalg.lstsq (b = 0 when standardised)"),
     ("affine", {}, reference_affine_gd, "nn.Linear + MSELoss + Adam, autograd"),
-    ("affine", {"precision": "bf16"}, reference_affine_gd, "the same autograd fp32 reference"),
 ]
 
 
@@ -119,7 +117,6 @@ def head_to_head(repeats: int, reference_repeats: int) -> None:
         ref_s, ref_cpu, ref = best_time(lambda: standardised_fit(reference)(x, y, test),
                                         reference_repeats if slow else repeats)
         name = kind + {"gd": "-gd", "lstsq": "-lstsq"}[options.get("affine_fit", "gd")] if kind == "affine" else kind
-        name += "-bf16" if options.get("precision") == "bf16" else ""
         print(f"{name:<14}{ours_s:>8.3f}{ours_cpu:>8.3f}{ref_s:>8.3f}{ref_cpu:>8.3f}{ref_s / ours_s:>10.2f}"
               f"{np.abs(ours - ref).max():>11.1e}  {label}")
 

@@ -90,7 +90,7 @@ vision_data = dict(dataset=vision_dataset, data_root=data_root, label_columns=vi
 
 # Parameters of the stitching notebooks that do not change which items are embedded, or how.
 SWEEP_PARAMETERS = {"profile", "run_name", "transform", "encoders", "anchor_counts", "anchor_strategy", "seeds",
-                    "task", "decoder", "scaling", "affine_precision", "jobs", "batch_size", "device", "workers",
+                    "task", "decoder", "scaling", "jobs", "batch_size", "device", "workers",
                     "targets", "validation_fraction"}
 
 

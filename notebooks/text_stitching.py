@@ -37,7 +37,6 @@ task = "multilabel"  # multilabel (every finding) or binary (abnormal vs normal)
 validation_fraction = 0.2  # share of the training reports held out to choose settings
 decoder = "logreg"  # logreg or mlp
 scaling = "standard"  # standard, center or none
-affine_precision = "auto"  # matmuls of the affine fit: fp32, bf16 (exact every 10 steps; ~2x faster on CPUs with native bf16) or auto (bf16 where native)
 jobs = 0  # fits run at once, each on one thread (results do not depend on it); 0 means one per CPU core, at most 8
 dataset = "iu_xray"  # "iu_xray", "mimic_cxr" (reports under data_root) or a path to a .csv/.parquet file
 data_root = ""  # folder holding the paper datasets (paper profile)
@@ -49,7 +48,7 @@ test_fraction = 0.3  # share of reports held out for testing
 split_seed = 0  # seed of the subset and the train/test split
 split = "seeded"  # seeded (by patient where patients are known) or official (the dataset's own split, where it has one)
 precision = "fp32"  # fp32 or bf16 for embedding extraction
-batch_size = 0  # embedding batch size; 0 means the encoder's own (16 texts on a CPU, where larger batches were slower)
+batch_size = 0  # embedding batch size; 0 means the encoder's own (32 texts, 128 on a GPU)
 device = "auto"  # auto, cpu or cuda
 allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
 adapt_steps = 50  # training steps of the study-made radiology-minilm (a MiniLM adaptation, not in the default grid)
@@ -69,7 +68,6 @@ from semalign.experiments import plots
 from semalign.study import results
 
 from semalign.experiments import summary
-from semalign.method.align import resolve_gd_precision
 from semalign.experiments.stitching import StitchingSetup, stitching_records
 
 reports, train, test = experiments.report_dataset(
@@ -104,7 +102,7 @@ pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}
 setup = StitchingSetup(
     embeddings=embeddings, labels=labels.to_numpy(), train=fit, validation=validation, test=test, transform=transform,
     anchor_counts=anchor_counts, seeds=seeds, anchor_strategy=anchor_strategy, decoder=decoder,
-    scaling=scaling, task=task, affine_precision=affine_precision, jobs=jobs, targets=targets,
+    scaling=scaling, task=task, jobs=jobs, targets=targets,
 )
 replicates = {}
 records = stitching_records(setup, replicates=replicates)
@@ -112,8 +110,7 @@ frame = pd.DataFrame(records)
 results.save_records(records, profile=profile, run=run_name, experiment="text_stitching", replicates=replicates,
                      parameters=dict(transform=transform, encoders=encoders, targets=targets, anchor_counts=anchor_counts,
                                      seeds=seeds, task=task, decoder=decoder, dataset=dataset,
-                                     validation_fraction=validation_fraction,
-                                     affine_precision=resolve_gd_precision(affine_precision)))
+                                     validation_fraction=validation_fraction))
 test_frame = frame[frame["split"] == "test"]
 
 # %% tags=["hide-input"]

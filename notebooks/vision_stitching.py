@@ -47,7 +47,6 @@ task = "multilabel"  # multilabel (six findings) or binary (abnormal vs normal)
 validation_fraction = 0.2  # share of the training images held out to choose settings
 decoder = "logreg"  # logreg or mlp
 scaling = "standard"  # standard, center or none
-affine_precision = "auto"  # matmuls of the affine fit: fp32, bf16 (exact every 10 steps; ~2x faster on CPUs with native bf16) or auto (bf16 where native)
 jobs = 0  # fits run at once, each on one thread (results do not depend on it); 0 means one per CPU core, at most 8
 dataset = "phantom"  # phantom, or a paper dataset under data_root: rsna_pneumonia, vindr_cxr, chexpert or mimic_cxr
 data_root = ""  # folder holding the paper datasets (paper profile)
@@ -81,7 +80,6 @@ from semalign.experiments import plots
 from semalign.study import results
 
 from semalign.experiments import summary
-from semalign.method.align import resolve_gd_precision
 from semalign.phantom import PhantomSpec
 from semalign.experiments.stitching import StitchingSetup, stitching_records
 
@@ -108,7 +106,7 @@ pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}
 setup = StitchingSetup(
     embeddings=embeddings, labels=labels.to_numpy(), train=fit, validation=validation, test=test, transform=transform,
     anchor_counts=anchor_counts, seeds=seeds, anchor_strategy=anchor_strategy, decoder=decoder,
-    scaling=scaling, task=task, affine_precision=affine_precision, jobs=jobs, targets=targets,
+    scaling=scaling, task=task, jobs=jobs, targets=targets,
 )
 replicates = {}
 records = stitching_records(setup, replicates=replicates)
@@ -116,8 +114,7 @@ frame = pd.DataFrame(records)
 results.save_records(records, profile=profile, run=run_name, experiment="vision_stitching", replicates=replicates,
                      parameters=dict(transform=transform, encoders=encoders, targets=targets, anchor_counts=anchor_counts,
                                      seeds=seeds, task=task, decoder=decoder, dataset=dataset,
-                                     validation_fraction=validation_fraction,
-                                     affine_precision=resolve_gd_precision(affine_precision), n_images=len(images)))
+                                     validation_fraction=validation_fraction, n_images=len(images)))
 test_frame = frame[frame["split"] == "test"]
 
 # %% tags=["hide-input"]

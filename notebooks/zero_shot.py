@@ -46,7 +46,6 @@ run_name = "zero_shot"  # set by the runner
 vision_encoders = ["effnet-lite0", "effnet-lite2", "phantom-ssl"]  # vision-only encoders
 text_encoders = ["minilm", "radiology-bert"]  # text-only encoders; add "mpnet" for a second general one
 transforms = ["affine", "linear", "l-ortho", "ortho"]  # transforms from vision to text space
-affine_precision = "auto"  # matmuls of the affine fit: fp32, bf16 (exact every 10 steps; ~2x faster on CPUs with native bf16) or auto (bf16 where native)
 jobs = 0  # fits run at once, each on one thread (results do not depend on it); 0 means one per CPU core, at most 8
 anchor_counts = [16, 64, 256, 1024]  # paired image-report anchors from the training split
 seeds = [0, 1, 2]  # seeds of the anchor draw, the affine fit and the CLIP-style model
@@ -89,7 +88,6 @@ from semalign.experiments import inputs as experiments
 from semalign.study import results
 
 from semalign.experiments import zeroshot
-from semalign.method.align import resolve_gd_precision
 from semalign.phantom import PhantomSpec
 
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size)
@@ -139,7 +137,7 @@ setup = zeroshot.ZeroShotSetup(
     image_embeddings=image_embeddings, report_embeddings=report_embeddings, prompt_embeddings=prompt_embeddings,
     labels=evaluation.items.labels[classes].to_numpy(), classes=classes, train=fit, validation=validation, test=test,
     transforms=transforms, anchor_counts=anchor_counts, seeds=seeds, anchor_images=anchor_images, multimodal=multimodal,
-    affine_precision=affine_precision, jobs=jobs,
+    jobs=jobs,
 )
 replicates = {}
 records = zeroshot.zero_shot_records(setup, replicates=replicates)
@@ -307,8 +305,7 @@ results.save_records(
     replicates=replicates,
     parameters=dict(vision_encoders=vision_encoders, text_encoders=text_encoders, transforms=transforms,
                     anchor_counts=anchor_counts, seeds=seeds, dataset=dataset, anchor_dataset=anchor_dataset,
-                    validation_fraction=validation_fraction, multimodal_encoders=multimodal_encoders,
-                    affine_precision=resolve_gd_precision(affine_precision)),
+                    validation_fraction=validation_fraction, multimodal_encoders=multimodal_encoders),
 )
 real_table
 

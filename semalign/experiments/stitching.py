@@ -152,7 +152,6 @@ class StitchingSetup:
     decoder: str = "logreg"
     scaling: str = "standard"
     task: str = "binary"
-    affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
     jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.experiments.parallel); 0: one per core
     # Encoders Y whose decoder is reused: only pairs X → Y into them are run. Empty: every ordered pair.
     targets: Sequence[str] = ()
@@ -249,7 +248,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
         chosen = _anchors(setup, source, seed, n)
         rows, kept_here = [], {}
         for target in (y for x, y in pairs if x == source):
-            aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
+            aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed)
             aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
             base = dict(n_anchors=n, seed=seed, task=setup.task, method="aligned", transform=setup.transform,
                         source=source, target=target)

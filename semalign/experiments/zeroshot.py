@@ -220,7 +220,6 @@ class ZeroShotSetup:
     seeds: Sequence[int]
     validation: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
     scaling: str = "standard"
-    affine_precision: str = "fp32"  # matmuls of the affine fit's gradient: fp32, bf16 or auto (align.fit_affine_gd)
     jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.experiments.parallel); 0: one per core
     # Paired anchors from another dataset: image embeddings row-paired with
     # ``report_embeddings``. None: the anchors are this dataset's training rows.
@@ -423,7 +422,7 @@ def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[di
     setup = pair.setup
     rows, local = [], {}
     for kind in setup.transforms:
-        aligner = Aligner(kind=kind, scaling=setup.scaling, seed=pair.seed, precision=setup.affine_precision)
+        aligner = Aligner(kind=kind, scaling=setup.scaling, seed=pair.seed)
         aligner.fit(pair.anchor_image[anchors], pair.anchor_report[anchors])
         base = dict(method="unimodal_zero_shot", transform=kind, source=pair.vision, target=pair.text, n_anchors=n,
                     seed=pair.seed)
@@ -479,7 +478,7 @@ def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_a
 
     anchor_images, anchor_reports = anchor_pool(setup)
     anchors = select_anchors(n_anchors, strategy="random", seed=seed, pool_size=len(anchor_reports[text]))
-    aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, precision=setup.affine_precision)
+    aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed)
     mapped = aligner.fit(anchor_images[vision][anchors], anchor_reports[text][anchors]).transform(
         setup.image_embeddings[vision][setup.test])
     y_test = setup.labels[setup.test]

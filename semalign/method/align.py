@@ -60,10 +60,6 @@ from semalign.errors import SemalignError
 KINDS = ("affine", "linear", "l-ortho", "ortho", "ridge", "naive")
 SCALINGS = ("standard", "center", "none")
 AFFINE_FITS = ("gd", "lstsq")
-#: Matmul precisions of the affine fit's gradient (see :func:`fit_affine_gd`).
-GD_PRECISIONS = ("fp32", "bf16", "auto")
-#: With ``bf16``, the gradient is computed exactly every this many steps.
-BF16_REFRESH = 10
 ANCHOR_STRATEGIES = ("random", "stratified", "diverse")
 
 # Below this a dimension's anchor std counts as zero; it is then left unscaled
@@ -267,17 +263,12 @@ def _linear_layer_init(d_in: int, d_out: int, generator: torch.Generator, dtype:
     return torch.cat([weight.T, bias])
 
 
-def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype, low: torch.dtype | None = None):
+def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype):
     """∇L(θ) for L(θ) = mean((x₁ θ − y)²), x₁ = [x 1], θ = [W; bᵀ]: one matrix product per call.
 
     ∇L = c x₁ᵀ(x₁ θ − y) = c x₁ᵀx₁ θ − c x₁ᵀy with c = 2 / (n d_y). The right-hand
     form costs (d_x+1)² d_y per call and the left-hand one 2 n (d_x+1) d_y, so
     the statistics are precomputed (once, in float64) when 2n > d_x + 1.
-
-    Returns ``gradient(θ)`` and, when ``low`` is a dtype, ``change(δ)`` =
-    ∇L(θ + δ) − ∇L(θ) = c x₁ᵀx₁ δ with its products in ``low`` (None otherwise).
-    The change is linear in δ and carries no cancellation between large terms,
-    so rounding to bfloat16 costs about 2⁻⁹ of the change, not of x₁ᵀx₁ θ.
     """
     n, d_y = y.shape
     scale = 2.0 / (n * d_y)
@@ -285,18 +276,9 @@ def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype, low: torch.d
     statistics = 2 * n > with_ones.shape[1]
     if statistics:
         gram, cross = (torch.from_numpy(scale * m).to(dtype) for m in (with_ones.T @ with_ones, with_ones.T @ y))
-        exact = lambda theta: torch.addmm(cross, gram, theta, beta=-1)  # noqa: E731
-    else:
-        inputs, targets = torch.from_numpy(with_ones).to(dtype), torch.from_numpy(y).to(dtype)
-        exact = lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)  # noqa: E731
-    if low is None:
-        return exact, None
-    if statistics:
-        low_gram = gram.to(low)
-        return exact, lambda delta: torch.mm(low_gram, delta.to(low)).to(dtype)
-    low_inputs = inputs.to(low)
-    low_inputs_t = low_inputs.T.contiguous()
-    return exact, lambda delta: torch.mm(low_inputs_t, torch.mm(low_inputs, delta.to(low))).to(dtype).mul_(scale)
+        return lambda theta: torch.addmm(cross, gram, theta, beta=-1)
+    inputs, targets = torch.from_numpy(with_ones).to(dtype), torch.from_numpy(y).to(dtype)
+    return lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)
 
 
 def _step_flops(n: int, d_x: int, d_y: int) -> float:
@@ -323,26 +305,8 @@ def threads_for(flops: float):
         torch.set_num_threads(before)
 
 
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX-512 BF16 or AMX,
-    as oneDNN reports it); elsewhere bfloat16 is emulated and slower than float32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_gd_precision(precision: str) -> str:
-    """``fp32`` or ``bf16`` for a ``precision`` of :data:`GD_PRECISIONS`; ``auto`` is
-    ``bf16`` where :func:`native_bf16`, else ``fp32``."""
-    _check_choice(precision, GD_PRECISIONS, "precision")
-    if precision == "auto":
-        return "bf16" if native_bf16() else "fp32"
-    return precision
-
-
 def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
-                  dtype: torch.dtype = torch.float32, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+                  dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
     """Affine map x W + b fitted by full-batch Adam on the MSE, as Maiorca et al. (2023).
 
     Minimises L(W, b) = mean((x W + 1 bᵀ − y)²) over all n·d_y entries (like
@@ -357,31 +321,18 @@ def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
 
     from statistics precomputed once when n is large, so that a step costs
     d_x² d_y instead of n d_x d_y. Returns W (d_x × d_y) and b (d_y,) as float64.
-
-    ``precision="bf16"`` (or ``"auto"``, see :func:`resolve_gd_precision`) computes
-    the gradient exactly (in ``dtype``) every :data:`BF16_REFRESH` steps at a
-    reference θ_r and in between as ∇L(θ_r) + c x₁ᵀx₁ (θ − θ_r) with that product
-    in bfloat16, which is faster on CPUs with native bfloat16. The exact refresh
-    keeps the map close to the float32 fit, which a bfloat16 gradient alone does
-    not; the book's precision appendix gives how close.
     """
     x, y = _anchor_pair(x, y)
     if steps < 0 or lr <= 0:
         raise AlignmentInputError(f"need steps >= 0 and lr > 0; got steps={steps}, lr={lr}")
-    low = torch.bfloat16 if resolve_gd_precision(precision) == "bf16" else None
     theta = _linear_layer_init(x.shape[1], y.shape[1], torch.Generator().manual_seed(seed), dtype)
-    gradient, change = _mse_gradient(x, y, dtype, low)
+    gradient = _mse_gradient(x, y, dtype)
     # Adam acts elementwise, so one tensor for W and b is the same as two. The fused
     # kernel makes one pass over the parameters per step instead of about ten.
     optimizer = torch.optim.Adam([theta], lr=lr, fused=True)
     with threads_for(_step_flops(*x.shape, y.shape[1])):
-        for step in range(steps):
-            if change is None:
-                theta.grad = gradient(theta)
-            else:
-                if step % BF16_REFRESH == 0:
-                    reference, at_reference = theta.detach().clone(), gradient(theta)
-                theta.grad = change(theta.detach() - reference).add_(at_reference)
+        for _ in range(steps):
+            theta.grad = gradient(theta)
             optimizer.step()
     theta = theta.double().numpy()
     return theta[:-1], theta[-1]
@@ -394,30 +345,26 @@ class Aligner:
     """Estimate T with T(x_anchor) ≈ y_anchor, then translate new points of X into Y's space.
 
     ``Aligner(kind, scaling, seed).fit(x_anchor, y_anchor).transform(x)``; see the
-    module docstring for the kinds. ``seed``, ``affine_fit``, ``steps``, ``lr`` and
-    ``precision`` (:data:`GD_PRECISIONS`, see :func:`fit_affine_gd`) only matter for
-    ``kind="affine"``; ``alpha``, the penalty in scaled space, only for
+    module docstring for the kinds. ``seed``, ``affine_fit``, ``steps`` and ``lr``
+    (see :func:`fit_affine_gd`) only matter for ``kind="affine"``; ``alpha``, the penalty in scaled space, only for
     ``kind="ridge"`` (None: :func:`default_ridge_alpha`, α = d_x). The fitted
     state is six float64 arrays (``x_mean``, ``x_scale``, ``weight``, ``bias``,
     ``y_mean``, ``y_scale``).
     """
 
     def __init__(self, kind: str = "ortho", scaling: str = "standard", seed: int = 0,
-                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, precision: str = "fp32",
-                 alpha: float | None = None):
+                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, alpha: float | None = None):
         _check_choice(kind, KINDS, "kind")
         _check_choice(scaling, SCALINGS, "scaling")
         _check_choice(affine_fit, AFFINE_FITS, "affine_fit")
-        _check_choice(precision, GD_PRECISIONS, "precision")
         self.kind, self.scaling, self.seed = kind, scaling, int(seed)
-        self.affine_fit, self.steps, self.lr, self.precision = affine_fit, int(steps), float(lr), precision
+        self.affine_fit, self.steps, self.lr = affine_fit, int(steps), float(lr)
         self.alpha = None if alpha is None else _check_alpha(alpha)
         self.state: dict[str, np.ndarray] | None = None
 
     def config(self) -> dict:
         return {"kind": self.kind, "scaling": self.scaling, "seed": self.seed,
-                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr, "precision": self.precision,
-                "alpha": self.alpha}
+                "affine_fit": self.affine_fit, "steps": self.steps, "lr": self.lr, "alpha": self.alpha}
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
@@ -446,7 +393,7 @@ class Aligner:
 
     def _fit_scaled(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "affine" and self.affine_fit == "gd":
-            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed, precision=self.precision)
+            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed)
         if self.kind == "affine":
             return fit_affine_lstsq(x, y)
         if self.kind == "ridge":
@@ -509,6 +456,7 @@ class Aligner:
             state = {key: data[key].astype(np.float64) for key in _STATE_KEYS}
         if config.pop("format", None) != _FILE_FORMAT:
             raise AlignmentInputError(f"{path}: unsupported Aligner file format (expected {_FILE_FORMAT})")
+        config.pop("precision", None)  # older files: the affine fit's former precision option
         aligner = cls(**config)
         aligner.state = state
         return aligner

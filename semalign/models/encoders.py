@@ -5,9 +5,8 @@
 fingerprint alone, for caches. A reference is a registered name, a prefixed string
 or a dict (see :mod:`semalign.models.registry`, whose functions are re-exported
 here). The rest of the work lives in one module per job: the registry, the files
-(:mod:`~semalign.models.weights`), the text and vision encoders
-(:mod:`~semalign.models.text`, :mod:`~semalign.models.vision`) and the CPU speed-ups
-(:mod:`~semalign.models.fast_paths`).
+(:mod:`~semalign.models.weights`) and the text and vision encoders
+(:mod:`~semalign.models.text`, :mod:`~semalign.models.vision`).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ __all__ = [
 # Bump a (modality, precision) number when preprocessing, pooling, batching or
 # kernels change in a way that changes those numbers: the embedding caches of
 # those encoders (keyed by their fingerprint) are then invalidated.
-CODE_VERSION = {("text", "fp32"): 2, ("text", "bf16"): 2, ("vision", "fp32"): 2, ("vision", "bf16"): 1}
+CODE_VERSION = {("text", "fp32"): 3, ("text", "bf16"): 3, ("vision", "fp32"): 2, ("vision", "bf16"): 2}
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")

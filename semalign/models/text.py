@@ -9,26 +9,22 @@ import numpy as np
 
 from semalign.errors import SemalignError
 from semalign.models.base import Encoder, model_kwargs, open_clip_model, projected, transformers_loading
-from semalign.models.fast_paths import pack_linears, use_cpu_attention
 from semalign.models.registry import EncoderSpec
 from semalign.models.weights import Located, effective_max_length
 
 
 class TextEncoder(Encoder):
-    """Transformer text encoder with our pooling and length-sorted batching.
+    """A transformers text model (``AutoModel``) with the pooling its spec names
+    (pooler output, CLS token or attention-masked mean, optionally L2-normalised;
+    a CLIP model's projected text features), and length-sorted batching.
 
-    Texts are tokenised once, sorted by token count (longest first) and cut into
-    batches, so padding only ever pads a sequence to a near-equal length; rows come
-    back in input order. A batch holds at most ``batch_size`` texts and, on CPU, at
-    most ``max_batch_tokens`` padded tokens, so long texts go in smaller batches and
-    the attention scores (batch × heads × length²) stay in cache. The default of 16
-    texts a batch keeps the activations in a CPU's cache too (128 on CUDA, without
-    a token limit). On CPU, models built on transformers' attention interface
-    (BERT, MiniLM) use :func:`semalign.models.fast_paths._cpu_attention`.
+    Texts are tokenised once (truncated to the model's maximum length), sorted by
+    token count, longest first, and cut into batches of ``batch_size`` (the
+    :class:`~semalign.models.base.Encoder` default unless given), so that each
+    text is padded only to the length of its near-equal neighbours rather than to
+    the longest text of a random batch; rows come back in input order. The
+    forward pass is transformers' own, with its default attention implementation.
     """
-
-    default_batch_size = 16
-    max_batch_tokens: int | None = 2048
 
     def __init__(self, spec: EncoderSpec, located: Located, device: str, precision: str, fingerprint: str):
         super().__init__(spec, device, precision, fingerprint)
@@ -42,11 +38,6 @@ class TextEncoder(Encoder):
             )
             model = AutoModel.from_pretrained(str(located.folder), **model_kwargs(spec))
         self.model = self._prepare_module(model)
-        # CPU: oneDNN linears on pre-packed weights, exact GELU fused into the FFN input
-        self.packed_linears = pack_linears(self.model) if self.device == "cpu" else 0
-        self.cpu_attention = self.device == "cpu" and spec.family != "hf-clip" and use_cpu_attention(self.model)
-        if self.device == "cuda":
-            self.max_batch_tokens = None
         self.dim = int(model.config.projection_dim if spec.family == "hf-clip" else model.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -77,12 +68,9 @@ class TextEncoder(Encoder):
         lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
         order = np.argsort(-lengths, kind="stable")  # longest first: padding only within similar lengths
         with torch.inference_mode(), self._numerics():
-            start = 0
-            while start < len(order):
-                width = int(lengths[order[start]])
-                size = bs if not self.max_batch_tokens else max(1, min(bs, self.max_batch_tokens // max(width, 1)))
-                rows = order[start : start + size]
-                start += len(rows)
+            for start in range(0, len(order), bs):
+                rows = order[start : start + bs]
+                width = int(lengths[rows[0]])
                 input_ids = np.full((len(rows), width), self.pad_id, np.int64)
                 mask = np.zeros((len(rows), width), np.int64)
                 for r, i in enumerate(rows):

@@ -10,7 +10,6 @@ import numpy as np
 
 from semalign.errors import SemalignError
 from semalign.models.base import Encoder, model_kwargs, open_clip_model, projected, transformers_loading
-from semalign.models.fast_paths import fold_batchnorms
 from semalign.models.registry import EncoderSpec, read_json
 from semalign.models.weights import Located, effective_image_size
 
@@ -95,11 +94,8 @@ class EffNetLiteEncoder(_VisionEncoder):
     The default batch is 8 images: on a CPU the early high-resolution
     activations then stay in cache.
 
-    fp32 runs the model's own operations, so its embeddings equal a plain
-    forward's (``benchmarks/bench_embed.py`` compares them). bf16 folds every
-    BatchNorm into its convolution first
-    (:func:`~semalign.models.fast_paths.fold_batchnorms`): fewer passes over the
-    activations, at a different rounding order, which is why fp32 does not fold.
+    The forward pass is the model's own, so fp32 embeddings equal a plain
+    forward's (``benchmarks/bench_embed.py`` compares them).
     """
 
     default_batch_size = 8
@@ -129,8 +125,6 @@ class EffNetLiteEncoder(_VisionEncoder):
             raise SemalignError(f"{path} does not hold {located.arch} weights: {exc}") from exc
         model.eval()
         self.classifier = model._fc  # kept in fp32 for logits()
-        if precision == "bf16":
-            fold_batchnorms(model)
         model._fc = nn.Identity()
         self.model = self._prepare_module(model).to(memory_format=torch.channels_last)
         self.classifier = self.classifier.to(self.device).float()
