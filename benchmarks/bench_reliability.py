@@ -3,13 +3,14 @@ interruptions survived, damaged cache entries repaired, determinism checks.
 
     python benchmarks/bench_reliability.py [--fast]
 
-Runs ``tests/test_bad_inputs.py``, ``tests/test_interrupt.py`` and
-``tests/test_determinism.py`` with pytest (slow tests included unless
+Runs ``tests/test_bad_inputs.py``, ``tests/test_interrupt.py``,
+``tests/test_determinism.py``, ``tests/test_runner.py`` and ``tests/test_embed.py`` with pytest (slow tests included unless
 ``--fast``), reads the JUnit XML it writes, and writes
 ``<work>/benchmarks/reliability.json``, which the book's appendix renders. Each
 test says what it counts with pytest's ``record_property``: ``bad_input`` (the
 catalogue item), ``interruptions`` (processes killed with SIGKILL),
-``cache_damage`` (the kind of damage) and ``determinism`` (what is compared).
+``cache_damage`` (the kind of damage), ``determinism`` (what is compared) and
+``rerun`` (what a re-run with other data or settings must not do silently).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from semalign.study.cache import atomic_write_json  # noqa: E402
 from semalign.study.paths import work_dir  # noqa: E402
 
-TEST_FILES = ("tests/test_bad_inputs.py", "tests/test_interrupt.py", "tests/test_determinism.py")
+TEST_FILES = ("tests/test_bad_inputs.py", "tests/test_interrupt.py", "tests/test_determinism.py", "tests/test_runner.py",
+              "tests/test_embed.py")
 
 
 def read_junit(path: Path) -> list[dict]:
@@ -88,6 +90,7 @@ def summarise(cases: list[dict], *, command: str, wall_s: float, exit_status: in
         "interruptions": tally(cases, "interruptions", count=lambda values: sum(int(v) for v in values)),
         "cache_damage": tally(cases, "cache_damage"),
         "determinism": tally(cases, "determinism"),
+        "reruns": tally(cases, "rerun"),
     }
 
 
@@ -115,7 +118,8 @@ def main() -> None:
     for key, label in (("bad_inputs", "bad inputs refused with a one-line error"),
                        ("interruptions", "interruptions (SIGKILL) survived"),
                        ("cache_damage", "damaged cache entries detected and recomputed"),
-                       ("determinism", "determinism checks passed")):
+                       ("determinism", "determinism checks passed"),
+                       ("reruns", "re-run safeguards held")):
         part = report[key]
         extra = f" ({part['not_run']} not run)" if part["not_run"] else ""
         print(f"{label:48} {part['passed']:3d} of {part['tried']:3d}{extra}")

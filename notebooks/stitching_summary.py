@@ -27,6 +27,7 @@ run_name = "stitching_summary"  # set by the runner
 experiment = "text_stitching"  # text_stitching or vision_stitching
 metric = "macro_auroc"  # macro_auroc, macro_f1 or accuracy
 table_anchor_counts = [8, 32, 128, 512, 2048]  # columns of the summary table
+variant = ""  # "" summarises runs on the profile's own data; runs on other data: the code after "__data-" in their names
 
 # %%
 import matplotlib.pyplot as plt
@@ -43,7 +44,7 @@ from semalign.experiments import summary
 modality = {"text_stitching": "text", "vision_stitching": "vision"}[experiment]
 title = {"text": "Text: general encoders into the medical report encoder",
          "vision": "Vision: general encoders into the medical phantom encoder"}[modality]
-records = results.load_records(profile)
+records = results.load_records(profile, variant=variant)
 # naive and upper-bound records repeat in every run: keep one copy of each
 keys = ["method", "transform", "source", "target", "n_anchors", "seed", "metric", "split"]
 rows = results.experiment_records(records, experiment, profile).drop_duplicates(keys)
@@ -83,7 +84,7 @@ table
 # derived from the other) count.
 
 # %%
-claim_records = claims.stitching_claims(rows, results.load_replicates(profile, experiment), modality)
+claim_records = claims.stitching_claims(rows, results.load_replicates(profile, experiment, variant=variant), modality)
 verdicts = claims.verdict_table(pd.DataFrame(claim_records, columns=list(results.RECORD_KEYS)))
 for record in claim_records:
     glue(f"claim_{record['claim']}",
@@ -98,7 +99,7 @@ aligned_mean = few[(few["method"] == "aligned") & (few["transform"] == best) & (
 glue("few_shot_comparison", f"{best} {aligned_mean:.3f} against the few-shot probe's {few_mean:.3f} "
      f"at {int(largest)} labelled anchors", display=False)
 results.save_records(claim_records, profile=profile, run=run_name, experiment="stitching_summary",
-                     parameters=dict(experiment=experiment, metric=metric))
+                     parameters=dict(experiment=experiment, metric=metric, variant=variant))
 verdicts.style.hide(axis="index")  # whole statements (a plain DataFrame cuts long cells), no row numbers
 
 # %% [markdown]

@@ -148,13 +148,16 @@ def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeyp
 
         def test_same_bytes(record_property):
             record_property("determinism", "phantom")
+
+        def test_kept_apart(record_property):
+            record_property("rerun", "own data under its own name")
     """))
     junit = tmp_path / "out.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                     f"--junitxml={junit}", "test_sample.py"], cwd=tmp_path, capture_output=True, timeout=120)
     report = bench.summarise(bench.read_junit(junit), command="python benchmarks/bench_reliability.py",
                              wall_s=3.2, exit_status=1)
-    assert report["tests"] == {"passed": 3, "failed": 1, "skipped": 0}
+    assert report["tests"] == {"passed": 4, "failed": 1, "skipped": 0}
     assert (report["bad_inputs"]["tried"], report["bad_inputs"]["passed"]) == (2, 1)
     assert (report["interruptions"]["tried"], report["interruptions"]["passed"]) == (2, 2)
     assert (report["determinism"]["tried"], report["cache_damage"]["tried"]) == (1, 0)
@@ -162,10 +165,12 @@ def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeyp
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "reliability.json").write_text(json.dumps(report))
     page = pages.benchmarks_page()
-    assert "3 tests passed, 1 failed, 0 skipped (**1 failed**)" in page
+    assert "4 tests passed, 1 failed, 0 skipped (**1 failed**)" in page
     assert "| bad inputs refused with a one-line error naming the input and the fix | 2 | 1 |" in page
     assert "| runs killed with SIGKILL, then completed with the uninterrupted result | 2 | 2 |" in page
     assert "| corrupt image | `test_not_refused` | failed |" in page
+    assert "| re-runs with other data or settings kept apart, made stale or refused, never mixed | 1 | 1 |" in page
+    assert "### Re-runs" in page and "| own data under its own name | `test_kept_apart` | passed |" in page
     assert report["date"] in page and "python benchmarks/bench_reliability.py" in page
     assert "have not been run" not in page
 

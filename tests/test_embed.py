@@ -177,9 +177,10 @@ def test_interrupted_extraction_resumes(isolated_cache, monkeypatch, minilm):
     assert manifest["complete"] and manifest["shard_size"] == 5 and len(manifest["shards"]) == 3
 
 
-def test_shard_size_changes_storage_not_numbers(isolated_cache, monkeypatch, minilm):
+def test_shard_size_changes_storage_not_numbers(isolated_cache, monkeypatch, minilm, record_property):
     """Texts are length-sorted (and batched) within a block, never within a shard:
     the shard size a user picks moves no bit of any embedding, text or image."""
+    record_property("rerun", "the shard size moves no bit of any embedding")
     monkeypatch.setattr(embed_mod, "BLOCK", 6)  # three blocks of the 13 texts
     texts = TEXTS[:7] + [TEXTS[2]] + TEXTS[8:]  # a repeat across shards of 3, within one block
     per_size = {size: embed(minilm, IDS, texts, shard_size=size, cache=False, progress=False) for size in (1, 3, 4, 13)}

@@ -206,7 +206,8 @@ def test_code_fingerprint_covers_what_notebooks_run(tmp_path, monkeypatch):
         assert len(runner.notebook_modules()) == len(sources)
 
 
-def test_kernels_talk_over_private_unix_sockets_and_runs_record_their_provenance(isolated_work):
+def test_kernels_talk_over_private_unix_sockets_and_runs_record_their_provenance(isolated_work, record_property):
+    record_property("rerun", "every record carries its data, encoders, device and code")
     import json
 
     from conftest import semalign_cli
@@ -241,7 +242,8 @@ def test_text_parameters_take_the_text_as_given():
 
 
 def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_the_shell(isolated_work, tmp_path,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, record_property):
+    record_property("rerun", "an edited data file (content hash) makes its run stale")
     from conftest import semalign_cli
 
     folder = tmp_path / "mine"
@@ -280,7 +282,8 @@ def test_count_lists_must_hold_whole_numbers(override):
         runner.plan(["text_stitching"], "offline", [override, "transform=ortho"])
 
 
-def test_runs_on_other_data_get_their_own_names_and_other_settings_do_not(tmp_path):
+def test_runs_on_other_data_get_their_own_names_and_other_settings_do_not(tmp_path, record_property):
+    record_property("rerun", "a run on other data is stored under its own name, never over the default one")
     def name(*overrides):
         (run,) = runner.plan(["text_stitching"], "smoke", ["transform=ortho", *overrides])
         return run
@@ -298,7 +301,8 @@ def test_runs_on_other_data_get_their_own_names_and_other_settings_do_not(tmp_pa
     assert name(f"dataset={table}").variant not in ("", other.variant)
 
 
-def test_summaries_read_the_profile_s_own_runs_and_refuse_to_pool_different_data(isolated_work):
+def test_summaries_read_the_profile_s_own_runs_and_refuse_to_pool_different_data(isolated_work, record_property):
+    record_property("rerun", "a summary refuses, in one line, to pool runs made on different data")
     folder = isolated_work / "results" / "smoke"
     folder.mkdir(parents=True)
 
@@ -316,6 +320,15 @@ def test_summaries_read_the_profile_s_own_runs_and_refuse_to_pool_different_data
     assert sorted(pooled["run"]) == ["text__affine", "text__ortho", "vision__ortho"]
     assert set(results.load_records("smoke", variant=None)["run"]) == {*pooled["run"], "text__ortho__data-cccc"}
     assert set(results.load_records("smoke", variant="cccc")["run"]) == {"text__ortho__data-cccc"}
+    with pytest.raises(SemalignError, match=r"no results of the runs on data 0000ffff .* lists each run's variant"):
+        results.load_records("smoke", variant="0000ffff")
+    # the summary of runs on other data reads them alone and is stored under their code
+    (summary,) = runner.plan(["stitching_summary"], "smoke", ["experiment=text_stitching", "variant=cccc1234"])
+    assert summary.name == "stitching_summary__experiment-text_stitching__data-cccc1234"
+    assert summary.variant == "cccc1234" and summary.parameters["variant"] == "cccc1234"
+    with pytest.raises(SemalignError, match=r"parameter 'variant' of stitching_summary: 'data-cccc1234' is not the "
+                                            r"8-character code"):
+        runner.plan(["stitching_summary"], "smoke", ["experiment=text_stitching", "variant=data-cccc1234"])
     write("text__ortho", "text_stitching", "dddd")  # e.g. its data file was edited before this run
     with pytest.raises(SemalignError, match=r"runs of text_stitching were made on different data and cannot be "
                                             r"pooled \(text__affine on data aaaa; text__ortho on data dddd\)"):

@@ -239,8 +239,9 @@ def reliability_section() -> str:
     text = [
         "## Reliability\n",
         "`python benchmarks/bench_reliability.py` runs the bad-input catalogue (`tests/test_bad_inputs.py`), "
-        "the interruption and cache-integrity tests (`tests/test_interrupt.py`) and the determinism tests "
-        "(`tests/test_determinism.py`), slow ones included, and records what they tried and what passed. "
+        "the interruption and cache-integrity tests (`tests/test_interrupt.py`), the determinism tests "
+        "(`tests/test_determinism.py`) and the re-run safeguards (in `tests/test_runner.py` and "
+        "`tests/test_embed.py`), slow ones included, and records what they tried and what passed. "
         "A bad input passes when it is refused with one line naming the input and the fix (on the command "
         "line: exit status 2, no traceback); an interruption is survived when a run killed with SIGKILL, "
         "re-run, gives the uninterrupted result and leaves no torn or temporary file.\n",
@@ -252,10 +253,13 @@ def reliability_section() -> str:
     parts = (("bad_inputs", "bad inputs refused with a one-line error naming the input and the fix"),
              ("interruptions", "runs killed with SIGKILL, then completed with the uninterrupted result"),
              ("cache_damage", "damaged cache entries detected, reported and recomputed"),
-             ("determinism", "determinism checks (identical bytes or numbers from fresh processes)"))
+             ("determinism", "determinism checks (identical bytes or numbers from fresh processes)"),
+             ("reruns", "re-runs with other data or settings kept apart, made stale or refused, never mixed"))
     rows = []
     for key, label in parts:
-        part = report[key]
+        part = report.get(key)
+        if part is None:  # recorded before this check existed
+            continue
         not_run = f" ({part['not_run']} not run)" if part.get("not_run") else ""
         rows.append([label, f"{part['tried']}{not_run}", str(part["passed"])])
     tests = report["tests"]
@@ -270,6 +274,10 @@ def reliability_section() -> str:
         table(["input", "test", "result"],
                [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report["bad_inputs"]["cases"]]),
     ]
+    if report.get("reruns", {}).get("cases"):
+        text += ["### Re-runs\n",
+                 table(["safeguard", "test", "result"],
+                       [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report["reruns"]["cases"]])]
     return "\n".join(text)
 
 

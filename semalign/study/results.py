@@ -163,6 +163,9 @@ def load_records(profile: str, variant: str | None = "", provenance: bool = Fals
     None reads every run as it is, for listing.
     """
     files = _run_files(profile, variant)
+    if not files and variant:
+        raise SemalignError(f"no results of the runs on data {variant} for profile {profile!r} in "
+                            f"{results_dir(profile)}; `semalign results --profile {profile} --json` lists each run's variant")
     if not files:
         raise SemalignError(f"no results for profile {profile!r} in {results_dir(profile)}; "
                             f"run `semalign run all --profile {profile}` first")

@@ -242,6 +242,13 @@ def _digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def _checked_variant(notebook: str, code: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{8}", code):
+        raise SemalignError(f"parameter 'variant' of {notebook}: {code!r} is not the 8-character code after "
+                            f"'__data-' in a run's name; `semalign results --json` lists the runs (e.g. -p variant=1a2b3c4d)")
+    return code
+
+
 def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> list[Run]:
     """The runs for the named notebooks (or ``all``) under a profile plus overrides."""
     spec = load_runs()
@@ -286,6 +293,8 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
             changed = {key: checked[key] for key in data_parameters if set_by.get(key) == "command line"
                        and key in checked and checked[key] != own.get(key, known[key].default)}
             variant = _digest(changed) if changed else ""
+            if checked.get("variant"):  # a summary of runs on other data is stored under their code
+                variant = _checked_variant(name, checked["variant"])
             run_name = _run_name(name, {k: checked[k] for k in grid}) + (f"__data-{variant}" if variant else "")
             checked.update(profile=profile, run_name=run_name)
             point = {key: checked[key] for key in grid}
