@@ -39,11 +39,12 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from semalign.data import reports as data
-
+from semalign.experiments import inputs
 from semalign.study import results
-reports = data.subsample(data.load_reports(dataset, text_column, label_columns), max_reports, seed)
-train_index, test_index = data.split_indices(len(reports), test_fraction, seed)
+
+# the text notebooks' own loader: the same subset, split and warnings about a user's table
+reports, train_index, test_index = inputs.report_dataset(dataset, text_column=text_column, label_columns=label_columns,
+                                                         max_reports=max_reports, test_fraction=test_fraction, seed=seed)
 glue("n_reports", len(reports), display=False)
 glue("n_train", len(train_index), display=False)
 glue("n_test", len(test_index), display=False)

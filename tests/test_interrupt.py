@@ -422,12 +422,19 @@ def test_ctrl_c_during_a_run_prints_one_line_and_exits_130(tmp_path, record_prop
     """Ctrl-C reaches the terminal's whole process group; the kernel runs in its
     own session and the runner stops it: its shutdown noise goes to a log file."""
     record_property("rerun", "Ctrl-C during a run exits 130 with one line and leaves nothing half-written")
-    env = {**os.environ, "SEMALIGN_WORKDIR": str(tmp_path)}
+    # A cache of its own: with the session's warm cache the run can end within
+    # seconds, and a Ctrl-C that lands while Python exits ends it by SIGINT (-2).
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SEMALIGN_WORKDIR": str(tmp_path), "SEMALIGN_CACHE": str(cache)}
     proc = subprocess.Popen([sys.executable, "-m", "semalign", "run", "text_stitching", "--profile", "smoke", "--quiet",
                              "-p", "transform=ortho"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
     assert proc.stdout.readline().startswith("[1/1] text_stitching__transform-ortho")
-    time.sleep(8)  # the kernel is up and training the study's medical encoder on a cold cache
+    deadline = time.monotonic() + DEADLINE_S
+    while not (cache.is_dir() and any(cache.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the kernel writes to the cache: it is executing the notebook's cells
+    time.sleep(2)
+    assert proc.poll() is None, "the run ended before Ctrl-C could interrupt it"
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
