@@ -179,6 +179,13 @@ def test_text_stitching_runs_on_mimic_reports(paper_run):
     assert "72 reports (43 fit / 11 validation / 18 test), task 'multilabel'" in _stdout(paper_run.work, "text_stitching__transform-ortho")
     saved = json.loads((paper_run.work / "results" / "paper" / "text_stitching__transform-ortho.json").read_text())
     assert saved["parameters"]["dataset"] == "mimic_cxr"
+    # what ran where: the run's settings (the profile's, else the notebook's defaults) and each encoder's identity
+    facts = paper_run.records[paper_run.records["run"] == "text_stitching__transform-ortho"]["provenance"].iloc[0]
+    assert (facts["device"], facts["precision"], facts["batch_size"]) == ("auto", "bf16", 256)
+    assert facts["data"]["dataset"] == "mimic_cxr" and facts["data"]["test_fraction"] == 0.3  # a notebook default
+    used = facts["encoders_used"]
+    assert len(used) == len(paper_run.text)
+    assert all(u["device"] in ("cpu", "cuda") and u["precision"] == "bf16" and u["fingerprint"] for u in used.values())
 
 
 @pytest.mark.slow

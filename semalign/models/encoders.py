@@ -79,7 +79,7 @@ def load_encoder(
     _check_precision(precision)
     spec = resolve_encoder(ref)
     _check_remote_code(spec, allow_remote_code)
-    dev = _pick_device(device)
+    dev = pick_device(device)
     located = locate(spec)
     fingerprint = _fingerprint(spec, located, precision, dev)
     if spec.family == "open-clip":
@@ -102,7 +102,7 @@ def encoder_fingerprint(
     """
     _check_precision(precision)
     spec = resolve_encoder(ref)
-    return spec, _fingerprint(spec, locate(spec), precision, _pick_device(device))
+    return spec, _fingerprint(spec, locate(spec), precision, pick_device(device))
 
 
 def _fingerprint(spec: EncoderSpec, located: Located, precision: str, device: str) -> str:
@@ -136,7 +136,8 @@ def _check_precision(precision: str) -> None:
         raise SemalignError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
-def _pick_device(device: str) -> str:
+def pick_device(device: str) -> str:
+    """The device ``auto``, ``cpu`` or ``cuda`` means on this machine."""
     import torch
 
     if device not in DEVICES:

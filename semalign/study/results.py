@@ -86,10 +86,11 @@ _ENCODERS_USED: dict[str, dict] = {}
 def note_encoder(ref: Any, precision: str, device: str) -> None:
     """Remember an encoder's identity (its source and the fingerprint of its weights,
     the study-made encoders' cache keys included) for :func:`save_records`."""
-    from semalign.models.encoders import encoder_fingerprint
+    from semalign.models.encoders import encoder_fingerprint, pick_device
 
     spec, fingerprint = encoder_fingerprint(ref, precision, device)
-    _ENCODERS_USED[spec.name] = {"source": spec.source, "fingerprint": fingerprint, "precision": precision}
+    _ENCODERS_USED[spec.name] = {"source": spec.source, "fingerprint": fingerprint, "precision": precision,
+                                 "device": pick_device(device)}
 
 
 def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping,

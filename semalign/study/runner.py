@@ -502,15 +502,17 @@ def execute(run: Run, progress: bool = True) -> Path:
 
 def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], code_sha256: str, facts: dict) -> None:
     """Write into a run's staged results file what its records were made with."""
-    data = {key: run.parameters[key] for key in load_runs().get("data_parameters", []) if key in run.parameters}
+    # the values the notebook ran with: its own defaults where neither profile nor command line set one
+    values = {**{key: p.default for key, p in notebook_parameters(run.notebook).items()}, **run.parameters}
+    data = {key: values[key] for key in load_runs().get("data_parameters", []) if key in values}
     content = json.loads(staged.read_text())
     content["provenance"] = {
         "variant": run.variant,
         "data_id": _digest({"parameters": data, "files": inputs}),  # what summaries compare before pooling
         "data": data,
         "inputs_sha256": inputs,
-        "encoders": {key: value for key, value in run.parameters.items() if key == "encoders" or key.endswith("_encoders")},
-        "device": run.parameters.get("device"), "precision": run.parameters.get("precision"),
+        "encoders": {key: value for key, value in values.items() if key == "encoders" or key.endswith("_encoders")},
+        **{key: values[key] for key in ("device", "precision", "batch_size") if key in values},
         "code_sha256": code_sha256, **content.get("provenance", {}), "machine": facts,
     }
     atomic_write_json(staged, content)
