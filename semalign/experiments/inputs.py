@@ -336,7 +336,7 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     from semalign.data.images import real_sample_images
     from semalign.experiments.zeroshot import class_aurocs, prompt_scores
 
-    real = [r for r in real_sample_images() if r.cohort == "pediatric"]
+    real = real_sample_images(cohorts=("pediatric",))
     images = np.stack([load_image(r.path, size=image_size) for r in real])
     labels = np.array([r.label == "pneumonia" for r in real], dtype=int)
     embeddings = encode_all([f"real:{r.path.name}" for r in real], images, [vision], progress=False, **options)[vision]
