@@ -7,8 +7,10 @@ Every user-facing problem is a :class:`SemalignError`, printed as one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 
 from semalign.errors import SemalignError
@@ -28,16 +30,36 @@ def _cmd_run(args) -> int:
     runs = runner.plan(args.names or ["all"], args.profile, args.param)
     _require_paper_data(runs)
     executed = 0
-    for i, run in enumerate(runs, 1):
-        if not args.force and runner.up_to_date(run):
-            print(f"[{i}/{len(runs)}] {run.name} ({args.profile}): up to date, not re-executed", flush=True)
-            continue
-        print(f"[{i}/{len(runs)}] {run.name} ({args.profile})", flush=True)
-        runner.execute(run, progress=not args.quiet)
-        executed += 1
+    with _ctrl_c_noted() as pressed:
+        for i, run in enumerate(runs, 1):
+            if not args.force and runner.up_to_date(run):
+                print(f"[{i}/{len(runs)}] {run.name} ({args.profile}): up to date, not re-executed", flush=True)
+                continue
+            print(f"[{i}/{len(runs)}] {run.name} ({args.profile})", flush=True)
+            runner.execute(run, progress=not args.quiet)
+            executed += 1
+            if pressed:  # the execution libraries caught the KeyboardInterrupt: stop after the finished run
+                raise KeyboardInterrupt
     print(f"executed {executed} of {len(runs)} run(s) ({len(runs) - executed} up to date; --force re-executes them); "
           f"notebooks in {runs[0].output.parent}")
     return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_noted():
+    """Ctrl-C raises KeyboardInterrupt as usual and is also noted, so that a run
+    whose libraries swallowed the exception still ends the command with 130."""
+    pressed: list[int] = []
+
+    def on_ctrl_c(signum, frame):
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _require_paper_data(runs) -> None:
