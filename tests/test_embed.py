@@ -203,6 +203,52 @@ def test_shard_size_changes_storage_not_numbers(isolated_cache, monkeypatch, min
     assert all(np.array_equal(rows, by_size[-1]) for rows in by_size)
 
 
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_processes_that_share_an_entry_fill_it_as_one_process_does(tmp_path, monkeypatch, minilm):
+    """``share=(rank, world)`` (semalign embed under accelerate): each process
+    computes whole blocks of its own and lists its shards in a part file; the
+    merge writes the manifest one process would have written, byte for byte."""
+    monkeypatch.setattr(embed_mod, "BLOCK", 4)  # blocks 0..3 of the 13 texts, dealt 0, 1, 0, 1
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "one"))
+    alone = embed(minilm, IDS, TEXTS, shard_size=2, progress=False)
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "two"))
+    assert embed(minilm, IDS, TEXTS, shard_size=2, progress=False, share=(1, 2)) is None  # any order
+    folder = entry(tmp_path / "two")
+    assert not (folder / "manifest.json").exists()
+    part = json.loads((folder / "part-00001.json").read_text())
+    assert [bool(r) for r in part["shards"]] == [False, False, True, True, False, False, True]  # blocks 1 and 3
+    assert embed(minilm, IDS, TEXTS, shard_size=2, progress=False, share=(0, 2)) is None
+    assert embed_mod.merge_parts(folder.name) is True
+    assert not list(folder.glob("part-*"))
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+    forbid_loads(monkeypatch)
+    assert np.array_equal(embed("minilm", IDS, TEXTS, shard_size=2, progress=False), alone)
+
+
+def test_a_single_process_call_completes_a_shared_entry(isolated_cache, monkeypatch, minilm):
+    """A notebook that runs after only some processes finished reads their
+    shards, computes the rest and writes the manifest; a part of another entry's
+    identity is ignored with a warning."""
+    monkeypatch.setattr(embed_mod, "BLOCK", 4)
+    alone = embed(minilm, IDS, TEXTS, shard_size=2, cache=False, progress=False)
+    embed(minilm, IDS, TEXTS, shard_size=2, progress=False, share=(0, 2))
+    folder = entry(isolated_cache)
+    stray = json.loads((folder / "part-00000.json").read_text())
+    (folder / "part-00003.json").write_text(json.dumps({**stray, "fingerprint": "another-model"}))
+    written = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*")}
+    with pytest.warns(UserWarning, match="belongs to another run"):
+        rows = embed(minilm, IDS, TEXTS, shard_size=2, progress=False)
+    assert np.array_equal(rows, alone)
+    assert all((folder / name).stat().st_mtime_ns == t for name, t in written.items())  # read, not recomputed
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["complete"] and not list(folder.glob("part-*"))
+    with pytest.raises(SemalignError, match="0 <= rank < world"):
+        embed(minilm, IDS, TEXTS, share=(2, 2), progress=False)
+
+
 def test_batch_size_moves_only_rounding(isolated_cache, minilm):
     """Batch size decides which texts share a batch, so fp32 rounding differs in
     the last bits (BLAS blocks the products by shape); never more than that."""

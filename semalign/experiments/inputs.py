@@ -256,25 +256,33 @@ def scaled_steps(config, scale: float):
     return dataclasses.replace(config, **fields)
 
 
-def image_embeddings(images: ImageData, encoders: Sequence[str], *, adapt_steps: int = VisionAdaptConfig.steps,
-                     medical_scale: float = 1.0, **options) -> dict[str, np.ndarray]:
-    """Embeddings of every image. The study-made phantom encoders are first
-    trained on the phantom's training split (cached): ``phantom-ssl`` without
-    labels, ``phantom-effnet-supervised`` with them. Other entries are registry
-    names or references such as ``hf-vision:/folder``."""
+def register_phantom_encoders(images: ImageData, encoders: Sequence[str], *,
+                              adapt_steps: int = VisionAdaptConfig.steps, medical_scale: float = 1.0,
+                              progress: bool = True) -> None:
+    """Build (cached) and register the study-made phantom encoders among
+    ``encoders``, trained on the phantom's training split: ``phantom-ssl``
+    without labels, ``phantom-effnet-supervised`` with them."""
     from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder
 
     made = [name for name in (PHANTOM_VISION_ENCODER, MEDICAL_VISION_ENCODER) if name in encoders]
     if made and images.phantom is None:
         raise SemalignError(f"{', '.join(made)} are trained on the phantom; use them with dataset=phantom, "
                             "or list other vision encoders")
-    progress = options.get("progress", True)
     if PHANTOM_VISION_ENCODER in encoders:
         register_phantom_vision_encoder(images.phantom, images.train, VisionAdaptConfig(steps=adapt_steps),
                                         progress=progress)
     if MEDICAL_VISION_ENCODER in encoders:
         register_phantom_ssl_encoder(images.phantom.images[images.train], scaled_steps(SSLConfig(), medical_scale),
                                      progress=progress)
+
+
+def image_embeddings(images: ImageData, encoders: Sequence[str], *, adapt_steps: int = VisionAdaptConfig.steps,
+                     medical_scale: float = 1.0, **options) -> dict[str, np.ndarray]:
+    """Embeddings of every image. The study-made phantom encoders are first
+    trained (cached) by :func:`register_phantom_encoders`. Other entries are
+    registry names or references such as ``hf-vision:/folder``."""
+    register_phantom_encoders(images, encoders, adapt_steps=adapt_steps, medical_scale=medical_scale,
+                              progress=options.get("progress", True))
     return encode_all(images.items.ids, images.images, encoders, **options)
 
 

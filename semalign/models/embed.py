@@ -192,7 +192,8 @@ def embed(
     device: str = "auto",
     precision: str = "fp32",
     allow_remote_code: Sequence[str] = (),
-) -> np.ndarray:
+    share: tuple[int, int] = (0, 1),
+) -> np.ndarray | None:
     """Embeddings (``len(ids)×dim`` float32, in the order of ``ids``) of ``items``.
 
     ``encoder`` is a loaded encoder (:func:`semalign.models.encoders.load_encoder`) or a
@@ -213,6 +214,13 @@ def embed(
     ``modality``), ``fingerprint``, ``dim`` and ``encode(batch, batch_size=None,
     callback=None)`` serves as a loaded encoder. NaN/inf output raises
     :class:`SemalignError` and nothing of that shard is cached.
+
+    ``share=(rank, world)`` with ``world > 1`` is one of ``world`` processes
+    filling the entry together (``semalign embed`` under ``accelerate launch``):
+    this one computes the shards whose block ``rank`` owns, lists them in its own
+    ``part-<rank>.json`` instead of the manifest, and returns ``None``;
+    :func:`merge_parts` (or any later single-process call) then writes the
+    manifest. Blocks are dealt whole, so the numbers are those of one process.
     """
     ids = _check_ids(ids)
     get = _accessor(items, len(ids))
@@ -222,8 +230,11 @@ def embed(
         spec, fingerprint = loaded.spec, loaded.fingerprint
     else:
         spec, fingerprint = encoders.encoder_fingerprint(encoder, precision, device)
+    rank, world = _checked_share(share, cache)
     expect = _entry_identity(ids, get, spec.modality, fingerprint, progress)
     folder = entry_dir(expect["key"])
+    if cache and world == 1 and any(folder.glob("part-*.json")):  # left by processes that shared the entry
+        merge_parts(expect["key"])
     manifest = _read_manifest(folder, expect) if cache else None
     if manifest is None:
         manifest = {**expect, "encoder": spec.name, "spec": _describe(spec), "modality": spec.modality,
@@ -238,7 +249,58 @@ def embed(
         _check_finite(rows, ids, start, spec.name)
         return rows
 
-    return _read_or_compute(folder, manifest, ids, compute, name=spec.name, cache=cache, progress=progress)
+    return _read_or_compute(folder, manifest, ids, compute, name=spec.name, cache=cache, progress=progress,
+                            share=(rank, world))
+
+
+def _checked_share(share: Any, cache: bool) -> tuple[int, int]:
+    try:
+        rank, world = (int(v) for v in share)
+    except (TypeError, ValueError):
+        rank, world = -1, 0
+    if world < 1 or not 0 <= rank < world:
+        raise SemalignError(f"share must be (rank, world) with 0 <= rank < world, not {share!r}")
+    if world > 1 and not cache:
+        raise SemalignError("share=(rank, world) fills the disk cache together; it needs cache=True")
+    return rank, world
+
+
+def _part_path(folder: Path, rank: int) -> Path:
+    return folder / f"part-{rank:05d}.json"
+
+
+def merge_parts(key: str) -> bool:
+    """Fold the shard lists that processes of a shared run (``share=``) wrote
+    into the entry's manifest, and remove them. Parts of another identity are
+    dropped with a warning. True when the entry is complete afterwards."""
+    folder = entry_dir(key)
+    parts = sorted(folder.glob("part-*.json"))
+    if not parts:
+        manifest = _read_manifest(folder, {"key": key})
+        return bool(manifest and manifest.get("complete"))
+    identity = ("version", "key", "n", "fingerprint", "ids_sha256", "content_sha256", "shard_size")
+    read = []
+    for path in parts:
+        try:
+            read.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            warnings.warn(f"embedding cache part {path} is unreadable; its shards will be recomputed", stacklevel=2)
+    base = _read_manifest(folder, {"key": key}) or next((p for p in read if p.get("key") == key), None)
+    if base is not None:
+        merged = list(base["shards"])
+        for part in read:
+            if any(part.get(k) != base.get(k) for k in identity):
+                warnings.warn(f"embedding cache part in {folder} belongs to another run; ignoring it", stacklevel=2)
+                continue
+            for k, record in enumerate(part["shards"]):
+                if record and not merged[k]:
+                    merged[k] = record
+            base["dim"] = base.get("dim") or part.get("dim")
+        base.update(shards=merged, complete=all(merged))
+        _cache.atomic_write_json(folder / "manifest.json", base)
+    for path in parts:
+        path.unlink(missing_ok=True)
+    return bool(base and base["complete"])
 
 
 class _Blocks:
@@ -357,9 +419,10 @@ def _check_finite(rows: np.ndarray, ids: Sequence[str], start: int, name: str) -
 
 def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
                      compute: Callable[[int, int, Any], np.ndarray], *, name: str, cache: bool,
-                     progress: bool) -> np.ndarray:
-    """Every shard of the entry, read back when intact, else computed (and, with
-    ``cache``, written before the manifest that lists it: a crash loses at most one shard)."""
+                     progress: bool, share: tuple[int, int] = (0, 1)) -> np.ndarray | None:
+    """Every shard of the entry (or, shared, this process's), read back when
+    intact, else computed (and, with ``cache``, written before the manifest or
+    part that lists it: a crash loses at most one shard)."""
     from semalign.study.progress import progress_bar
 
     n, size, dim = len(ids), manifest["shard_size"], manifest.get("dim")
@@ -368,13 +431,18 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
         r if isinstance(r, dict) else None for r in manifest["shards"][:n_shards]
     ]
     records += [None] * (n_shards - len(records))
-    if cache and not all(records):
+    rank, world = share
+    # a whole block to one process: the items that share a batch are those of one process's run
+    owned = [k for k in range(n_shards) if (k * size // BLOCK) % world == rank]
+    if cache and not all(records[k] for k in owned) and world == 1:
         _cache.remove_stale_temporaries(folder)  # shards half-written by a killed run
-    out: np.ndarray | None = np.empty((n, dim), np.float32) if dim else None
-    bar = progress_bar(total=n, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
+    out: np.ndarray | None = np.empty((n, dim), np.float32) if dim and world == 1 else None
+    total = sum(min(n, (k + 1) * size) - k * size for k in owned)
+    bar = progress_bar(total=total, desc=f"embed {name}", unit="item", disable=not progress, leave=False)
     blocks = _Blocks(compute, n, BLOCK)
+    mine: list[dict[str, Any] | None] = [None] * n_shards
     try:
-        for k in range(n_shards):
+        for k in owned:
             start, stop = k * size, min(n, (k + 1) * size)
             shard_path = folder / f"shard-{k:05d}.safetensors"
             rows = None
@@ -385,17 +453,23 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
             if rows is None:
                 rows = blocks.rows(start, stop, bar)
                 if cache:
-                    records[k] = _write_shard(shard_path, rows, start, ids[start:stop], manifest["fingerprint"])
-                    manifest.update(dim=int(rows.shape[1]), shards=records,
-                                    complete=all(r is not None for r in records))
-                    _cache.atomic_write_json(folder / "manifest.json", manifest)
+                    records[k] = mine[k] = _write_shard(shard_path, rows, start, ids[start:stop],
+                                                        manifest["fingerprint"])
+                    if world == 1:
+                        manifest.update(dim=int(rows.shape[1]), shards=records,
+                                        complete=all(r is not None for r in records))
+                        _cache.atomic_write_json(folder / "manifest.json", manifest)
+                    else:  # the manifest is the merge's to write: each process lists its own shards
+                        _cache.atomic_write_json(_part_path(folder, rank),
+                                                 {**manifest, "dim": int(rows.shape[1]), "shards": mine})
+            if world > 1:
+                continue
             if out is None:
                 dim = int(rows.shape[1])
                 out = np.empty((n, dim), np.float32)
             out[start:stop] = rows
     finally:
         bar.close()
-    assert out is not None
     return out
 
 

@@ -80,6 +80,53 @@ def _require_paper_data(runs) -> None:
         paper_data.require(name, root)
 
 
+def _cmd_embed(args) -> int:
+    """Fill the embedding cache for runs ahead of ``semalign run``, in one
+    process or in several under ``accelerate launch`` (each process takes its
+    share of every entry; the first then writes the manifests)."""
+    from semalign.experiments.extract import EXTRACTED, embed_run
+    from semalign.study import runner
+    from semalign.models import embed
+
+    runs = runner.plan(args.names or list(EXTRACTED), args.profile, args.param)
+    _require_paper_data(runs)
+    state, share = _process_group()
+    main_process = share[0] == 0
+    seen = set()
+    for run in runs:  # the runs of one notebook's grid embed the same data: once
+        if (run.notebook, run.variant) in seen:
+            continue
+        seen.add((run.notebook, run.variant))
+        if main_process:
+            print(f"embedding for {run.name} ({args.profile}), process {share[0] + 1} of {share[1]}", flush=True)
+        embed_run(run.notebook, run.effective_parameters, share=share, progress=main_process and not args.quiet,
+                  first=state.main_process_first if state else contextlib.nullcontext)
+    if state is not None:
+        state.wait_for_everyone()
+    if main_process:
+        folder = embed.entry_dir("-").parent
+        keys = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        complete = sum(embed.merge_parts(k) for k in keys)
+        print(f"{folder}: {complete} of {len(keys)} entries complete; "
+              f"`semalign run {' '.join(args.names or EXTRACTED)} --profile {args.profile}` reads them")
+    return 0
+
+
+def _process_group():
+    """accelerate's view of the launch: (state, (rank, world)); (None, (0, 1))
+    without accelerate or when launched as one process."""
+    if not any(os.environ.get(v) for v in ("WORLD_SIZE", "LOCAL_RANK", "ACCELERATE_MIXED_PRECISION")):
+        return None, (0, 1)
+    try:
+        import torch
+        from accelerate import PartialState
+    except ImportError:
+        raise SemalignError("semalign embed was launched as several processes but accelerate is not installed; "
+                            "pip install accelerate (it is in requirements-lock.txt)") from None
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state, (state.process_index, state.num_processes)
+
+
 def _cmd_book(args) -> int:
     from semalign.study import book
     index = book.build(args.profile, quiet=not args.verbose)
@@ -142,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="re-execute runs that are up to date (same source, code, parameters and inputs)")
     run.set_defaults(func=_cmd_run)
+
+    emb = sub.add_parser("embed", help="fill the embedding cache ahead of runs (several processes: accelerate launch)")
+    emb.add_argument("names", nargs="*", help="text_stitching, vision_stitching, zero_shot (default: all three)")
+    emb.add_argument("--profile", default="offline", help="offline (default), smoke or paper")
+    emb.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter, as for semalign run")
+    emb.add_argument("--quiet", action="store_true", help="no progress bars")
+    emb.set_defaults(func=_cmd_embed)
 
     bk = sub.add_parser("book", help="build the HTML book from executed notebooks")
     bk.add_argument("--profile", default="offline")

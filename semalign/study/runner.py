@@ -80,6 +80,11 @@ class Run:
     def output(self) -> Path:
         return executed_dir(self.profile) / f"{self.name}.ipynb"
 
+    @property
+    def effective_parameters(self) -> dict:
+        """Every parameter of the notebook as this run sees it: its defaults, then what was set."""
+        return {**{key: p.default for key, p in notebook_parameters(self.notebook).items()}, **self.parameters}
+
 
 def load_runs(path: Path = RUNS_FILE) -> dict:
     spec = yaml.safe_load(path.read_text())
@@ -503,7 +508,7 @@ def execute(run: Run, progress: bool = True) -> Path:
 def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], code_sha256: str, facts: dict) -> None:
     """Write into a run's staged results file what its records were made with."""
     # the values the notebook ran with: its own defaults where neither profile nor command line set one
-    values = {**{key: p.default for key, p in notebook_parameters(run.notebook).items()}, **run.parameters}
+    values = run.effective_parameters
     data = {key: values[key] for key in load_runs().get("data_parameters", []) if key in values}
     content = json.loads(staged.read_text())
     content["provenance"] = {

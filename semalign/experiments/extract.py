@@ -1,0 +1,87 @@
+"""Embedding extraction ahead of a run: what ``semalign embed`` computes.
+
+For a planned run of ``text_stitching``, ``vision_stitching`` or ``zero_shot``,
+:func:`embed_run` loads the data and embeds it with the run's encoders through
+the same calls, with the same arguments, as the notebook, so the notebook later
+finds every embedding in the content-keyed cache. With ``share=(rank, world)``
+it is one of ``world`` processes (``accelerate launch``), each computing its
+own blocks (:func:`semalign.models.embed.embed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from semalign.errors import SemalignError
+from semalign.experiments import inputs
+from semalign.phantom import PhantomSpec
+
+EXTRACTED = ("text_stitching", "vision_stitching", "zero_shot")
+
+
+def _text_stitching(p: dict, options: dict, first: Callable) -> None:
+    reports, _, test = inputs.report_dataset(
+        p["dataset"], data_root=p["data_root"], uncertain=p["uncertain"], text_column=p["text_column"],
+        label_columns=p["label_columns"], max_reports=p["max_reports"], test_fraction=p["test_fraction"],
+        seed=p["split_seed"], split=p["split"],
+    )
+    with first():  # the study-made encoders are trained once, by the first process
+        inputs.register_medical_text_encoders(p["encoders"], reports, test, adapt_steps=p["adapt_steps"],
+                                              medical_scale=p["medical_scale"], progress=options["progress"])
+    inputs.encode_all(reports.ids, reports.texts, p["encoders"], precision=p["precision"],
+                      batch_size=p["batch_size"], device=p["device"], allow_remote_code=p["allow_remote_code"],
+                      **options)
+
+
+def _image_data(p: dict, zero_shot: bool):
+    spec_fields = dict(n_images=p["n_images"], seed=p["phantom_seed"], image_size=p["image_size"])
+    if not zero_shot:
+        spec_fields["normal_fraction"] = p["normal_fraction"]
+    common = dict(spec=PhantomSpec(**spec_fields), data_root=p["data_root"], label_columns=p["label_columns"],
+                  uncertain=p["uncertain"], max_images=p["max_images"], test_fraction=p["test_fraction"],
+                  seed=p["phantom_seed"], split=p["split"], image_size=p["image_size"], workers=p["workers"])
+    if zero_shot:
+        return inputs.zero_shot_datasets(p["dataset"], p["anchor_dataset"], max_anchor_pairs=p["max_anchor_pairs"],
+                                         **common)
+    return inputs.image_dataset(p["dataset"], **common), None
+
+
+def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: bool = False) -> Any:
+    evaluation, anchor_pairs = _image_data(p, zero_shot)
+    with first():  # the study-made phantom encoders are trained once, by the first process
+        inputs.register_phantom_encoders(evaluation, encoders, adapt_steps=p["vision_adapt_steps"],
+                                         medical_scale=p["medical_scale"], progress=options["progress"])
+    settings = dict(precision=p["precision"], batch_size=p["batch_size"], device=p["device"], **options)
+    inputs.image_embeddings(evaluation, encoders, adapt_steps=p["vision_adapt_steps"],
+                            medical_scale=p["medical_scale"], **settings)
+    if anchor_pairs is not None:
+        inputs.image_embeddings(anchor_pairs, encoders, **settings)
+    return evaluation if anchor_pairs is None else anchor_pairs
+
+
+def _vision_stitching(p: dict, options: dict, first: Callable) -> None:
+    _images(p, options, first, p["encoders"])
+
+
+def _zero_shot(p: dict, options: dict, first: Callable) -> None:
+    pairs = _images(p, options, first, p["vision_encoders"], zero_shot=True)
+    with first():
+        inputs.register_medical_text_encoders(p["text_encoders"], adapt_steps=p["adapt_steps"],
+                                              medical_scale=p["medical_scale"], progress=options["progress"])
+    inputs.encode_all(pairs.items.ids, pairs.items.texts, p["text_encoders"], precision=p["precision"],
+                      device=p["device"], allow_remote_code=p["allow_remote_code"], **options)
+
+
+def embed_run(notebook: str, parameters: dict, *, share: tuple[int, int] = (0, 1), progress: bool = True,
+              first: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+    """Embed what the run of ``notebook`` with ``parameters`` (as planned by
+    :func:`semalign.study.runner.plan`) will embed. ``first()`` is a context in
+    which the first process works while the others wait (accelerate's
+    ``main_process_first``), for the study-made encoders' training."""
+    steps = {"text_stitching": _text_stitching, "vision_stitching": _vision_stitching, "zero_shot": _zero_shot}
+    if notebook not in steps:
+        raise SemalignError(f"semalign embed extracts the embeddings of {', '.join(EXTRACTED)}, not {notebook!r}; "
+                            "the other notebooks embed nothing worth sharing out")
+    steps[notebook](parameters, dict(share=share, progress=progress), first)
