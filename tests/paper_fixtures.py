@@ -79,7 +79,8 @@ def write_jpeg(path: Path, value: int = 128, pixels: np.ndarray | None = None) -
 
 
 def write_dicom(path: Path, patient_id: str = "anon", value: int = 1000, pixels: np.ndarray | None = None) -> None:
-    """A MONOCHROME2 uint16 DICOM (CR) of ``pixels``, or a 16x16 ramp, written with pydicom."""
+    """A MONOCHROME2 DICOM (CR) of ``pixels`` (uint16, or uint8 as RSNA's are), or a
+    16x16 uint16 ramp, written with pydicom."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -95,8 +96,9 @@ def write_dicom(path: Path, patient_id: str = "anon", value: int = 1000, pixels:
         pixels = (np.add.outer(np.arange(16), np.arange(16)) * 50 + value).astype(np.uint16)
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8 if bits == 8 else np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
@@ -285,21 +287,31 @@ def _study_report(study: str, values: dict[str, str], rng: np.random.Generator) 
     return text, [*findings, impression]
 
 
-def _labelled_pixels(positive: list[bool], rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """Noise with a bright square in one place per positive label."""
-    pixels = rng.normal(90, 12, (size, size))
+def _labelled_pixels(positive: list[bool], rng: np.random.Generator, shape: tuple[int, int] = (32, 32)) -> np.ndarray:
+    """Noise with a bright square in one place per positive label, drawn at 32x32
+    and scaled to ``shape`` (rows, columns), e.g. a full-size radiograph's."""
+    pixels = rng.normal(90, 12, (32, 32))
     for k, on in enumerate(positive):
         if on:
             row, col = divmod(k, 3)
             pixels[4 + 9 * row : 10 + 9 * row, 3 + 9 * col : 9 + 9 * col] += 120
-    return pixels.clip(0, 255).astype(np.uint8)
+    pixels = pixels.clip(0, 255).astype(np.uint8)
+    if tuple(shape) != (32, 32):
+        from PIL import Image
+
+        pixels = np.asarray(Image.fromarray(pixels).resize(shape[::-1], Image.Resampling.BILINEAR))
+    return pixels
 
 
-def make_mimic_study_fixture(root, n_subjects: int = 36, seed: int = 0) -> tuple[Path, list[str]]:
+def make_mimic_study_fixture(root, n_subjects: int = 36, seed: int = 0, shape: tuple[int, int] = (32, 32),
+                             max_jpegs: int | None = None) -> tuple[Path, list[str]]:
     """MIMIC-CXR(-JPG) with ``n_subjects`` patients of two studies each (one PA
     JPEG per study, every fifth study also a lateral): official split by
     patient (two thirds train, a few validate, the rest test), reports in
-    ``mimic-cxr-reports.zip``. Returns the data_root and every report sentence."""
+    ``mimic-cxr-reports.zip``. Images are ``shape`` (rows, columns) pixels; with
+    ``max_jpegs`` only the first ones are written (the rest are listed, as
+    missing files are in a partial download). Returns the data_root and every
+    report sentence."""
     root = Path(root)
     jpg, rng = root / "mimic-cxr-jpg", np.random.default_rng(seed)
     labels, split, meta, texts, sentences = [], [], [], {}, []
@@ -319,8 +331,10 @@ def make_mimic_study_fixture(root, n_subjects: int = 36, seed: int = 0) -> tuple
                 split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": split_name})
                 meta.append({"dicom_id": dicom, "subject_id": subject, "study_id": study,
                              "PerformedProcedureStepDescription": "CHEST (PA AND LAT)", "ViewPosition": view,
-                             "Rows": 32, "Columns": 32, "StudyDate": 21800506, "StudyTime": 1.0})
-                pixels = _labelled_pixels([values[c] == "1.0" and frontal for c in STUDY_LABELS], rng)
+                             "Rows": shape[0], "Columns": shape[1], "StudyDate": 21800506, "StudyTime": 1.0})
+                pixels = _labelled_pixels([values[c] == "1.0" and frontal for c in STUDY_LABELS], rng, shape)
+                if max_jpegs is not None and len(split) > max_jpegs:
+                    continue
                 write_jpeg(jpg / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg", pixels=pixels)
     _to_csv_gz(pd.DataFrame(labels), jpg / "mimic-cxr-2.0.0-chexpert.csv.gz")
     _to_csv_gz(pd.DataFrame(split), jpg / "mimic-cxr-2.0.0-split.csv.gz")
@@ -332,9 +346,11 @@ def make_mimic_study_fixture(root, n_subjects: int = 36, seed: int = 0) -> tuple
     return root, sorted(set(sentences))
 
 
-def make_rsna_study_fixture(root, n_patients: int = 48, seed: int = 1) -> Path:
-    """RSNA pneumonia with ``n_patients`` 32x32 DICOMs, about 40% with pneumonia
-    (one or two boxes each, and a bright square in the image)."""
+def make_rsna_study_fixture(root, n_patients: int = 48, seed: int = 1, shape: tuple[int, int] = (32, 32),
+                            bits: int = 16) -> Path:
+    """RSNA pneumonia with ``n_patients`` DICOMs of ``shape`` pixels and ``bits``
+    (8 or 16) bits, about 40% with pneumonia (one or two boxes each, and a
+    bright square in the image)."""
     folder, rng = Path(root) / "rsna-pneumonia-detection-challenge", np.random.default_rng(seed)
     rows, classes = [], []
     for k in range(n_patients):
@@ -344,7 +360,8 @@ def make_rsna_study_fixture(root, n_patients: int = 48, seed: int = 1) -> Path:
             box = ("264.0", "152.0", "213.0", "379.0") if sick else ("", "", "", "")
             rows.append((patient, *box, int(sick)))
             classes.append((patient, "Lung Opacity" if sick else ("Normal", "No Lung Opacity / Not Normal")[k % 2]))
-        pixels = _labelled_pixels([sick], rng).astype(np.uint16) * 16
+        pixels = _labelled_pixels([sick], rng, shape)
+        pixels = pixels if bits == 8 else pixels.astype(np.uint16) * 16
         write_dicom(folder / "stage_2_train_images" / f"{patient}.dcm", patient, pixels=pixels)
     pd.DataFrame(rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(
         folder / "stage_2_train_labels.csv", index=False)

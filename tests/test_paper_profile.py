@@ -83,6 +83,31 @@ def test_rsna_images_stream_lazily_with_patient_split(study_root):
     assert 0 < sick.sum() < 48 and brightness[sick].min() > brightness[~sick].max()  # the label is in the pixels
 
 
+def test_images_in_files_are_decoded_once_cold_and_never_warm(study_root, tmp_path, monkeypatch):
+    """Images in files are identified by their bytes, not their decoded pixels,
+    so the hashing pass that names a cache entry decodes nothing; a changed file
+    (or read size) is another entry."""
+    from semalign.models.embed import embed
+
+    root, _ = study_root
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
+    decoded = []
+    real_load = experiments.load_image
+    monkeypatch.setattr(experiments, "load_image", lambda path, size: decoded.append(path) or real_load(path, size))
+    images = experiments.image_dataset("rsna_pneumonia", data_root=root, image_size=32, split="official", workers=1)
+    vit = f"hf-vision:{make_tiny_vit(tmp_path / 'vit')}"
+    cold = embed(vit, images.items.ids, images.images, progress=False)
+    assert sorted(decoded) == sorted(images.images.paths)  # each image once
+    decoded.clear()
+    assert np.array_equal(embed(vit, images.items.ids, images.images, progress=False), cold)
+    assert decoded == []  # warm: nothing decoded
+    first = images.images.item_digest(0)
+    assert experiments.LazyImages(images.images.paths, 24).item_digest(0) != first
+    changed = tmp_path / "changed.dcm"
+    changed.write_bytes(images.images.paths[0].read_bytes()[:-2] + b"\x01\x02")
+    assert experiments.LazyImages([changed], 32).item_digest(0) != first
+
+
 def test_mimic_images_pair_with_their_reports_and_vindr_normal(study_root, tmp_path):
     root, sentences = study_root
     paired = experiments.image_dataset("mimic_cxr", data_root=root, with_reports=True, split="official")

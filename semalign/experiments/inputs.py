@@ -10,6 +10,8 @@ no function here prints, logs or returns it for display.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 import warnings
@@ -141,6 +143,20 @@ class LazyImages:
 
     def subset(self, index: Sequence[int]) -> LazyImages:
         return LazyImages([self.paths[i] for i in index], self.size, self.workers, self.window)
+
+    def item_digest(self, i: int) -> bytes:
+        """What identifies image ``i`` for the embedding cache, without decoding it:
+        the file's bytes, the size it is read at and the loader's source (a change
+        to the loader embeds again). Decoding is the costly part at paper scale, so
+        a cold run decodes each image once and a warm run not at all."""
+        file_sha256 = bytes.fromhex(sha256_file(self.paths[i]))
+        return hashlib.sha256(_loader_sha256() + self.size.to_bytes(4, "little") + file_sha256).digest()
+
+
+@functools.cache
+def _loader_sha256() -> bytes:
+    from semalign.data import images
+    return hashlib.sha256(Path(images.__file__).read_bytes()).digest()
 
 
 @dataclasses.dataclass

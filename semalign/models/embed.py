@@ -209,8 +209,11 @@ def embed(
     equal texts get equal embeddings whatever batch they would have fallen in.
 
     Images are read twice on a cold run (a hashing pass for the key, then the
-    extraction, one batch at a time) and once on a warm one; beyond the returned
-    array, memory holds one shard. Any object with ``spec`` (``name``,
+    extraction, one batch at a time) and once on a warm one, unless ``items``
+    has an ``item_digest(i)`` method returning bytes that identify item ``i``
+    (images in files, identified by the file's bytes): then they are decoded once
+    on a cold run and not at all on a warm one. Beyond the returned array,
+    memory holds one shard. Any object with ``spec`` (``name``,
     ``modality``), ``fingerprint``, ``dim`` and ``encode(batch, batch_size=None,
     callback=None)`` serves as a loaded encoder. NaN/inf output raises
     :class:`SemalignError` and nothing of that shard is cached.
@@ -231,7 +234,8 @@ def embed(
     else:
         spec, fingerprint = encoders.encoder_fingerprint(encoder, precision, device)
     rank, world = _checked_share(share, cache)
-    expect = _entry_identity(ids, get, spec.modality, fingerprint, progress)
+    expect = _entry_identity(ids, getattr(items, "item_digest", None) or get, spec.modality, fingerprint, progress,
+                             digests=hasattr(items, "item_digest"))
     folder = entry_dir(expect["key"])
     if cache and world == 1 and any(folder.glob("part-*.json")):  # left by processes that shared the entry
         merge_parts(expect["key"])
@@ -345,10 +349,12 @@ def _ids_sha256(ids: Sequence[str]) -> str:
 
 
 def _entry_identity(ids: list[str], get: Callable[[int], Any], modality: str, fingerprint: str,
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool, digests: bool = False) -> dict[str, Any]:
     """The cache key of these items under this encoder, with the manifest fields it is made of.
 
-    The items are hashed in one streaming pass: each image is read, hashed and dropped.
+    The items are hashed in one streaming pass: each image is read, hashed and
+    dropped; with ``digests``, ``get(i)`` already returns item ``i``'s digest
+    (images in files: see :meth:`semalign.experiments.inputs.LazyImages.item_digest`).
     """
     from semalign.study.progress import progress_bar
 
@@ -359,7 +365,7 @@ def _entry_identity(ids: list[str], get: Callable[[int], Any], modality: str, fi
                            disable=not progress or modality == "text")
     with hashing:
         for i in range(n):
-            content.update(_item_digest(get(i), modality, i))
+            content.update(get(i) if digests else _item_digest(get(i), modality, i))
             hashing.update(1)
     content_hash = content.hexdigest()
     key = _cache.hash_key("semalign-embeddings", CACHE_VERSION, fingerprint, ids_hash, content_hash)

@@ -164,7 +164,7 @@ def benchmarks_page() -> str:
                      "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
                      table(["chapter", "execution time"],
                             [[chapter, f"{seconds / 60:.1f} min"] for chapter, seconds in report["cold_chapters_s"].items()])]
-    return "\n".join(text + [embed_section(), scale_section(), reliability_section()])
+    return "\n".join(text + [embed_section(), scale_section(), paper_scale_section(), reliability_section()])
 
 
 def embed_verdict(row: dict) -> str:
@@ -232,6 +232,39 @@ def scale_section() -> str:
         return [table(["", "measured"], rows)]
 
     return _report_section(text, "scale", render)
+
+
+def paper_scale_section() -> str:
+    """``<work>/benchmarks/paper-scale-<scale>.json`` (from ``benchmarks/bench_paper_scale.py``), each scale found."""
+    text = ["## The paper profile at scale\n",
+            "`python benchmarks/bench_paper_scale.py --scale small` (or `full`, on a GPU machine) writes synthetic "
+            "MIMIC-CXR and RSNA files in their real layouts, builds encoders with the paper models' architectures "
+            "(random weights) and runs `semalign embed` and the stitching notebooks of the paper profile on them. "
+            "Each rate is set against limits measured in the same run: the study's image loader on every core "
+            "with nothing else running, and each encoder's bare forward on pre-decoded, pre-tokenised tensors. "
+            "The target is at least half of the limit.\n"]
+    found = [(scale, r) for scale in ("tiny", "small", "full") if (r := _benchmark_report(f"paper-scale-{scale}"))]
+    if not found:
+        return "\n".join(text + [_not_measured("bench_paper_scale")])
+    for scale, r in found:
+        m, d, rates = r["machine"], r["data"], r["rates"]
+        text += [f"Scale `{scale}`, {r['date']}, {m['cpus']} CPU cores, {m['gpu'] or 'no GPU'} ({m['precision']}); "
+                 f"{d['reports']:,} reports, {d['rsna_dicoms']:,} DICOMs and {d['mimic_jpegs']:,} JPEGs of "
+                 f"{d['image_pixels'][0]:,} × {d['image_pixels'][1]:,} pixels; encoders read "
+                 f"{r['image_size']} pixels.\n",
+                 table(["stage", "through the study", "limit", "ratio (target ≥ 0.5)"], [
+                     ["text embedding, every encoder", f"{rates['embed_text_per_s']:,} reports/s",
+                      f"{rates['text_forward_limit_per_s']:,} reports/s (bare forward)",
+                      f"{r['ratios']['embed_text_vs_forward']}"],
+                     ["image embedding, every encoder", f"{rates['embed_vision_per_s']:,} images/s",
+                      f"{rates['vision_limit_per_s']:,} images/s (lower of forward and DICOM decode, "
+                      f"{r['limits']['decode_dicom']['per_s']:,}/s)", f"{r['ratios']['embed_vision_vs_limit']}"]]),
+                 table(["stage", "wall time", "peak resident memory"],
+                       [[name, f"{st['wall_s']} s", f"{st['peak_rss_gb']} GB"] for name, st in r["stages"].items()]),
+                 "Peak resident memory of `semalign embed` (2-layer models, so the pipeline's own memory shows) "
+                 "as the images grow: " + ", ".join(f"{c['images']:,} images {c['peak_rss_gb']} GB"
+                                                     for c in r["memory_curve"]) + ".\n"]
+    return "\n".join(text)
 
 
 def reliability_section() -> str:
