@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from functools import partial
+from itertools import product
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from semalign.experiments import stats
-from semalign.method.align import threads_for
+from semalign.experiments.claims import replicate_key
+from semalign.experiments.parallel import sweep_map
+from semalign.method.align import Aligner, select_anchors, threads_for
+from semalign.method.asif import ASIF
 from semalign.errors import SemalignError
 
 # Several templates per class, averaged: one template's wording should not decide a result
@@ -289,10 +295,7 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     validation), of each pretrained multimodal model and of a supervised linear
     probe on each vision encoder (the reference that uses labels). ``replicates``
     receives the test macro-AUROC replicates by :func:`semalign.experiments.claims.replicate_key`."""
-    from functools import partial
-    from itertools import product
 
-    from semalign.experiments.parallel import sweep_map
 
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
@@ -314,12 +317,8 @@ def _reference_records(setup: ZeroShotSetup, scorer: _Scorer) -> tuple[list[dict
     """Records and replicates of the references that need no alignment: a
     supervised linear probe per vision encoder and class, and each pretrained
     multimodal model."""
-    from itertools import product
 
-    from sklearn.linear_model import LogisticRegression
 
-    from semalign.experiments.claims import replicate_key
-    from semalign.experiments.parallel import sweep_map
 
     def probe(point: tuple[str, int]) -> LogisticRegression:
         vision, j = point
@@ -369,7 +368,6 @@ def _pair_records(setup: ZeroShotSetup, scorer: _Scorer, anchor_images: Mapping[
                   point: tuple[tuple[str, str], int]) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Records and replicates of one pair and seed: the CLIP-style baseline, then
     per anchor count the aligned transforms and ASIF on the same anchors."""
-    from semalign.method.align import select_anchors
 
     (vision, text), seed = point
     pair = _Pair(setup, scorer, vision, text, seed, anchor_images[vision], anchor_reports[text])
@@ -386,7 +384,6 @@ def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]
     """The CLIP-style baseline trained on the whole anchor pool, its settings
     chosen on validation: test records, the chosen settings and the validation
     curve of the chosen model."""
-    from semalign.experiments.claims import replicate_key
 
     setup, scorer, prompts = pair.setup, pair.scorer, pair.prompts
 
@@ -416,8 +413,6 @@ def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]
 def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Unimodal zero-shot with each transform fitted on ``anchors`` (``n`` of them);
     replicates kept at the largest anchor count."""
-    from semalign.experiments.claims import replicate_key
-    from semalign.method.align import Aligner
 
     setup = pair.setup
     rows, local = [], {}
@@ -437,8 +432,6 @@ def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[di
 def _asif_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
     """ASIF on ``anchors`` (``n`` of them), its k and exponent chosen on validation;
     replicates kept at the largest anchor count."""
-    from semalign.experiments.claims import replicate_key
-    from semalign.method.asif import ASIF
 
     setup, scorer, image, prompts = pair.setup, pair.scorer, pair.image, pair.prompts
     fitted = {}
@@ -474,7 +467,6 @@ def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_a
     """Test AUROC per class of unimodal zero-shot with each positive template
     alone (all negatives kept), beside the average of the templates: how much
     one prompt's wording moves a result."""
-    from semalign.method.align import Aligner, select_anchors
 
     anchor_images, anchor_reports = anchor_pool(setup)
     anchors = select_anchors(n_anchors, strategy="random", seed=seed, pool_size=len(anchor_reports[text]))

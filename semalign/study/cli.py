@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: runs that had finished are kept; the unfinished one left nothing behind", file=sys.stderr)
         # The runner's own clean-up has run by now. Leave without the interpreter's
         # finalisation: after a caught Ctrl-C it can still end the process by SIGINT
-        # (status -2 instead of 130, seen about once in thirty runs in CI and here).
+        # (status -2 instead of 130).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

@@ -81,6 +81,17 @@ class Run:
         return executed_dir(self.profile) / f"{self.name}.ipynb"
 
     @property
+    def results_file(self) -> Path:
+        return results_dir(self.profile) / f"{self.name}.json"
+
+    @property
+    def executed_metadata(self) -> dict:
+        """What the runner wrote into the executed notebook (``{}`` when there is none)."""
+        if not self.output.is_file():
+            return {}
+        return json.loads(self.output.read_text()).get("metadata", {}).get("semalign", {})
+
+    @property
     def effective_parameters(self) -> dict:
         """Every parameter of the notebook as this run sees it: its defaults, then what was set."""
         return {**{key: p.default for key, p in notebook_parameters(self.notebook).items()}, **self.parameters}
@@ -435,7 +446,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     from semalign.study.progress import PROGRESS_TTY_ENV
     from semalign.study.results import STAGING_ENV
 
-    result_file = results_dir(run.profile) / f"{run.name}.json"
+    result_file = run.results_file
     # the previous notebook and records stay in place until the new ones are complete
     run.output.parent.mkdir(parents=True, exist_ok=True)
     result_file.parent.mkdir(parents=True, exist_ok=True)
@@ -541,12 +552,12 @@ def executed_status(run: Run) -> str | None:
     """None when the executed notebook is present and current, else why not."""
     if not run.output.is_file():
         return "missing"
-    meta = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {})
+    meta = run.executed_metadata
     if meta.get("source_sha256") != source_fingerprint(run):
         return "stale (notebook source changed)"
     if meta.get("code_sha256") != code_fingerprint():
         return "stale (semalign package changed)"
-    result_file = results_dir(run.profile) / f"{run.name}.json"
+    result_file = run.results_file
     if not result_file.is_file():
         return "missing its results file"
     expected = meta.get("results_sha256", {}).get(result_file.name)
@@ -563,14 +574,13 @@ def up_to_date(run: Run) -> bool:
     of the profile."""
     if executed_status(run) is not None:
         return False
-    meta = json.loads(run.output.read_text()).get("metadata", {}).get("semalign", {})
+    meta = run.executed_metadata
     if json.dumps(meta.get("parameters"), sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
         return False
     if meta.get("inputs_sha256", {}) != input_files(run):  # a data file named by a parameter changed
         return False
     if run.reads_results:
-        own = results_dir(run.profile) / f"{run.name}.json"
-        others = [p.stat().st_mtime_ns for p in results_dir(run.profile).glob("*.json") if p != own]
+        others = [p.stat().st_mtime_ns for p in results_dir(run.profile).glob("*.json") if p != run.results_file]
         if others and max(others) > run.output.stat().st_mtime_ns:
             return False
     return True
@@ -580,8 +590,6 @@ def executed_runs(profile: str) -> list[Run]:
     """The runs of a profile as they were last executed (their recorded parameters)."""
     runs = []
     for planned in plan(["all"], profile):
-        if planned.output.is_file():
-            meta = json.loads(planned.output.read_text()).get("metadata", {}).get("semalign", {})
-            planned.parameters = meta.get("parameters", planned.parameters)
+        planned.parameters = planned.executed_metadata.get("parameters", planned.parameters)
         runs.append(planned)
     return runs

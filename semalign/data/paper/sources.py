@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import pandas as pd
 
 from semalign.data.manifest import SourceStatus, load_manifest
 from semalign.errors import SemalignError
+from semalign.study.cache import sha256_file
 
 DATASETS = ("mimic_cxr", "rsna_pneumonia", "vindr_cxr", "chexpert")
 #: What a dataset's opener checks by default: its report text and its images.
@@ -142,14 +142,6 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     return table
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_sums(root: Path, files: list[Path]) -> None:
     """Compare ``files`` with PhysioNet's SHA256SUMS.txt when it is in ``root``."""
     sums_file = root / "SHA256SUMS.txt"
@@ -166,7 +158,7 @@ def check_sums(root: Path, files: list[Path]) -> None:
                     expected[name] = parts[0].lower()
     for path in files:
         rel = path.relative_to(root).as_posix()
-        if rel in expected and _sha256(path) != expected[rel]:
+        if rel in expected and sha256_file(path) != expected[rel]:
             raise Corrupt(f"{path}: sha256 differs from {sums_file}")
 
 
