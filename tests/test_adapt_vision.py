@@ -215,3 +215,20 @@ def test_ssl_config_and_input_checked():
         ssl_vision_encoder(np.zeros((4, 8, 8), np.float32), TINY_SSL, progress=False)
     with pytest.raises(SemalignError, match="at least 2"):
         ssl_vision_encoder(np.zeros((1, 8, 8), np.uint8), TINY_SSL, progress=False)
+
+
+def test_medical_scale_shortens_training_stages_and_leaves_switched_off_ones_off():
+    """The smoke profile's medical_scale=0.02 shortens every ``*steps`` stage to at
+    least one step; a stage set to 0 steps stays off (it used to become 1 step)."""
+    import dataclasses
+
+    from semalign.experiments.inputs import scaled_steps
+
+    @dataclasses.dataclass(frozen=True)
+    class Stages:
+        steps: int = 100
+        warm_steps: int = 0
+        tiny_steps: int = 10
+
+    assert scaled_steps(Stages(), 0.02) == Stages(steps=2, warm_steps=0, tiny_steps=1)
+    assert scaled_steps(Stages(), 1.0) == Stages()

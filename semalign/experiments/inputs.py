@@ -261,13 +261,13 @@ def register_phantom_vision_encoder(data: phantom.PhantomDataset, train_index: n
 
 
 def scaled_steps(config, scale: float):
-    """``config`` with every ``*steps`` field multiplied by ``scale`` (at least 1):
-    the smoke profile trains the study-made encoders briefly."""
+    """``config`` with every ``*steps`` field multiplied by ``scale`` (at least 1;
+    a stage of 0 steps stays off): the smoke profile trains the study-made encoders briefly."""
     if scale == 1.0:
         return config
     if not 0 < scale <= 1:
         raise SemalignError(f"medical_scale={scale} is out of range; use a share in (0, 1], e.g. -p medical_scale=0.1")
-    fields = {f.name: max(1, round(getattr(config, f.name) * scale))
+    fields = {f.name: max(1, round(getattr(config, f.name) * scale)) if getattr(config, f.name) else 0
               for f in dataclasses.fields(config) if f.name.endswith("steps") and isinstance(getattr(config, f.name), int)}
     return dataclasses.replace(config, **fields)
 

@@ -219,7 +219,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
     too_many = [n for n in setup.anchor_counts if n > pool]
     if too_many:
         raise SemalignError(f"anchor counts {too_many} exceed the anchor pool (the training split) of {pool} items; "
-                            f"use anchor counts ≤ {pool} or more reports")
+                            f"use anchor counts ≤ {pool} or more items")
     scorer = _Scorer(setup)
     largest = max(setup.anchor_counts)
     decoders = {name: trained_decoder(setup, name) for name in names}

@@ -11,7 +11,7 @@ the phantom only, so stitching *to* them is judged on unseen images:
     EfficientNet-Lite0 (ImageNet) fine-tuned with the six finding labels
     (multi-label binary cross-entropy of a fresh linear head). Supervision by
     the structured labels is a choice of cost: it moves the features towards the
-    findings in a minute. It is a different encoder, named as such by the
+    findings in few steps. It is a different encoder, named as such by the
     caller, and never stands in for a zero-shot model.
 
 This module holds the supervised encoder and what both share. Both train only
@@ -53,7 +53,7 @@ from semalign.study import cache
 
 from semalign.study import paths
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
-from semalign.models.radiology_minilm import _lr_factor, _torch_threads, build_cached
+from semalign.models.radiology_minilm import _check_ranges, _lr_factor, _torch_threads, build_cached
 from semalign.errors import SemalignError
 
 #: Bumped when the training procedure changes in a way the config does not show.
@@ -103,14 +103,6 @@ class VisionAdaptConfig:
             "weight_decay": self.weight_decay >= 0, "train_blocks": 0 <= self.train_blocks <= 16,
             "image_size": 32 <= self.image_size <= 1024, "threads": self.threads >= 0,
         })
-
-
-def _check_ranges(config: Any, checks: dict[str, bool]) -> None:
-    for name, ok in checks.items():
-        if not ok:
-            raise SemalignError(
-                f"{type(config).__name__}.{name}={getattr(config, name)!r} is out of range; see its docstring"
-            )
 
 
 def _base_weights(arch: str = ARCH) -> Path:

@@ -41,7 +41,6 @@ from semalign.models.phantom_effnet import (
     _base_weights,
     _cached_build,
     _check_images,
-    _check_ranges,
     _epoch_batches,
     _first_last_means,
     _images_sha256,
@@ -52,7 +51,7 @@ from semalign.models.phantom_effnet import (
     _trainable_upper_part,
     _upper_part,
 )
-from semalign.models.radiology_minilm import _lr_factor, _torch_threads
+from semalign.models.radiology_minilm import _check_ranges, _lr_factor, _torch_threads
 
 #: Bumped when the training procedure changes in a way the config does not show.
 FORMAT_VERSION = 1
@@ -78,9 +77,8 @@ class SSLConfig:
     of the field per axis; ``gamma`` (0.3) display gamma ×e^±0.3; ``contrast``
     (0.15) contrast ×e^±0.15 about mid-grey; ``brightness`` (0.06) offset ±6 %
     of the grey range; ``noise`` (0.03) Gaussian pixel noise of a standard
-    deviation drawn in [0, 3 %] of the grey range. The rendered phantom varies
-    by ±4°, ×0.94–1.08, ±4 %, gamma ×e^±0.2 and exposure/window ±5–8 %; two
-    renderings of one case differ by up to twice that, which is what the views
+    deviation drawn in [0, 3 %] of the grey range. Two renderings of one case
+    differ by up to twice the phantom's own variation, which is what the views
     of one image should cover.
 
     Training: ``steps`` AdamW steps of ``batch_size`` images (two views each,
@@ -118,26 +116,22 @@ class SSLConfig:
     contrast: float = 0.15
     brightness: float = 0.06
     noise: float = 0.03
-    warp: float = 0.0
-    head_steps: int = 0
     threads: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check_ranges(self, {
-            "steps": self.steps >= 1, "head_steps": self.head_steps >= 0, "batch_size": self.batch_size >= 2, "views": 2 <= self.views <= 64,
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "views": 2 <= self.views <= 64,
             "lr": self.lr > 0, "head_lr": self.head_lr > 0, "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "weight_decay": self.weight_decay >= 0, "temperature": self.temperature > 0,
             "projection_dim": self.projection_dim >= 1, "train_blocks": 0 <= self.train_blocks <= 21,
             "image_size": 32 <= self.image_size <= 1024, "rotation_deg": 0 <= self.rotation_deg <= 45,
             "zoom_in": 0 <= self.zoom_in < 1, "zoom_out": 0 <= self.zoom_out < 1, "aspect": 0 <= self.aspect < 1, "shift": 0 <= self.shift < 0.5,
             "gamma": 0 <= self.gamma <= 2, "contrast": 0 <= self.contrast <= 2,
-            "brightness": 0 <= self.brightness < 1, "noise": 0 <= self.noise < 1,
-            "warp": 0 <= self.warp <= 32, "threads": self.threads >= 0,
+            "brightness": 0 <= self.brightness < 1, "noise": 0 <= self.noise < 1, "threads": self.threads >= 0,
         })
 
 
-WARP_GRID = 4  # control points per side of the smooth random displacement field
 _N_DRAWS = 8  # uniform draws per view: rotation, zoom, aspect, shift x, shift y, gamma, contrast, brightness (+ noise level)
 
 
@@ -176,10 +170,6 @@ def augment_views(image: torch.Tensor, draws: torch.Tensor, config: SSLConfig, g
     offset = -(inverse @ shift.unsqueeze(-1))
     theta = torch.cat([inverse, offset], dim=-1).to(torch.float32)
     grid = F.affine_grid(theta, [n_views, 1, size, size], align_corners=False)
-    if config.warp > 0:  # smooth local displacements: parallax of the front and back of the body
-        coarse = 2.0 * torch.rand((n_views, 2, WARP_GRID, WARP_GRID), generator=generator) - 1.0
-        field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
-        grid = grid + (2.0 * config.warp / size) * field.permute(0, 2, 3, 1)
     x = F.grid_sample(image.expand(n_views, -1, -1, -1) / 255.0, grid, mode="bilinear",
                       padding_mode="border", align_corners=False)
     view = lambda column: column.to(torch.float32).reshape(-1, 1, 1, 1)  # noqa: E731
@@ -254,24 +244,6 @@ def _view_pairs(n_images: int, n_views: int, batch: int, generator: torch.Genera
         yield idx, one, other
 
 
-def _fit_projection_head(head: torch.nn.Module, pooled: torch.Tensor, config: SSLConfig,
-                         generator: torch.Generator) -> list[float]:
-    """``config.head_steps`` NT-Xent steps of the projection head alone on the pooled
-    features ``pooled`` (N, V, 1280) of the untrained upper part: the body then starts
-    from a head that already means something, rather than from a random one whose
-    gradients would distort the ImageNet features (linear probing before fine-tuning)."""
-    optimizer = torch.optim.AdamW([{"params": head.parameters(), "peak": config.head_lr}], lr=config.head_lr,
-                                  weight_decay=config.weight_decay)
-    batch = min(config.batch_size, len(pooled))
-    pairs = _view_pairs(len(pooled), pooled.shape[1], batch, generator)
-    losses = []
-    for step in range(config.head_steps):
-        idx, one, other = next(pairs)
-        loss, _ = nt_xent(head(pooled[idx, one]), head(pooled[idx, other]), config.temperature)
-        losses.append(_scheduled_step(optimizer, loss, _lr_factor(step, config.head_steps, 0)))
-    return losses
-
-
 def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, generator: torch.Generator,
              progress: bool) -> dict[str, Any]:
     """Train blocks ``[first:]``, the head convolution and a projection head with NT-Xent
@@ -281,13 +253,6 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
     n_images, n_views = frozen.shape[:2]
     batch = min(config.batch_size, n_images)
     head = _projection_head(model._fc.in_features, config.projection_dim, generator)
-    head_losses: list[float] = []
-    if config.head_steps:
-        with torch.inference_mode():
-            pooled = torch.cat([
-                _upper_part(model, chunk.flatten(0, 1).contiguous(memory_format=torch.channels_last), first)
-                for chunk in frozen.split(64)]).reshape(n_images, n_views, -1)
-        head_losses = _fit_projection_head(head, pooled.clone(), config, generator)
     body = _trainable_upper_part(model, first)
     optimizer = _adamw(body, head, config)
     warmup = int(config.warmup_fraction * config.steps)
@@ -309,8 +274,6 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
         "images_per_step": batch,
         "epochs": round(config.steps * batch / n_images, 2),
     }
-    if head_losses:
-        summary.update(_first_last_means("head_loss", head_losses))
     return summary
 
 

@@ -11,9 +11,9 @@ stages, all on the *training split* only:
 
 1. a WordPiece vocabulary (lower-cased, BERT special tokens) learnt by the
    ``tokenizers`` library from the report texts (findings + impression); the IU
-   reports use fewer than 2,000 distinct words, so the vocabulary stops growing
-   below ``vocab_size`` once every word of ``min_frequency`` occurrences is a
-   single token;
+   reports use few distinct words, so the vocabulary stops growing below
+   ``vocab_size`` once every word of ``min_frequency`` occurrences is a single
+   token;
 2. masked-language-model pretraining of a randomly initialised
    ``BertForMaskedLM`` (15% of the non-special tokens are predicted; of those,
    80% are replaced by ``[MASK]``, 10% by a random token, 10% kept);
@@ -54,11 +54,14 @@ from semalign.study import cache
 from semalign.study import paths
 from semalign.models.radiology_minilm import (
     _batches,
+    _check_ranges,
     _duplicate_mask,
     _loss_summary,
-    _lr_factor,
+    _no_transformers_bars,
+    _optimizer,
+    _run_stage,
+    _sections,
     _torch_threads,
-    _transformers_bars,
     build_cached,
     contrastive_loss,
     mean_pool,
@@ -90,10 +93,10 @@ class RadiologyBertConfig:
     training reports the vocabulary saturates below that bound.
     ``hidden_size`` (256), ``layers`` (2), ``heads`` (4), ``intermediate_size``
     (1024): a compact BERT, 256-d, unlike MiniLM's 384 and MPNet's 768. Two
-    layers cost half as much per step as four, which is what lets the
-    pretraining below get past its plateau within the budget.
-    ``max_length`` (128) tokens, also the number of position embeddings; 99% of
-    the reports are shorter.
+    layers rather than four: the cheaper steps let the pretraining below get
+    past its plateau within the budget.
+    ``max_length`` (128) tokens, also the number of position embeddings; nearly
+    all reports are shorter.
     ``mlm_steps`` (300) steps of ``mlm_batch_size`` (16) reports at peak rate
     ``mlm_lr`` (1e-3), predicting ``mask_probability`` (0.15) of the tokens,
     with ``mlm_dropout`` (0.0). A BERT trained from scratch first sits on a
@@ -144,68 +147,34 @@ class RadiologyBertConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {
-            "vocab_size": self.vocab_size > len(SPECIAL_TOKENS),
-            "min_frequency": self.min_frequency >= 1,
-            "hidden_size": self.hidden_size >= 8,
-            "layers": self.layers >= 1,
+        _check_ranges(self, {
+            "vocab_size": self.vocab_size > len(SPECIAL_TOKENS), "min_frequency": self.min_frequency >= 1,
+            "hidden_size": self.hidden_size >= 8, "layers": self.layers >= 1,
             "heads": self.heads >= 1 and self.hidden_size % self.heads == 0,
-            "intermediate_size": self.intermediate_size >= 1,
-            "max_length": 8 <= self.max_length <= 512,
-            "mlm_dropout": 0 <= self.mlm_dropout < 1,
-            "contrastive_dropout": 0 <= self.contrastive_dropout < 1,
-            "mlm_steps": self.mlm_steps >= 0,
-            "mlm_batch_size": self.mlm_batch_size >= 1,
-            "mlm_lr": self.mlm_lr > 0,
-            "mask_probability": 0 < self.mask_probability < 1,
-            "contrastive_steps": self.contrastive_steps >= 0,
-            "contrastive_batch_size": self.contrastive_batch_size >= 2,
-            "contrastive_lr": self.contrastive_lr > 0,
-            "scale": self.scale > 0,
-            "warmup_fraction": 0 <= self.warmup_fraction < 1,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "length_grouping": self.length_grouping >= 0,
+            "intermediate_size": self.intermediate_size >= 1, "max_length": 8 <= self.max_length <= 512,
+            "mlm_dropout": 0 <= self.mlm_dropout < 1, "contrastive_dropout": 0 <= self.contrastive_dropout < 1,
+            "mlm_steps": self.mlm_steps >= 0, "mlm_batch_size": self.mlm_batch_size >= 1, "mlm_lr": self.mlm_lr > 0,
+            "mask_probability": 0 < self.mask_probability < 1, "contrastive_steps": self.contrastive_steps >= 0,
+            "contrastive_batch_size": self.contrastive_batch_size >= 2, "contrastive_lr": self.contrastive_lr > 0,
+            "scale": self.scale > 0, "warmup_fraction": 0 <= self.warmup_fraction < 1,
+            "max_grad_norm": self.max_grad_norm > 0, "length_grouping": self.length_grouping >= 0,
             "threads": self.threads >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise SemalignError(
-                    f"RadiologyBertConfig.{name}={getattr(self, name)!r} is out of range; "
-                    "see RadiologyBertConfig's docstring"
-                )
+        }, "RadiologyBertConfig's docstring")
 
 
 # --------------------------------------------------------------------------- inputs
 
 
-def _sections(reports: ReportSet) -> list[tuple[str, str, str]]:
-    """(id, findings, impression) of every report, stripped and sorted by id.
-
-    Sorting makes the build independent of the order the reports come in, as
-    the cache key is.
-    """
-    extra = reports.extra
-    if extra is None or not {"findings", "impression"} <= set(extra.columns):
-        raise SemalignError(
-            f"{reports.name} has no 'findings' and 'impression' columns; radiology-bert is trained on "
-            "IU X-ray reports: pass semalign.data.reports.load_iu_reports().subset(train_index)"
-        )
-    return sorted(
-        (str(i), str(f).strip(), str(m).strip())
-        for i, f, m in zip(reports.ids, extra["findings"].fillna(""), extra["impression"].fillna(""))
-    )
-
-
 def training_texts(reports: ReportSet) -> list[str]:
     """The masked-language-model corpus: findings and impression of each report
     joined, for every report with either, in id order."""
-    texts = (" ".join(part for part in (f, m) if part) for _, f, m in _sections(reports))
+    texts = (" ".join(part for part in (f, m) if part) for _, f, m in _sections(reports, ENCODER_NAME))
     return [t for t in texts if t]
 
 
 def cache_inputs(reports: ReportSet, config: RadiologyBertConfig) -> dict[str, Any]:
     """Everything the trained weights depend on, as recorded and hashed."""
-    sections = _sections(reports)
+    sections = _sections(reports, ENCODER_NAME)
     blob = json.dumps(sections, ensure_ascii=False, separators=(",", ":"))
     return {
         "format_version": FORMAT_VERSION,
@@ -267,18 +236,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, max_l
 # --------------------------------------------------------------------------- training
 
 
-def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup_fraction: float):
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS)
-    warmup = int(warmup_fraction * steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
-    return params, optimizer, schedule
-
-
 def _pad(token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids (pad id 0, the first special token) and attention mask."""
     width = max(len(t) for t in token_ids)
@@ -309,26 +266,6 @@ def mask_tokens(
     swap = chosen & (action >= 0.8) & (action < 0.9)
     corrupted[swap] = random_ids[swap]
     return corrupted, chosen
-
-
-def _run_stage(name: str, step_fn, batches, params, optimizer, schedule, max_grad_norm: float, bar) -> list[float]:
-    """One training stage: a step per batch of indices; returns the losses."""
-    losses: list[float] = []
-    for index in batches:
-        loss = step_fn(index)
-        if not torch.isfinite(loss):
-            raise SemalignError(
-                f"radiology-bert's {name} loss became {loss.item()} at step {len(losses)}; lower the learning rate"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.item()))
-        bar.update(1)
-        bar.set_postfix(stage=name, loss=f"{losses[-1]:.3f}")
-    return losses
 
 
 def _bert_config(config: RadiologyBertConfig, tokenizer, dropout: float):
@@ -370,12 +307,13 @@ def _pretrain(tokenizer, text_tokens: list[list[int]], config: RadiologyBertConf
         # the vocabulary projection only where a token is predicted
         return F.cross_entropy(mlm.cls(hidden[chosen]), ids[chosen])
 
-    params, optimizer, schedule = _optimizer(mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction)
+    parts = _optimizer(mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction, ADAM_BETAS)
     batches = _batches(
         [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
     )
     started = time.perf_counter()
-    losses = _run_stage("MLM", mlm_step, batches, params, optimizer, schedule, config.max_grad_norm, bar)
+    losses = _run_stage(mlm_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's MLM",
+                        "lower the learning rate", stage="MLM")
     return mlm, losses, time.perf_counter() - started
 
 
@@ -404,15 +342,15 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
         duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
         return contrastive_loss(*embedded, config.scale, duplicates)
 
-    params, optimizer, schedule = _optimizer(
-        encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps, config.warmup_fraction
-    )
+    parts = _optimizer(encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps,
+                       config.warmup_fraction, ADAM_BETAS)
     batches = _batches(
         [len(t) for t in f_tokens], config.contrastive_batch_size, config.contrastive_steps, generator,
         config.length_grouping,
     )
     started = time.perf_counter()
-    losses = _run_stage("contrastive", contrastive_step, batches, params, optimizer, schedule, config.max_grad_norm, bar)
+    losses = _run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's contrastive",
+                        "lower the learning rate", stage="contrastive")
     return encoder, losses, time.perf_counter() - started
 
 
@@ -453,7 +391,7 @@ def _train(
     try:
         # Initialisation and dropout draw from the global CPU generator: seed it
         # only inside a fork that restores the caller's state on exit.
-        with torch.random.fork_rng(devices=[]), _torch_threads(config.threads), _transformers_bars(False):
+        with torch.random.fork_rng(devices=[]), _torch_threads(config.threads), _no_transformers_bars():
             torch.random.default_generator.manual_seed(config.seed + 1)
             mlm, mlm_losses, mlm_seconds = _pretrain(tokenizer, text_tokens, config, generator, bar)
             encoder, contrastive_losses, contrastive_seconds = _train_contrastive(

