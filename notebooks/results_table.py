@@ -134,8 +134,9 @@ results.save_records([dict(method="table1", metric="n_records", value=len(record
 # The paper's claims judged on this profile's records: {glue:text}`verdict_counts`.
 # Estimates are differences of AUROC (naive, ortho vs affine) or
 # chance-corrected ratios (upper bound, zero-shot); a claim *holds* when its
-# whole 95% bootstrap interval is on the claim's side of the threshold, *fails*
-# when it is wholly on the other side, and is *inconclusive* otherwise.
+# whole 95% bootstrap interval (widened by "± rounding", see
+# {ref}`claims-rule`) is on the claim's side of the threshold, *fails* when it is
+# wholly on the other side, and is *inconclusive* otherwise.
 # ```
 #
 # The claim "unimodal zero-shot beats general multimodal models" needs a general

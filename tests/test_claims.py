@@ -53,6 +53,26 @@ def test_one_claim_holds_one_fails_one_is_inconclusive():
         assert record["ci_low"] < record["estimate"] < record["ci_high"]
 
 
+def test_a_verdict_that_rests_on_rounding_is_inconclusive():
+    """ortho 0.85 against affine 0.86 holds "loses little" (gap 0.01 ≤ 0.02) on
+    the bootstrap interval; when ortho's score moves by 0.03 with rounding-level
+    changes of its anchors, the widened interval crosses 0.02: inconclusive."""
+    frame, replicates = _stitching_frame(aligned={"affine": 0.86, "ortho": 0.85},
+                                         validation={"affine": 0.85, "ortho": 0.80},
+                                         spread={"affine": 0.001, "ortho": 0.001})
+    steady = {r["claim"]: r for r in claims.stitching_claims(frame, replicates, "vision")}
+    assert steady["ortho_vs_affine"]["verdict"] == "holds" and steady["ortho_vs_affine"]["rounding_delta"] == 0.0
+    moved = pd.DataFrame([dict(method="aligned", source="x", target="y", transform=transform, n_anchors=256, seed=seed,
+                               metric="rounding_delta", split="test", value=value)
+                          for transform, value in (("affine", 0.0), ("ortho", 0.03)) for seed in (0, 1)])
+    judged = {r["claim"]: r for r in claims.stitching_claims(pd.concat([frame, moved]), replicates, "vision")}
+    assert judged["ortho_vs_affine"]["rounding_delta"] == pytest.approx(0.03)
+    assert judged["ortho_vs_affine"]["verdict"] == "inconclusive"
+    assert judged["ortho_vs_affine"]["ci_low"] == steady["ortho_vs_affine"]["ci_low"]  # the bootstrap interval itself
+    assert judged["aligned_vs_naive"]["rounding_delta"] == 0.0  # affine, chosen on validation, does not move
+    assert "0.030" in list(claims.verdict_table(pd.DataFrame(list(judged.values())))["± rounding"])
+
+
 def test_the_transform_is_chosen_on_validation_not_on_test():
     # ortho is better on test, affine on validation: the claim uses affine
     frame, replicates = _stitching_frame(aligned={"affine": 0.70, "ortho": 0.85},

@@ -45,11 +45,11 @@ def test_sweep_has_every_method_pair_count_and_seed(frame):
     aligned = frame[(frame["method"] == "aligned") & (frame["metric"] == "macro_auroc")]
     assert len(aligned) == 2 * 3 * 2 * 2  # ordered pairs × anchor counts × seeds × (validation, test)
     assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot", "decoder"}
-    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength"}
+    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength", "rounding_delta"}
 
 
 def test_test_records_carry_intervals_around_their_value_and_validation_records_none(frame):
-    test = frame[frame["split"] == "test"]
+    test = frame[(frame["split"] == "test") & (frame["metric"] != "rounding_delta")]
     assert test[["ci_low", "ci_high"]].notna().all().all()
     assert (test["ci_low"] <= test["value"] + 1e-9).all() and (test["value"] <= test["ci_high"] + 1e-9).all()
     assert (test["ci_high"] - test["ci_low"]).max() > 0
@@ -57,6 +57,25 @@ def test_test_records_carry_intervals_around_their_value_and_validation_records_
     assert len(validation) == len(test) and validation["ci_low"].isna().all()
     strengths = frame[frame["method"] == "decoder"]
     assert set(strengths["selected_on"]) == {"validation"} and set(strengths["source"]) == {"small", "large"}
+
+
+@pytest.mark.parametrize("transform, determined", [("linear", True), ("affine", True), ("ortho", False),
+                                                   ("l-ortho", False)])
+def test_rounding_delta_shows_where_the_anchors_do_not_determine_the_transform(spaces, transform, determined):
+    """At the largest anchor count every aligned setting says how far its score
+    moves when the anchors change at the level of rounding: not at all for
+    linear and affine (least squares, unique), by AUROC points for ortho and
+    l-ortho with 8 anchors for 24 and 40 dimensions (the SVD completes them)."""
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(400), np.arange(500, 800), transform, anchor_counts=[4, 8],
+                           seeds=[0, 1, 2], task="multilabel", validation=np.arange(400, 500))
+    frame = pd.DataFrame(stitching_records(setup, progress=False))
+    moved = frame[frame["metric"] == "rounding_delta"]
+    assert len(moved) == 2 * 3 and set(moved["n_anchors"]) == {8} and set(moved["split"]) == {"test"}
+    if determined:
+        assert moved["value"].max() < 1e-6
+    else:
+        assert moved["value"].max() > 0.02
 
 
 def test_alignment_recovers_most_of_the_upper_bound_and_beats_naive(frame):

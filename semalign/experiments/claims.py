@@ -20,6 +20,13 @@ method, so differences are paired) and, in each resample, the units the claim
 averages over — encoder pairs and seeds — are resampled too
 (:func:`semalign.experiments.stats.hierarchical_replicates`).
 
+For the stitching claims the interval is also widened, on both sides, by the
+mean ``rounding_delta`` of the transforms it rests on
+(:mod:`semalign.experiments.stitching`): how far the scores move when the
+anchors change at the level of rounding. Where the anchors do not determine
+the transform (``ortho`` with fewer anchors than dimensions) that spread is
+part of the uncertainty, and a verdict that depends on it is inconclusive.
+
 Every choice a claim depends on (which transform, which pair) is read from the
 validation records; the test records only supply the estimate.
 """
@@ -74,16 +81,19 @@ def related(a: str, b: str, derived_from: Mapping[str, str] | None = None) -> bo
 
 
 def claim_record(claim: str, modality: str, point: float, replicates: np.ndarray, form: str | None = None,
-                 **fields) -> dict:
-    """A claim record: the estimate, its 95% interval and the verdict. ``form``
-    names the entry of :data:`CLAIMS` that states it (default: ``claim``): the
-    zero-shot claim has one form against the trained medical model and one
-    against a general one, under one claim id."""
+                 rounding: float = 0.0, **fields) -> dict:
+    """A claim record: the estimate, its 95% interval and the verdict, judged on
+    the interval widened by ``rounding`` on each side (``rounding_delta``; the
+    interval itself is the bootstrap's). ``form`` names the entry of
+    :data:`CLAIMS` that states it (default: ``claim``): the zero-shot claim has
+    one form against the trained medical model and one against a general one,
+    under one claim id."""
     statement, threshold, holds_when = CLAIMS[form or claim]
     low, high = stats.interval(replicates)
-    verdict = stats.verdict(low, high, threshold, holds_when)
+    verdict = stats.verdict(low - rounding, high + rounding, threshold, holds_when)
     return dict(experiment="claims", method="claim", claim=claim, modality=modality, metric=form or claim, value=point,
-                estimate=point, ci_low=low, ci_high=high, verdict=verdict, split="test", **fields)
+                estimate=point, ci_low=low, ci_high=high, rounding_delta=rounding, verdict=verdict, split="test",
+                **fields)
 
 
 def _mean_over_units(points: Sequence[float], per_unit: Sequence[np.ndarray], seed: int) -> tuple[float, np.ndarray]:
@@ -114,6 +124,12 @@ def stitching_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
     if not units:
         return []
     point = test.set_index(["transform", "source", "target", "seed"])["value"]
+    moved = records[(records["metric"] == "rounding_delta") & (records["n_anchors"] == n)]
+    moved = moved.set_index(["transform", "source", "target", "seed"])["value"]
+
+    def rounding(*transforms: str) -> float:  # records made before rounding_delta existed: 0
+        return float(sum(np.mean([moved.get((tr, s, t, k), 0.0) for s, t, k in units]) for tr in transforms))
+
     bounds = auroc[(auroc["method"] == "upper_bound") & (auroc["split"] == "test")].set_index("target")["value"]
     naive = auroc[(auroc["method"] == "naive") & (auroc["split"] == "test")].set_index(["source", "target"])["value"]
 
@@ -124,16 +140,19 @@ def stitching_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
     out = []
     points = [point[(best, s, t, k)] - naive[(s, t)] for s, t, k in units]
     per_unit = [rep("aligned", s, t, best, n, k) - rep("naive", s, t) for s, t, k in units]
-    out.append(claim_record("aligned_vs_naive", modality, *_mean_over_units(points, per_unit, seed), **common))
+    out.append(claim_record("aligned_vs_naive", modality, *_mean_over_units(points, per_unit, seed),
+                            rounding=rounding(best), **common))
     points = [stats.chance_corrected_ratio(point[(best, s, t, k)], bounds[t]) for s, t, k in units]
     per_unit = [stats.chance_corrected_ratio(rep("aligned", s, t, best, n, k), rep("upper_bound", t, t))
                 for s, t, k in units]
-    out.append(claim_record("aligned_vs_upper_bound", modality, *_mean_over_units(points, per_unit, seed), **common))
+    above_chance = np.mean([bounds[t] - 0.5 for s, t, k in units])
+    out.append(claim_record("aligned_vs_upper_bound", modality, *_mean_over_units(points, per_unit, seed),
+                            rounding=rounding(best) / above_chance, **common))
     if {"affine", "ortho"} <= set(test["transform"]):
         points = [point[("affine", s, t, k)] - point[("ortho", s, t, k)] for s, t, k in units]
         per_unit = [rep("aligned", s, t, "affine", n, k) - rep("aligned", s, t, "ortho", n, k) for s, t, k in units]
         out.append(claim_record("ortho_vs_affine", modality, *_mean_over_units(points, per_unit, seed),
-                                n_anchors=n))
+                                rounding=rounding("affine", "ortho"), n_anchors=n))
     return out
 
 
@@ -146,6 +165,8 @@ def verdict_table(records: pd.DataFrame) -> pd.DataFrame:
         "modality": rows["modality"],
         "estimate (95% interval)": [f"{e:.3f} ({lo:.3f} to {hi:.3f})"
                                     for e, lo, hi in zip(rows["estimate"], rows["ci_low"], rows["ci_high"])],
+        "± rounding": [f"{r:.3f}" if r == r and r else "—"
+                       for r in rows.get("rounding_delta", pd.Series(0.0, index=rows.index)).fillna(0.0)],
         "verdict": rows["verdict"],
         "chosen on validation": [f"{t}" if isinstance(t, str) else "—" for t in rows["transform"]],
     })

@@ -16,6 +16,14 @@ the validation rows; anchors are drawn from the fit rows only. Every setting is
 scored on the validation rows (``split="validation"``, what later choices such
 as the best transform read) and once on the test rows, with a 95% bootstrap
 interval over test items (:mod:`semalign.experiments.stats`).
+
+At the largest anchor count each aligned setting also gets a ``rounding_delta``
+record: how far its test macro-AUROC moves when the anchors' source embeddings
+change by a relative :data:`ROUNDING`, about what separates two machines' fp32
+embeddings. It is ~0 where the anchors determine the transform, and large for
+``ortho`` and ``l-ortho`` with fewer anchors than dimensions, where the SVD
+completes the transform outside the anchors' span arbitrarily; the claims
+widen their intervals by it (:mod:`semalign.experiments.claims`).
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ DECODER_VERSION = 2  # bump when the decoders' training changes
 DECODER_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 #: Bootstrap resamples of the test items behind every interval.
 N_BOOT = 1000
+#: Relative, element-wise perturbation of the anchors behind the ``rounding_delta`` records.
+ROUNDING = 1e-6
 
 
 class Decoder:
@@ -256,6 +266,10 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
                                               lambda x, t=target, a=aligner: decoders[t].predict_proba(a.transform(x)),
                                               keep=n == largest)
             rows += scored
+            if n == largest:
+                reference = next(r["value"] for r in scored if r["split"] == "test" and r["metric"] == "macro_auroc")
+                delta = rounding_delta(setup, source, target, chosen, seed, decoders[target], reference)
+                rows.append({**base, "split": "test", "metric": "rounding_delta", "value": delta})
             kept_here.update(kept_one)
         return rows, kept_here
 
@@ -266,6 +280,20 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
     if replicates is not None:
         replicates.update(kept)
     return records
+
+
+def rounding_delta(setup: StitchingSetup, source: str, target: str, anchors: np.ndarray, seed: int,
+                   decoder: Decoder, reference: float) -> float:
+    """|Δ test macro-AUROC| of ``setup.transform`` fitted on ``anchors`` after their
+    source embeddings are scaled element-wise by 1 + :data:`ROUNDING`·z (z standard
+    normal, drawn from ``seed``), against ``reference``, the score of the fit on
+    the anchors as they are."""
+    x = setup.embeddings[source][anchors].astype(np.float64)
+    z = np.random.default_rng(seed).standard_normal(x.shape)
+    aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed)
+    aligner.fit(x * (1 + ROUNDING * z), setup.embeddings[target][anchors])
+    proba = decoder.predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
+    return abs(score(setup.labels[setup.test], proba)["macro_auroc"] - reference)
 
 
 @contextlib.contextmanager
