@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -135,7 +136,8 @@ def decode_limit(paths: list[Path], size: int) -> dict:
     """Images per second of the study's loader on every core at once."""
     workers = os.cpu_count() or 1
     jobs = [(str(p), size) for p in paths]
-    with ProcessPoolExecutor(workers) as pool:
+    # spawned, not forked: this process holds torch's thread pools, which a fork can leave locked
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_decode, jobs[:workers]))  # start the workers and import first
         start = time.perf_counter()
         list(pool.map(_decode, jobs, chunksize=4))
@@ -257,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     embed_text_rate = n_text / stages["embed_text"]["wall_s"]
     embed_vision_rate = n_images / stages["embed_vision"]["wall_s"]
     vision_limit = min(vision_forward, limits["decode_dicom"]["per_s"])
-    ratios = {"embed_text_vs_forward": round(embed_text_rate / text_forward, 2),
-              "embed_vision_vs_limit": round(embed_vision_rate / vision_limit, 2)}
+    ratios = {"embed_text_vs_forward": float(f"{embed_text_rate / text_forward:.3g}"),
+              "embed_vision_vs_limit": float(f"{embed_vision_rate / vision_limit:.3g}")}
     result = {
         "benchmark": "paper_scale", "scale": args.scale, "date": time.strftime("%Y-%m-%d"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": device,

@@ -34,11 +34,11 @@ RECORD_KEYS = (
     # a setting chosen on held-out data says so (e.g. "validation")
     "selected_on",
     # claim records (experiment "claims"): the claim's id, the modality it is judged on,
-    # its verdict and the estimate the verdict is read from
-    "claim", "modality", "verdict", "estimate",
+    # its verdict, the estimate the verdict is read from and the rounding spread its interval is widened by
+    "claim", "modality", "verdict", "estimate", "rounding_delta",
 )
 # The keys whose values are numbers (a missing one is None).
-_NUMERIC_KEYS = ("value", "ci_low", "ci_high", "estimate")
+_NUMERIC_KEYS = ("value", "ci_low", "ci_high", "estimate", "rounding_delta")
 
 
 def make_record(**fields) -> dict:
