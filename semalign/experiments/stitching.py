@@ -284,10 +284,10 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
 
 def rounding_delta(setup: StitchingSetup, source: str, target: str, anchors: np.ndarray, seed: int,
                    decoder: Decoder, reference: float) -> float:
-    """|Δ test macro-AUROC| of ``setup.transform`` fitted on ``anchors`` after their
-    source embeddings are scaled element-wise by 1 + :data:`ROUNDING`·z (z standard
-    normal, drawn from ``seed``), against ``reference``, the score of the fit on
-    the anchors as they are."""
+    """The absolute change in test macro-AUROC when ``setup.transform`` is fitted
+    on ``anchors`` whose source embeddings are first scaled element-wise by
+    (1 + ROUNDING z), z standard normal drawn from ``seed``; ``reference`` is the
+    score of the fit on the anchors as they are. See :data:`ROUNDING`."""
     x = setup.embeddings[source][anchors].astype(np.float64)
     z = np.random.default_rng(seed).standard_normal(x.shape)
     aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed)
