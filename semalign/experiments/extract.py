@@ -54,10 +54,8 @@ def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: 
         inputs.register_phantom_encoders(evaluation, encoders, adapt_steps=p["vision_adapt_steps"],
                                          medical_scale=p["medical_scale"], progress=options["progress"])
     settings = dict(precision=p["precision"], batch_size=p["batch_size"], device=p["device"], **options)
-    inputs.image_embeddings(evaluation, encoders, adapt_steps=p["vision_adapt_steps"],
-                            medical_scale=p["medical_scale"], **settings)
-    if anchor_pairs is not None:
-        inputs.image_embeddings(anchor_pairs, encoders, **settings)
+    for images in [evaluation] if anchor_pairs is None else [evaluation, anchor_pairs]:
+        inputs.encode_all(images.items.ids, images.images, encoders, **settings)
     return evaluation if anchor_pairs is None else anchor_pairs
 
 

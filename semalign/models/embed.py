@@ -234,8 +234,8 @@ def embed(
     else:
         spec, fingerprint = encoders.encoder_fingerprint(encoder, precision, device)
     rank, world = _checked_share(share, cache)
-    expect = _entry_identity(ids, getattr(items, "item_digest", None) or get, spec.modality, fingerprint, progress,
-                             digests=hasattr(items, "item_digest"))
+    digest = getattr(items, "item_digest", None) or (lambda i: _item_digest(get(i), spec.modality, i))
+    expect = _entry_identity(ids, digest, spec.modality, fingerprint, progress)
     folder = entry_dir(expect["key"])
     if cache and world == 1 and any(folder.glob("part-*.json")):  # left by processes that shared the entry
         merge_parts(expect["key"])
@@ -348,13 +348,13 @@ def _ids_sha256(ids: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
 
 
-def _entry_identity(ids: list[str], get: Callable[[int], Any], modality: str, fingerprint: str,
-                    progress: bool, digests: bool = False) -> dict[str, Any]:
+def _entry_identity(ids: list[str], digest: Callable[[int], bytes], modality: str, fingerprint: str,
+                    progress: bool) -> dict[str, Any]:
     """The cache key of these items under this encoder, with the manifest fields it is made of.
 
-    The items are hashed in one streaming pass: each image is read, hashed and
-    dropped; with ``digests``, ``get(i)`` already returns item ``i``'s digest
-    (images in files: see :meth:`semalign.experiments.inputs.LazyImages.item_digest`).
+    ``digest(i)`` identifies item ``i``, in one streaming pass: an image in memory
+    is hashed and dropped; an image in a file is named by the file's bytes
+    (:meth:`semalign.experiments.inputs.LazyImages.item_digest`).
     """
     from semalign.study.progress import progress_bar
 
@@ -365,7 +365,7 @@ def _entry_identity(ids: list[str], get: Callable[[int], Any], modality: str, fi
                            disable=not progress or modality == "text")
     with hashing:
         for i in range(n):
-            content.update(get(i) if digests else _item_digest(get(i), modality, i))
+            content.update(digest(i))
             hashing.update(1)
     content_hash = content.hexdigest()
     key = _cache.hash_key("semalign-embeddings", CACHE_VERSION, fingerprint, ids_hash, content_hash)
