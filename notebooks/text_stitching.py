@@ -102,7 +102,7 @@ pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}
 setup = StitchingSetup(
     embeddings=embeddings, labels=labels.to_numpy(), train=fit, validation=validation, test=test, transform=transform,
     anchor_counts=anchor_counts, seeds=seeds, anchor_strategy=anchor_strategy, decoder=decoder,
-    scaling=scaling, task=task, jobs=jobs, targets=targets,
+    scaling=scaling, task=task, jobs=jobs, targets=targets, device=device,
 )
 replicates = {}
 records = stitching_records(setup, replicates=replicates)

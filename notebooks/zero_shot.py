@@ -134,7 +134,7 @@ setup = zeroshot.ZeroShotSetup(
     image_embeddings=image_embeddings, report_embeddings=report_embeddings, prompt_embeddings=prompt_embeddings,
     labels=evaluation.items.labels[classes].to_numpy(), classes=classes, train=fit, validation=validation, test=test,
     transforms=transforms, anchor_counts=anchor_counts, seeds=seeds, anchor_images=anchor_images, multimodal=multimodal,
-    jobs=jobs,
+    jobs=jobs, device=device,
 )
 replicates = {}
 records = zeroshot.zero_shot_records(setup, replicates=replicates)

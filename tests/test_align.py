@@ -18,6 +18,7 @@ from semalign.method.align import (
     Aligner,
     fit_affine_gd,
     fit_affine_lstsq,
+    fit_l_ortho,
     fit_linear,
     fit_procrustes,
     fit_ridge,
@@ -392,6 +393,47 @@ def test_cuda_tensors_stay_on_device():
     out = aligner.transform(torch.from_numpy(x).float().cuda())
     assert out.is_cuda and out.dtype == torch.float32
     np.testing.assert_allclose(out.cpu().numpy(), aligner.transform(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [40, 9])  # more anchors than dimensions, and fewer (minimum-norm / arbitrary completion)
+@pytest.mark.parametrize("fit", [fit_linear, fit_procrustes, fit_l_ortho, lambda x, y, device=None: fit_ridge(x, y, 3.0, device),
+                                 lambda x, y, device=None: np.vstack(fit_affine_lstsq(x, y, device))],
+                         ids=["linear", "ortho", "l-ortho", "ridge", "affine-lstsq"])
+def test_fits_on_a_torch_device_equal_the_host_fits(fit, n):
+    """The device path (torch's SVD) is run here on the CPU: it must give the host
+    path's map wherever the map is unique. Fewer anchors than dimensions leave
+    ortho and l-ortho's completion to the SVD, so there only the fit on the anchors' span is compared."""
+    x, y = paired(n, 12, 7)
+    x, y = standardise(x, x), standardise(y, y)
+    host, device = fit(x, y), fit(x, y, device="cpu")
+    if n < 12 and fit in (fit_procrustes, fit_l_ortho):
+        np.testing.assert_allclose(x @ device, x @ host, atol=1e-9)
+    else:
+        np.testing.assert_allclose(device, host, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [60, 6])  # statistics path and residual path
+def test_affine_gd_on_a_torch_device_follows_the_host_trajectory(n):
+    x, y = paired(n, 12, 7)
+    x, y = standardise(x, x), standardise(y, y)
+    for host, device in zip(fit_affine_gd(x, y, seed=3), fit_affine_gd(x, y, seed=3, device="cpu")):
+        np.testing.assert_allclose(device, host, atol=1e-5)
+
+
+def test_aligner_on_cpu_keeps_the_host_path_and_the_device_is_not_saved(tmp_path):
+    x, y = paired(30, 12, 7)
+    np.testing.assert_array_equal(Aligner("linear", device="cpu").fit(x, y).state["weight"], fit_linear(
+        standardise(x, x), standardise(y, y)))
+    Aligner("linear", device="cpu").fit(x, y).save(tmp_path / "a.npz")
+    assert "device" not in Aligner.load(tmp_path / "a.npz").config()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["affine", "linear", "l-ortho", "ortho"])
+def test_fits_on_cuda_agree_with_the_cpu(kind):
+    x, y = paired(200, 12, 7)
+    on_cpu = Aligner(kind, seed=1).fit(x, y).transform(x)
+    np.testing.assert_allclose(Aligner(kind, seed=1, device="cuda").fit(x, y).transform(x), on_cpu, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

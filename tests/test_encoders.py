@@ -104,6 +104,21 @@ def test_texts_are_batched_by_length(minilm, st_minilm, monkeypatch):
     assert np.abs(ours - reference).max() <= 1e-5
 
 
+def test_texts_tokenised_on_several_threads_get_the_ids_of_one_call(minilm, monkeypatch):
+    from semalign.models import text
+
+    texts = [f"{t} ({i})" for i, t in enumerate(RADIOLOGY * 5)] + [" ".join(RADIOLOGY * 4)]  # one truncated
+    one_call = minilm._token_ids(texts)
+    monkeypatch.setattr(text, "TOKENIZE_CHUNK", 3)
+    threads = []
+    token_ids = minilm._token_ids
+    monkeypatch.setattr(minilm, "_token_ids", lambda chunk: threads.append(__import__("threading").current_thread().name)
+                        or token_ids(chunk))
+    assert minilm.tokenize(texts) == one_call
+    assert len(threads) == -(-len(texts) // 3) and any(name.startswith("semalign-tokenize") for name in threads)
+    assert max(len(ids) for ids in one_call) == 256
+
+
 def test_minilm_truncates_like_sentence_transformers(minilm, st_minilm):
     long_report = " ".join(RADIOLOGY * 4)  # well over 256 tokens
     assert len(minilm.tokenize([long_report])[0]) == 256

@@ -238,3 +238,41 @@ def test_bad_targets_are_refused_in_one_line(spaces):
     with pytest.raises(SemalignError, match="no encoder pair to stitch"):
         StitchingSetup({"small": embeddings["small"]}, targets=["small"], **split).pairs()
     assert len(StitchingSetup(embeddings, targets=["small", "large"], **split).pairs()) == 2  # both orders
+
+
+def test_the_sweep_fits_on_the_notebook_s_device(spaces, tmp_path, monkeypatch):
+    """A notebook on a GPU fits its transforms there. The device path (torch) is run
+    here on the CPU, under a device name that is not "cpu": the records agree
+    with the host path's up to rounding, and every fit was asked for that device."""
+    from semalign.experiments import stitching
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "affine", [8, 64], [0],
+                           task="multilabel", jobs=1)
+    host = pd.DataFrame(stitching_records(setup, progress=False))
+    asked = []
+
+    class Recording(stitching.Aligner):
+        def __init__(self, *args, device="cpu", **kwargs):
+            asked.append(device)
+            super().__init__(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(stitching, "Aligner", Recording)
+    monkeypatch.setattr(stitching, "pick_device", lambda device: "cpu:0" if device == "auto" else device)
+    on_device = pd.DataFrame(stitching_records(dataclasses.replace(setup, device="auto"), progress=False))
+    assert set(asked) == {"cpu", "cpu:0"}  # naive stitching needs no fit and stays on the host
+    assert asked.count("cpu:0") == 2 * 2 + 2  # counts × pairs, and the rounding check at the largest count
+    keys = ["method", "source", "target", "n_anchors", "seed", "metric", "split"]
+    merged = host.merge(on_device, on=keys, suffixes=("", "_device"), validate="one_to_one")
+    assert len(merged) == len(host) == len(on_device)
+    aligned = merged[(merged["method"] == "aligned") & (merged["metric"] == "macro_auroc")]
+    np.testing.assert_allclose(aligned["value_device"], aligned["value"], atol=1e-3)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_sweep_asked_to_fit_on_a_missing_gpu_says_so_in_one_line(spaces):
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(500), np.arange(500, 800), "linear", [8], [0], device="cuda")
+    with pytest.raises(SemalignError, match="device='cuda' was asked for but torch sees no CUDA GPU"):
+        stitching_records(setup, progress=False)

@@ -18,13 +18,13 @@ thread count, and two thread counts can give maps that differ by O(1).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from semalign.errors import SemalignError
+from semalign.models.base import available_cores
 
 #: The most fits at once that ``jobs=0`` picks.
 MAX_JOBS = 8
@@ -36,8 +36,7 @@ def resolve_jobs(jobs: int) -> int:
         raise SemalignError(f"jobs={jobs!r}: expected a whole number ≥ 0 (0 means one per CPU core), e.g. -p jobs=2")
     if jobs:
         return jobs
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_JOBS))
+    return max(1, min(available_cores(), MAX_JOBS))
 
 
 @contextlib.contextmanager

@@ -46,6 +46,7 @@ from sklearn.neural_network import MLPClassifier
 
 from semalign.experiments import stats
 from semalign.method.align import Aligner, select_anchors
+from semalign.models.encoders import pick_device
 from semalign.study.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
 from semalign.experiments.claims import replicate_key
 from semalign.errors import SemalignError
@@ -166,6 +167,8 @@ class StitchingSetup:
     # Encoders Y whose decoder is reused: only pairs X → Y into them are run. Empty: every ordered pair.
     targets: Sequence[str] = ()
     n_boot: int = N_BOOT
+    # Where the transforms are fitted: cpu, cuda, or auto (cuda when torch sees one), as the notebook's device.
+    device: str = "cpu"
 
     def pairs(self) -> list[tuple[str, str]]:
         """The ordered pairs (source, target) of the sweep."""
@@ -231,6 +234,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
         raise SemalignError(f"anchor counts {too_many} exceed the anchor pool (the training split) of {pool} items; "
                             f"use anchor counts ≤ {pool} or more items")
     scorer = _Scorer(setup)
+    setup = dataclasses.replace(setup, device=pick_device(setup.device))
     largest = max(setup.anchor_counts)
     decoders = {name: trained_decoder(setup, name) for name in names}
     records, kept = [], {}
@@ -258,7 +262,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
         chosen = _anchors(setup, source, seed, n)
         rows, kept_here = [], {}
         for target in (y for x, y in pairs if x == source):
-            aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed)
+            aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, device=setup.device)
             aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
             base = dict(n_anchors=n, seed=seed, task=setup.task, method="aligned", transform=setup.transform,
                         source=source, target=target)
@@ -290,7 +294,7 @@ def rounding_delta(setup: StitchingSetup, source: str, target: str, anchors: np.
     score of the fit on the anchors as they are. See :data:`ROUNDING`."""
     x = setup.embeddings[source][anchors].astype(np.float64)
     z = np.random.default_rng(seed).standard_normal(x.shape)
-    aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed)
+    aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, device=pick_device(setup.device))
     aligner.fit(x * (1 + ROUNDING * z), setup.embeddings[target][anchors])
     proba = decoder.predict_proba(aligner.transform(setup.embeddings[source][setup.test]))
     return abs(score(setup.labels[setup.test], proba)["macro_auroc"] - reference)

@@ -32,6 +32,7 @@ from semalign.experiments.claims import replicate_key
 from semalign.experiments.parallel import sweep_map
 from semalign.method.align import Aligner, select_anchors, threads_for
 from semalign.method.asif import ASIF
+from semalign.models.encoders import pick_device
 from semalign.errors import SemalignError
 
 # Several templates per class, averaged: one template's wording should not decide a result
@@ -233,6 +234,7 @@ class ZeroShotSetup:
     # Pretrained multimodal models: name -> (image embeddings of every row, prompts per class).
     multimodal: Mapping[str, tuple[np.ndarray, Mapping[str, tuple[np.ndarray, np.ndarray]]]] | None = None
     n_boot: int = 1000
+    device: str = "cpu"  # where the transforms are fitted: cpu, cuda or auto, as the notebook's device
 
 
 def anchor_pool(setup: ZeroShotSetup) -> tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]:
@@ -417,7 +419,7 @@ def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[di
     setup = pair.setup
     rows, local = [], {}
     for kind in setup.transforms:
-        aligner = Aligner(kind=kind, scaling=setup.scaling, seed=pair.seed)
+        aligner = Aligner(kind=kind, scaling=setup.scaling, seed=pair.seed, device=pick_device(setup.device))
         aligner.fit(pair.anchor_image[anchors], pair.anchor_report[anchors])
         base = dict(method="unimodal_zero_shot", transform=kind, source=pair.vision, target=pair.text, n_anchors=n,
                     seed=pair.seed)
@@ -470,7 +472,7 @@ def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_a
 
     anchor_images, anchor_reports = anchor_pool(setup)
     anchors = select_anchors(n_anchors, strategy="random", seed=seed, pool_size=len(anchor_reports[text]))
-    aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed)
+    aligner = Aligner(kind=kind, scaling=setup.scaling, seed=seed, device=pick_device(setup.device))
     mapped = aligner.fit(anchor_images[vision][anchors], anchor_reports[text][anchors]).transform(
         setup.image_embeddings[vision][setup.test])
     y_test = setup.labels[setup.test]

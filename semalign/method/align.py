@@ -38,8 +38,12 @@ unique when d_x ≠ d_y, and the block of it that is applied is unique only if
 X_aᵀY_a has rank min(d_x, d_y), which needs n > min(d_x, d_y) after centring.
 
 Fitting runs on the CPU in float64 (the gradient-descent fit in float32 by
-default, like ``nn.Linear``); :meth:`Aligner.transform` runs on the input's
-device and returns the input's array type and floating dtype.
+default, like ``nn.Linear``) with numpy, SciPy and torch; ``Aligner(device="cuda")``
+runs the same arithmetic with torch on that device instead (a sweep whose
+notebook runs on a GPU: the affine fit's Adam steps and the SVDs at thousands of
+anchors are its costly part). The two agree up to float rounding, and to where
+the best map is not unique (see above). :meth:`Aligner.transform` runs on the
+input's device and returns the input's array type and floating dtype.
 """
 
 from __future__ import annotations
@@ -138,24 +142,34 @@ def scaling_stats(a: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- estimators
 
 
-def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _on(device: str, a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def _lstsq(a: np.ndarray, b: np.ndarray, device: str | None = None) -> np.ndarray:
     """Minimum-norm argmin ‖a w − b‖_F, as ``np.linalg.lstsq(a, b, rcond=None)``.
 
     LAPACK's gelsy (complete orthogonal factorisation) gives the same solution
     more cheaply than numpy's SVD-based gelsd; numpy's rank cutoff is kept so
-    that directions lost to centring count as rank-deficient.
+    that directions lost to centring count as rank-deficient. On a ``device``:
+    the pseudo-inverse from torch's SVD with the same cutoff (torch's own lstsq
+    has no minimum-norm driver on CUDA).
     """
     cutoff = np.finfo(np.float64).eps * max(a.shape)
-    return scipy.linalg.lstsq(a, b, cond=cutoff, lapack_driver="gelsy", check_finite=False)[0]
+    if device is None:
+        return scipy.linalg.lstsq(a, b, cond=cutoff, lapack_driver="gelsy", check_finite=False)[0]
+    u, s, vt = torch.linalg.svd(_on(device, a), full_matrices=False)
+    keep = s > cutoff * s[0]
+    return ((vt[keep].T / s[keep]) @ (u[:, keep].T @ _on(device, b))).cpu().numpy()
 
 
-def fit_linear(x, y) -> np.ndarray:
+def fit_linear(x, y, device: str | None = None) -> np.ndarray:
     """W = argmin ‖x W − y‖_F, the minimum-norm solution when x is rank-deficient (n < d_x)."""
     x, y = _anchor_pair(x, y)
-    return _lstsq(x, y)
+    return _lstsq(x, y, device)
 
 
-def fit_affine_lstsq(x, y) -> tuple[np.ndarray, np.ndarray]:
+def fit_affine_lstsq(x, y, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form affine map: [W; bᵀ] = argmin ‖[x 1] [W; bᵀ] − y‖_F (minimum-norm).
 
     When x and y have zero column means (standard or center scaling) the ones
@@ -163,39 +177,41 @@ def fit_affine_lstsq(x, y) -> tuple[np.ndarray, np.ndarray]:
     """
     x, y = _anchor_pair(x, y)
     with_ones = np.hstack([x, np.ones((len(x), 1))])
-    solution = _lstsq(with_ones, y)
+    solution = _lstsq(with_ones, y, device)
     return solution[:-1], solution[-1]
 
 
-def _thin_svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The thin SVD U, S, Vᵀ of ``a``.
+def _thin_svd(a: np.ndarray, device: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD U, S, Vᵀ of ``a`` (with torch on ``device`` when one is given).
 
     LAPACK's fast divide-and-conquer driver, falling back to the slower but more
     robust QR-iteration driver when it does not converge (ill-conditioned
     cross-covariances of real embeddings can make it fail).
     """
+    if device is not None:
+        return tuple(m.cpu().numpy() for m in torch.linalg.svd(_on(device, a), full_matrices=False))
     try:
         return np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:
         return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
 
 
-def _polar(a: np.ndarray) -> np.ndarray:
+def _polar(a: np.ndarray, device: str | None = None) -> np.ndarray:
     """U Vᵀ from the thin SVD U S Vᵀ of ``a``: its (semi-)orthogonal polar factor."""
-    u, _, vt = _thin_svd(a)
+    u, _, vt = _thin_svd(a, device)
     return u @ vt
 
 
-def fit_l_ortho(x, y) -> np.ndarray:
+def fit_l_ortho(x, y, device: str | None = None) -> np.ndarray:
     """Nearest (semi-)orthogonal matrix to the least-squares map: W = U Vᵀ where U S Vᵀ = fit_linear(x, y).
 
     U Vᵀ is the orthogonal polar factor, argmin over Q with orthonormal rows or
     columns of ‖Q − W‖_F. Not unique when W has rank below min(d_x, d_y).
     """
-    return _polar(fit_linear(x, y))
+    return _polar(fit_linear(x, y, device), device)
 
 
-def fit_procrustes(x, y) -> np.ndarray:
+def fit_procrustes(x, y, device: str | None = None) -> np.ndarray:
     """Orthogonal Procrustes on zero-padded anchors, returned as the block that acts on x.
 
     With both sides zero-padded to d = max(d_x, d_y) columns,
@@ -209,7 +225,7 @@ def fit_procrustes(x, y) -> np.ndarray:
     SVD is of a d_x × d_y matrix instead of a max(d_x, d_y)² one.
     """
     x, y = _anchor_pair(x, y)
-    return _polar(x.T @ y)
+    return _polar(x.T @ y, device)
 
 
 def default_ridge_alpha(d_x: int) -> float:
@@ -229,7 +245,7 @@ def default_ridge_alpha(d_x: int) -> float:
     return float(d_x)
 
 
-def fit_ridge(x, y, alpha: float) -> np.ndarray:
+def fit_ridge(x, y, alpha: float, device: str | None = None) -> np.ndarray:
     """W = argmin ‖x W − y‖_F² + α ‖W‖_F² = (xᵀx + α I)⁻¹ xᵀy, for α > 0.
 
     Computed from the thin SVD x = U S Vᵀ as W = V diag(s / (s² + α)) Uᵀ y,
@@ -241,7 +257,7 @@ def fit_ridge(x, y, alpha: float) -> np.ndarray:
     """
     x, y = _anchor_pair(x, y)
     alpha = _check_alpha(alpha)
-    u, s, vt = _thin_svd(x)
+    u, s, vt = _thin_svd(x, device)
     return vt.T @ ((s / (s * s + alpha))[:, None] * (u.T @ y))
 
 
@@ -263,7 +279,7 @@ def _linear_layer_init(d_in: int, d_out: int, generator: torch.Generator, dtype:
     return torch.cat([weight.T, bias])
 
 
-def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype):
+def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype, device: str | None = None):
     """∇L(θ) for L(θ) = mean((x₁ θ − y)²), x₁ = [x 1], θ = [W; bᵀ]: one matrix product per call.
 
     ∇L = c x₁ᵀ(x₁ θ − y) = c x₁ᵀx₁ θ − c x₁ᵀy with c = 2 / (n d_y). The right-hand
@@ -275,9 +291,14 @@ def _mse_gradient(x: np.ndarray, y: np.ndarray, dtype: torch.dtype):
     with_ones = np.hstack([x, np.ones((n, 1))])
     statistics = 2 * n > with_ones.shape[1]
     if statistics:
-        gram, cross = (torch.from_numpy(scale * m).to(dtype) for m in (with_ones.T @ with_ones, with_ones.T @ y))
+        if device is None:
+            products = (with_ones.T @ with_ones, with_ones.T @ y)
+        else:
+            inputs = _on(device, with_ones)
+            products = (inputs.T @ inputs, inputs.T @ _on(device, y))
+        gram, cross = ((scale * torch.as_tensor(m)).to(dtype) for m in products)
         return lambda theta: torch.addmm(cross, gram, theta, beta=-1)
-    inputs, targets = torch.from_numpy(with_ones).to(dtype), torch.from_numpy(y).to(dtype)
+    inputs, targets = (_on(device or "cpu", m).to(dtype) for m in (with_ones, y))
     return lambda theta: (inputs.T @ (inputs @ theta - targets)).mul_(scale)
 
 
@@ -306,7 +327,7 @@ def threads_for(flops: float):
 
 
 def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
-                  dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+                  dtype: torch.dtype = torch.float32, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Affine map x W + b fitted by full-batch Adam on the MSE, as Maiorca et al. (2023).
 
     Minimises L(W, b) = mean((x W + 1 bᵀ − y)²) over all n·d_y entries (like
@@ -325,8 +346,8 @@ def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
     x, y = _anchor_pair(x, y)
     if steps < 0 or lr <= 0:
         raise AlignmentInputError(f"need steps >= 0 and lr > 0; got steps={steps}, lr={lr}")
-    theta = _linear_layer_init(x.shape[1], y.shape[1], torch.Generator().manual_seed(seed), dtype)
-    gradient = _mse_gradient(x, y, dtype)
+    theta = _linear_layer_init(x.shape[1], y.shape[1], torch.Generator().manual_seed(seed), dtype).to(device or "cpu")
+    gradient = _mse_gradient(x, y, dtype, device)
     # Adam acts elementwise, so one tensor for W and b is the same as two. The fused
     # kernel makes one pass over the parameters per step instead of about ten.
     optimizer = torch.optim.Adam([theta], lr=lr, fused=True)
@@ -334,7 +355,7 @@ def fit_affine_gd(x, y, steps: int = 300, lr: float = 1e-3, seed: int = 0,
         for _ in range(steps):
             theta.grad = gradient(theta)
             optimizer.step()
-    theta = theta.double().numpy()
+    theta = theta.double().cpu().numpy()
     return theta[:-1], theta[-1]
 
 
@@ -349,14 +370,17 @@ class Aligner:
     (see :func:`fit_affine_gd`) only matter for ``kind="affine"``; ``alpha``, the penalty in scaled space, only for
     ``kind="ridge"`` (None: :func:`default_ridge_alpha`, α = d_x). The fitted
     state is six float64 arrays (``x_mean``, ``x_scale``, ``weight``, ``bias``,
-    ``y_mean``, ``y_scale``).
+    ``y_mean``, ``y_scale``). ``device`` (``"cpu"`` or a torch device such as
+    ``"cuda"``) is where the fit computes; it is not part of the saved config.
     """
 
     def __init__(self, kind: str = "ortho", scaling: str = "standard", seed: int = 0,
-                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, alpha: float | None = None):
+                 affine_fit: str = "gd", steps: int = 300, lr: float = 1e-3, alpha: float | None = None,
+                 device: str = "cpu"):
         _check_choice(kind, KINDS, "kind")
         _check_choice(scaling, SCALINGS, "scaling")
         _check_choice(affine_fit, AFFINE_FITS, "affine_fit")
+        self.device = None if str(device) == "cpu" else str(device)
         self.kind, self.scaling, self.seed = kind, scaling, int(seed)
         self.affine_fit, self.steps, self.lr = affine_fit, int(steps), float(lr)
         self.alpha = None if alpha is None else _check_alpha(alpha)
@@ -392,15 +416,16 @@ class Aligner:
         return self
 
     def _fit_scaled(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        device = self.device
         if self.kind == "affine" and self.affine_fit == "gd":
-            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed)
+            return fit_affine_gd(x, y, steps=self.steps, lr=self.lr, seed=self.seed, device=device)
         if self.kind == "affine":
-            return fit_affine_lstsq(x, y)
+            return fit_affine_lstsq(x, y, device)
         if self.kind == "ridge":
             alpha = default_ridge_alpha(x.shape[1]) if self.alpha is None else self.alpha
-            return fit_ridge(x, y, alpha), np.zeros(y.shape[1])
+            return fit_ridge(x, y, alpha, device), np.zeros(y.shape[1])
         fit = {"linear": fit_linear, "l-ortho": fit_l_ortho, "ortho": fit_procrustes}[self.kind]
-        return fit(x, y), np.zeros(y.shape[1])
+        return fit(x, y, device), np.zeros(y.shape[1])
 
     def transform(self, x):
         """T(x) for the rows of ``x``: numpy in, numpy out; torch in, torch out on the same device.

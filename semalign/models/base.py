@@ -5,6 +5,7 @@ projected CLIP features, open_clip models)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,11 @@ import numpy as np
 from semalign.errors import SemalignError
 from semalign.models.registry import EncoderSpec, read_json
 from semalign.models.weights import Located
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Encoder:

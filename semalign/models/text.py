@@ -4,13 +4,19 @@ and the text tower of an open_clip model."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from semalign.errors import SemalignError
-from semalign.models.base import Encoder, model_kwargs, open_clip_model, projected, transformers_loading
+from semalign.models.base import Encoder, available_cores, model_kwargs, open_clip_model, projected, transformers_loading
 from semalign.models.registry import EncoderSpec
 from semalign.models.weights import Located, effective_max_length
+
+
+#: Texts per tokenizer call when a block is tokenised on several threads.
+TOKENIZE_CHUNK = 512
 
 
 class TextEncoder(Encoder):
@@ -42,18 +48,27 @@ class TextEncoder(Encoder):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to the model's maximum length.
+
+        Chunks of texts are tokenised on one thread per core: the Rust tokenizer
+        releases the GIL, and on a GPU tokenising on one core would leave the
+        GPU waiting. The first chunk runs alone, so that it sets the tokenizer's
+        truncation state before the threads read it. The ids are those of one call.
+        """
+        texts = list(texts)
         for t in texts:
             if not isinstance(t, str):
                 raise SemalignError(f"encoder {self.spec.name!r} encodes strings; got {type(t).__name__}: {t!r:.80}")
-        enc = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return enc["input_ids"]
+        chunks = [texts[i : i + TOKENIZE_CHUNK] for i in range(0, len(texts), TOKENIZE_CHUNK)] or [[]]
+        first = self._token_ids(chunks[0])
+        if len(chunks) == 1:
+            return first
+        with ThreadPoolExecutor(min(available_cores(), len(chunks) - 1), thread_name_prefix="semalign-tokenize") as pool:
+            return first + [ids for chunk in pool.map(self._token_ids, chunks[1:]) for ids in chunk]
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
     def encode(self, batch: Sequence[str], batch_size: int | None = None, callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed texts; returns float32 (len(batch), dim) in input order."""
@@ -67,6 +82,7 @@ class TextEncoder(Encoder):
         ids = self.tokenize(texts)
         lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
         order = np.argsort(-lengths, kind="stable")  # longest first: padding only within similar lengths
+        batches = []
         with torch.inference_mode(), self._numerics():
             for start in range(0, len(order), bs):
                 rows = order[start : start + bs]
@@ -76,18 +92,21 @@ class TextEncoder(Encoder):
                 for r, i in enumerate(rows):
                     input_ids[r, : lengths[i]] = ids[i]
                     mask[r, : lengths[i]] = 1
-                out[rows] = self._forward(input_ids, mask)
+                # kept on the device until the end: copying each batch back would make the
+                # host wait for the GPU instead of preparing the next batch meanwhile
+                batches.append(self._forward(input_ids, mask))
                 if callback is not None:
                     callback(len(rows))
+            out[order] = torch.cat(batches).cpu().numpy()
         return out
 
-    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> Any:
+        """Pooled float32 embeddings of one padded batch, as a tensor on the encoder's device."""
         import torch
 
         ii, am = self._to_device(input_ids), self._to_device(mask)
         if self.spec.family == "hf-clip":
-            emb = projected(self.model.get_text_features(input_ids=ii, attention_mask=am)).float()
-            return emb.cpu().numpy()
+            return projected(self.model.get_text_features(input_ids=ii, attention_mask=am)).float()
         result = self.model(input_ids=ii, attention_mask=am)
         if self.spec.pooling == "pooler":
             pooled = getattr(result, "pooler_output", None)
@@ -104,7 +123,7 @@ class TextEncoder(Encoder):
                 emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         if self.spec.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-        return emb.cpu().numpy()
+        return emb
 
 
 class OpenClipTextEncoder(Encoder):

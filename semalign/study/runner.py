@@ -352,6 +352,8 @@ def provenance() -> dict:
 
     import torch
 
+    from semalign.models.base import available_cores
+
     def version(package: str) -> str:
         try:
             return metadata.version(package)
@@ -365,7 +367,7 @@ def provenance() -> dict:
     except OSError:
         pass
     return {
-        "cpu": f"{cpu} ({len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores)",
+        "cpu": f"{cpu} ({available_cores()} cores)",
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "python": platform.python_version(),
         **{package: version(package) for package in ("semalign", "torch", "transformers", "numpy", "scikit-learn")},
