@@ -19,28 +19,37 @@ Stages and their limits:
 * ``memory``: `semalign embed` with 2-layer models on a quarter, a half and all
   of the images: peak resident memory should stay flat as the data grows.
 * ``sweep``: the stitching notebooks (one transform) reading the filled cache;
-  wall time and peak memory. The summaries and the book need every run of the
-  paper profile (zero-shot with a CLIP model included) and are not timed here.
+  wall time and peak memory (at ``full``, the affine transform up to 4,096
+  anchors, fitted on the GPU when there is one). The summaries and the book need
+  every run of the paper profile (zero-shot with a CLIP model included) and are
+  not timed here.
+
+On a GPU each stage also reports the GPU's mean utilisation and peak memory
+(NVML, sampled every 0.2 s while the stage runs).
 
 Images are loaded at the paper profile's 518 pixels; each encoder reads its
 own size. Scales: ``tiny`` (the slow test: 2-layer models reading 32 pixels,
 small images), ``small`` (BERT-base, RoBERTa-base, ViT-B/16 and DINOv2-B/14
 shapes reading 224 pixels; 400 reports, 96 DICOMs and 480 JPEGs of 1,024 x 896
-pixels) and ``full`` (the paper's counts: 227,000 reports and 26,684 RSNA
-DICOMs of 1,024 x 1,024 x 8 bits, their real size; the vision models read 518
-pixels; 2,000 MIMIC-CXR JPEGs of 3,000 x 2,500 pixels for the decode limit).
-``full`` needs about 30 GB of disk and has not been run yet.
+pixels) and ``full``, sized for a GPU check of about six minutes: the paper's
+227,000 reports, 4,000 RSNA DICOMs at their real 1,024 x 1,024 x 8 bits (of
+26,684: the rates, not the count, are what is measured), the vision models
+reading 518 pixels, 500 MIMIC-CXR JPEGs of 3,000 x 2,500 pixels for the decode
+limit, and the text sweep on a 20,000-report subset (its decoders are trained
+on the CPU). ``full`` writes about 5 GB.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -57,15 +66,18 @@ from semalign.study.paths import work_dir  # noqa: E402
 
 # subjects (two MIMIC studies, so two reports, each), MIMIC JPEGs written (None: all) and their pixels,
 # RSNA patients (one DICOM each) and their pixels and bits, model shapes, the size the vision models read
+# and the sweep: its transform, anchor counts (text, vision) and report subset (0: all)
+SWEEP = dict(sweep_transform="ortho", text_anchors=[8, 16, 32], vision_anchors=[8, 16, 32], sweep_reports=0)
 SCALES = {
     "tiny": dict(subjects=40, jpegs=None, shape=(64, 48), rsna=80, rsna_shape=(64, 48), rsna_bits=16,
-                 models="tiny", image_size=32, batch_text=32, batch_image=16),
+                 models="tiny", image_size=32, batch_text=32, batch_image=16, **SWEEP),
     "small": dict(subjects=200, jpegs=None, shape=(1024, 896), rsna=96, rsna_shape=(1024, 896), rsna_bits=16,
-                  models="base", image_size=224, batch_text=32, batch_image=16),
-    # the paper's counts: 227k reports, RSNA's 26,684 images at their real 1,024 x 1,024 x 8 bits (27 GB);
-    # MIMIC-CXR-JPG's full-size JPEGs only for the decode limit (the stitching runs read none)
-    "full": dict(subjects=113_500, jpegs=2_000, shape=(3000, 2500), rsna=26_684, rsna_shape=(1024, 1024), rsna_bits=8,
-                 models="base", image_size=518, batch_text=256, batch_image=128),
+                  models="base", image_size=224, batch_text=32, batch_image=16, **SWEEP),
+    # the paper's 227k reports; RSNA images at their real 1,024 x 1,024 x 8 bits but 4,000 of 26,684 (a rate is
+    # measured, and the check must fit in minutes); MIMIC-CXR-JPG's full-size JPEGs only for the decode limit
+    "full": dict(subjects=113_500, jpegs=500, shape=(3000, 2500), rsna=4_000, rsna_shape=(1024, 1024), rsna_bits=8,
+                 models="base", image_size=518, batch_text=256, batch_image=128, sweep_transform="affine",
+                 text_anchors=[256, 4096], vision_anchors=[256, 1024], sweep_reports=20_000),
 }
 PROFILE_IMAGE_SIZE = 518  # the paper profile loads images at this size, then each encoder resizes to its own
 TEXT_MODELS = {"bert-base": "bert", "roberta-base": "roberta"}
@@ -180,6 +192,36 @@ def forward_limit(ref: str, items: list, batch_size: int, device: str, precision
     return {"items": len(items), "seconds": round(seconds, 2), "per_s": round(len(items) / seconds, 1)}
 
 
+@contextlib.contextmanager
+def gpu_sampled(stage: dict, device: str):
+    """Adds the GPU's mean utilisation (%) and peak memory in use (GB) while the
+    block runs to ``stage``, sampled by NVML every 0.2 s (nothing without a GPU)."""
+    if device != "cuda":
+        yield
+        return
+    import pynvml
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    samples, done = [], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            samples.append((pynvml.nvmlDeviceGetUtilizationRates(handle).gpu,
+                            pynvml.nvmlDeviceGetMemoryInfo(handle).used))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if samples:
+            stage["gpu_util_pct"] = round(float(np.mean([u for u, _ in samples])), 1)
+            stage["gpu_peak_gb"] = round(max(m for _, m in samples) / 1e9, 2)
+
+
 def _sync(device: str) -> None:
     import torch
     if device == "cuda":
@@ -237,22 +279,32 @@ def main(argv: list[str] | None = None) -> int:
         limits[f"forward_{name}"] = forward_limit(ref, pixels, scale["batch_image"], device, precision)
 
     stages = {}
+
+    def stage(name: str, command: list[str]) -> None:
+        sampled: dict = {}
+        with gpu_sampled(sampled, device):
+            stages[name] = timed(command, env)
+        stages[name].update(sampled)
+
     print("== embed: semalign embed (text, then vision)", flush=True)
-    stages["embed_text"] = timed(_semalign("embed", "text_stitching", *text_params), env)
-    stages["embed_vision"] = timed(_semalign("embed", "vision_stitching", *vision_params), env)
-    print("== sweep: the notebooks on the filled cache (one transform)", flush=True)
-    sweep = ["-p", "transform=ortho", "-p", "seeds=[0]", "-p", "anchor_counts=[8,16,32]"]
-    stages["sweep_text"] = timed(_semalign("run", "text_stitching", *text_params, *sweep), env)
-    stages["sweep_vision"] = timed(_semalign("run", "vision_stitching", *vision_params, *sweep), env)
+    stage("embed_text", _semalign("embed", "text_stitching", *text_params))
+    stage("embed_vision", _semalign("embed", "vision_stitching", *vision_params))
+    print(f"== sweep: the notebooks on the filled cache ({scale['sweep_transform']})", flush=True)
+    sweep = ["-p", f"transform={scale['sweep_transform']}", "-p", "seeds=[0]"]
+    listed = lambda counts: "[" + ",".join(map(str, counts)) + "]"  # noqa: E731
+    stage("sweep_text", _semalign("run", "text_stitching", *text_params, *sweep, "-p", f"max_reports={scale['sweep_reports']}",
+                                  "-p", f"anchor_counts={listed(scale['text_anchors'])}"))
+    stage("sweep_vision", _semalign("run", "vision_stitching", *vision_params, *sweep,
+                                    "-p", f"anchor_counts={listed(scale['vision_anchors'])}"))
 
     print("== memory: semalign embed on a quarter, a half and all of the images (2-layer models)", flush=True)
     tiny_refs = [f"hf-vision:{make_vision_model(models / f'tiny-{kind}', kind, True, 32)}" for kind in ("vit", "dinov2")]
     curve = []
     for share in (4, 2, 1):
         n = len(data["dicoms"]) // share
-        stage = timed(_semalign("embed", "vision_stitching", *common, "-p", f"encoders=[{','.join(tiny_refs)}]",
-                                "-p", f"max_images={n}", "-p", f"batch_size={scale['batch_image']}"), env)
-        curve.append({"images": n, **stage})
+        stage(f"memory_{n}", _semalign("embed", "vision_stitching", *common, "-p", f"encoders=[{','.join(tiny_refs)}]",
+                                       "-p", f"max_images={n}", "-p", f"batch_size={scale['batch_image']}"))
+        curve.append({"images": n, **stages.pop(f"memory_{n}")})
     n_text, n_images = len(reports), len(data["dicoms"])
     text_forward = 1 / sum(1 / limits[f"forward_{n}"]["per_s"] for n in text_refs)  # all encoders, one after another
     vision_forward = 1 / sum(1 / limits[f"forward_{n}"]["per_s"] for n in vision_refs)
@@ -272,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                      **{n: "ViT-B/16" if k == "vit" else "DINOv2-B/14" for n, k in VISION_MODELS.items()}}
         if not tiny else "2-layer, hidden 32 (tiny scale)",
         "image_size": scale["image_size"], "limits": limits, "stages": stages,
+        "sweep": {"transform": scale["sweep_transform"], "text_anchor_counts": scale["text_anchors"],
+                  "vision_anchor_counts": scale["vision_anchors"], "text_reports": scale["sweep_reports"] or n_text},
         "rates": {"embed_text_per_s": round(embed_text_rate, 1), "text_forward_limit_per_s": round(text_forward, 1),
                   "embed_vision_per_s": round(embed_vision_rate, 1), "vision_limit_per_s": round(vision_limit, 1)},
         "ratios": ratios, "target_ratio": 0.5,
@@ -280,9 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     out = work_dir() / "benchmarks" / f"paper-scale-{args.scale}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(f"\n{'stage':<14} {'wall s':>8} {'peak GB':>8}")
-    for name, stage in stages.items():
-        print(f"{name:<14} {stage['wall_s']:>8} {stage['peak_rss_gb']:>8}")
+    print(f"\n{'stage':<14} {'wall s':>8} {'peak GB':>8}" + (f" {'GPU %':>6} {'GPU GB':>7}" if device == "cuda" else ""))
+    for name, timing in stages.items():
+        gpu = f" {timing.get('gpu_util_pct', '-'):>6} {timing.get('gpu_peak_gb', '-'):>7}" if device == "cuda" else ""
+        print(f"{name:<14} {timing['wall_s']:>8} {timing['peak_rss_gb']:>8}{gpu}")
     print(f"\ntext:   {embed_text_rate:,.1f} reports/s through semalign embed (all {len(text_refs)} encoders) vs "
           f"{text_forward:,.1f} bare forward: ratio {ratios['embed_text_vs_forward']} (target >= 0.5)")
     print(f"images: {embed_vision_rate:,.1f} images/s through semalign embed (all {len(vision_refs)} encoders) vs "

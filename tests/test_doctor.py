@@ -189,6 +189,31 @@ def test_scale_benchmark_reaches_the_appendix(tmp_path, monkeypatch):
     assert "Not measured in this work folder yet: run `python benchmarks/bench_scale.py`" not in page
 
 
+def test_paper_scale_benchmark_shows_gpu_columns_only_where_a_gpu_was_sampled(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    (tmp_path / "benchmarks").mkdir()
+
+    def report(scale: str, gpu: str | None, stage: dict) -> dict:
+        return {"date": "2026-12-06", "machine": {"cpus": 16, "gpu": gpu, "precision": "bf16"},
+                "data": {"reports": 227000, "rsna_dicoms": 4000, "mimic_jpegs": 500, "image_pixels": [3000, 2500]},
+                "image_size": 518, "rates": {"embed_text_per_s": 9000.0, "text_forward_limit_per_s": 12000.0,
+                                             "embed_vision_per_s": 150.0, "vision_limit_per_s": 200.0},
+                "ratios": {"embed_text_vs_forward": 0.75, "embed_vision_vs_limit": 0.75},
+                "limits": {"decode_dicom": {"per_s": 200.0}}, "stages": {"embed_text": stage},
+                "memory_curve": [{"images": 1000, "peak_rss_gb": 1.1}],
+                "sweep": {"transform": "affine", "text_anchor_counts": [256, 4096], "vision_anchor_counts": [256, 1024],
+                          "text_reports": 20000}}
+
+    for scale, gpu, stage in (("small", None, {"wall_s": 36.5, "peak_rss_gb": 0.99}),
+                              ("full", "NVIDIA H100", {"wall_s": 51.0, "peak_rss_gb": 3.2, "gpu_util_pct": 81.5,
+                                                       "gpu_peak_gb": 4.25})):
+        (tmp_path / "benchmarks" / f"paper-scale-{scale}.json").write_text(json.dumps(report(scale, gpu, stage)))
+    small, full = pages.paper_scale_section().split("Scale `full`")
+    assert "| embed_text | 36.5 s | 0.99 GB |" in small and "GPU utilisation" not in small
+    assert "| embed_text | 51.0 s | 3.2 GB | 81.5 % | 4.25 GB |" in full
+    assert "The sweeps ran the `affine` transform at [256, 4096] anchors on 20,000 reports" in full
+
+
 def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_embed", PROJECT_ROOT / "benchmarks" / "bench_embed.py")
     bench = importlib.util.module_from_spec(spec)

@@ -259,12 +259,27 @@ def paper_scale_section() -> str:
                      ["image embedding, every encoder", f"{rates['embed_vision_per_s']:,} images/s",
                       f"{rates['vision_limit_per_s']:,} images/s (lower of forward and DICOM decode, "
                       f"{r['limits']['decode_dicom']['per_s']:,}/s)", f"{r['ratios']['embed_vision_vs_limit']}"]]),
-                 table(["stage", "wall time", "peak resident memory"],
-                       [[name, f"{st['wall_s']} s", f"{st['peak_rss_gb']} GB"] for name, st in r["stages"].items()]),
+                 _stage_table(r),
                  "Peak resident memory of `semalign embed` (2-layer models, so the pipeline's own memory shows) "
                  "as the images grow: " + ", ".join(f"{c['images']:,} images {c['peak_rss_gb']} GB"
                                                      for c in r["memory_curve"]) + ".\n"]
     return "\n".join(text)
+
+
+def _stage_table(report: dict) -> str:
+    """Wall time and peak memory per stage; GPU utilisation and memory where a GPU was sampled;
+    what the sweeps ran (older reports name none)."""
+    stages = report["stages"]
+    gpu = any("gpu_util_pct" in st for st in stages.values())
+    header = ["stage", "wall time", "peak resident memory"] + (["GPU utilisation", "peak GPU memory"] if gpu else [])
+    rows = [[name, f"{st['wall_s']} s", f"{st['peak_rss_gb']} GB"]
+            + ([f"{st.get('gpu_util_pct', '–')} %", f"{st.get('gpu_peak_gb', '–')} GB"] if gpu else [])
+            for name, st in stages.items()]
+    sweep = report.get("sweep")
+    note = "" if not sweep else (
+        f"The sweeps ran the `{sweep['transform']}` transform at {sweep['text_anchor_counts']} anchors on "
+        f"{sweep['text_reports']:,} reports and at {sweep['vision_anchor_counts']} anchors on the images.\n")
+    return table(header, rows) + ("\n" + note if note else "")
 
 
 def reliability_section() -> str:
