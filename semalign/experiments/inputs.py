@@ -118,9 +118,11 @@ class LazyImages:
     """Images read from their files on demand at ``size`` × ``size`` (see
     :func:`semalign.data.images.load_image`), by a few threads that decode ahead of
     sequential access. A sequence, so :func:`semalign.models.embed.embed` streams a
-    dataset of any size through the cache with only a window of images in memory."""
+    dataset of any size through the cache with only a window of images in memory.
+    The window is twice the paper profile's GPU batch (128), so that the threads
+    go on decoding the next batch while the GPU encodes one."""
 
-    def __init__(self, paths: Sequence[Path], size: int, workers: int = 0, window: int = 64):
+    def __init__(self, paths: Sequence[Path], size: int, workers: int = 0, window: int = 256):
         self.paths, self.size, self.window = list(paths), int(size), window
         self.workers = workers or min(8, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
