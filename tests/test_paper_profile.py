@@ -174,12 +174,25 @@ def paper_run(study_root, tmp_path_factory):
                      "-p", "targets=[]", "-p", "anchor_counts=[8,16,32]")
         semalign_cli(work, "run", "vision_stitching", *common, "-p", "transform=ortho", "-p", f"encoders={listing(vision_refs)}",
                      "-p", "anchor_counts=[8,16]", "-p", "image_size=32")  # 27 training images
-        semalign_cli(work, "run", "zero_shot", *common, "-p", f"vision_encoders={listing(vision_refs)}",
-                     "-p", f"text_encoders={listing(text_refs)}", "-p", f"multimodal_encoders={listing(multimodal)}",
-                     "-p", "anchor_counts=[8,16]", "-p", "transforms=[ortho,affine]", "-p", "image_size=32")
+        zero_shot = [*common, "-p", f"vision_encoders={listing(vision_refs)}", "-p", f"text_encoders={listing(text_refs)}",
+                     "-p", f"multimodal_encoders={listing(multimodal)}", "-p", "anchor_counts=[8,16]",
+                     "-p", "transforms=[ortho,affine]", "-p", "image_size=32"]
+        semalign_cli(work, "embed", "zero_shot", *zero_shot)  # ahead of the run, as on a cluster
+        embedded = _cache_entries(work / "cache")
+        semalign_cli(work, "run", "zero_shot", *zero_shot)
         records = pd.DataFrame(json.loads(semalign_cli(work, "results", "--profile", "paper", "--json").stdout))
     return types.SimpleNamespace(root=root, sentences=sentences, work=work, records=records, text=text_refs,
-                                 vision=vision_refs, clip=f"hf-clip:{clip}")
+                                 vision=vision_refs, clip=f"hf-clip:{clip}", embedded=embedded,
+                                 entries=_cache_entries(work / "cache"))
+
+
+def _cache_entries(cache) -> dict[str, tuple[str, str, int]]:
+    """Embedding cache entries by folder: (encoder, modality, rows)."""
+    out = {}
+    for manifest in (cache / "embeddings").glob("*/manifest.json"):
+        m = json.loads(manifest.read_text())
+        out[manifest.parent.name] = (m["encoder"], m["modality"], m["n"])
+    return out
 
 
 def _stdout(work, run: str) -> str:
@@ -188,6 +201,22 @@ def _stdout(work, run: str) -> str:
     (path,) = [*folder.glob(f"{run}.ipynb"), *folder.glob(f"{run}__data-*.ipynb")]
     nb = json.loads(path.read_text())
     return "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout")
+
+
+@pytest.mark.slow
+def test_semalign_embed_leaves_the_zero_shot_run_only_its_prompts_to_embed(paper_run):
+    """Every image the run embeds (its vision encoders' and the CLIP image tower's)
+    and every report was in the cache `semalign embed zero_shot` filled; the run
+    adds only the prompts, a few dozen texts, and the 16 real pediatric images of
+    its anecdote (when their package is installed)."""
+    from semalign.data.images import missing_sample_package, real_sample_images
+
+    anecdote = 0 if missing_sample_package("pediatric") else len(real_sample_images(("pediatric",)))
+    added = {key: entry for key, entry in paper_run.entries.items() if key not in paper_run.embedded}
+    assert added and all(modality == "text" or rows == anecdote for _, modality, rows in added.values()), added
+    assert any(encoder == f"{paper_run.clip} (image)" for encoder, _, _ in paper_run.embedded.values())
+    prompts = {encoder for encoder, modality, _ in added.values() if modality == "text"}
+    assert prompts <= {*paper_run.text, f"{paper_run.clip} (text)", f"{BIOMEDCLIP} (text)"}
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from typing import Any
 
 from semalign.errors import SemalignError
 from semalign.experiments import inputs
+from semalign.models.encoders import OptionalDependencyMissing
 from semalign.phantom import PhantomSpec
 
 EXTRACTED = ("text_stitching", "vision_stitching", "zero_shot")
@@ -48,7 +49,7 @@ def _image_data(p: dict, zero_shot: bool):
     return inputs.image_dataset(p["dataset"], **common), None
 
 
-def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: bool = False) -> Any:
+def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: bool = False) -> tuple[Any, Any]:
     evaluation, anchor_pairs = _image_data(p, zero_shot)
     with first():  # the study-made phantom encoders are trained once, by the first process
         inputs.register_phantom_encoders(evaluation, encoders, adapt_steps=p["vision_adapt_steps"],
@@ -56,7 +57,7 @@ def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: 
     settings = dict(precision=p["precision"], batch_size=p["batch_size"], device=p["device"], **options)
     for images in [evaluation] if anchor_pairs is None else [evaluation, anchor_pairs]:
         inputs.encode_all(images.items.ids, images.images, encoders, **settings)
-    return evaluation if anchor_pairs is None else anchor_pairs
+    return evaluation, anchor_pairs
 
 
 def _vision_stitching(p: dict, options: dict, first: Callable) -> None:
@@ -64,12 +65,21 @@ def _vision_stitching(p: dict, options: dict, first: Callable) -> None:
 
 
 def _zero_shot(p: dict, options: dict, first: Callable) -> None:
-    pairs = _images(p, options, first, p["vision_encoders"], zero_shot=True)
+    evaluation, anchor_pairs = _images(p, options, first, p["vision_encoders"], zero_shot=True)
+    pairs = evaluation if anchor_pairs is None else anchor_pairs
     with first():
         inputs.register_medical_text_encoders(p["text_encoders"], adapt_steps=p["adapt_steps"],
                                               medical_scale=p["medical_scale"], progress=options["progress"])
     inputs.encode_all(pairs.items.ids, pairs.items.texts, p["text_encoders"], precision=p["precision"],
                       device=p["device"], allow_remote_code=p["allow_remote_code"], **options)
+    # The CLIP-style models' image towers on every evaluation image, as the notebook embeds them
+    # (inputs.multimodal_embeddings); their prompts are a few dozen texts, left to the notebook.
+    for ref in p["multimodal_encoders"]:
+        try:
+            inputs.multimodal_image_embeddings(evaluation, ref, precision=p["precision"], batch_size=p["batch_size"],
+                                               device=p["device"], **options)
+        except OptionalDependencyMissing as exc:
+            print(f"skipped {ref}: {exc}")
 
 
 def embed_run(notebook: str, parameters: dict, *, share: tuple[int, int] = (0, 1), progress: bool = True,

@@ -323,10 +323,9 @@ def multimodal_embeddings(images: ImageData, models: Sequence[str], prompts, cla
     dependency is missing (open_clip for BiomedCLIP) is skipped with one printed line."""
     out = {}
     for ref in models:
-        image_tower, text_tower = multimodal_towers(ref)
         try:
-            vectors = embed(image_tower, images.items.ids, images.images, precision=precision, **options)
-            results.note_encoder(image_tower, precision, options.get("device", "auto"))
+            vectors = multimodal_image_embeddings(images, ref, precision=precision, **options)
+            text_tower = multimodal_towers(ref)[1]
             prompt_vectors = prompt_embeddings(prompts, classes, [text_tower], precision="fp32",
                                                **{k: v for k, v in options.items() if k != "progress"})
         except OptionalDependencyMissing as exc:
@@ -334,6 +333,17 @@ def multimodal_embeddings(images: ImageData, models: Sequence[str], prompts, cla
             continue
         out[ref] = (vectors, prompt_vectors[text_tower.name])
     return out
+
+
+def multimodal_image_embeddings(images: ImageData, ref: str, *, precision: str = "fp32", **options) -> np.ndarray | None:
+    """The image tower of the CLIP-style model ``ref`` on every image, through the
+    embedding cache (``options`` go to :func:`~semalign.models.embed.embed`).
+    Raises :class:`~semalign.models.encoders.OptionalDependencyMissing` when the
+    model needs a package that is not installed."""
+    image_tower = multimodal_towers(ref)[0]
+    vectors = embed(image_tower, images.items.ids, images.images, precision=precision, **options)
+    results.note_encoder(image_tower, precision, options.get("device", "auto"))
+    return vectors
 
 
 def zero_shot_datasets(dataset: str, anchor_dataset: str = "", *, max_anchor_pairs: int = 0,
