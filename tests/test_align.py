@@ -420,6 +420,17 @@ def test_affine_gd_on_a_torch_device_follows_the_host_trajectory(n):
         np.testing.assert_allclose(device, host, atol=1e-5)
 
 
+def test_a_device_svd_that_does_not_converge_falls_back_to_the_host(monkeypatch):
+    x, y = paired(30, 12, 7)
+    expected = fit_procrustes(x, y)
+
+    def fails(*args, **kwargs):
+        raise torch.linalg.LinAlgError("the algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "svd", fails)
+    np.testing.assert_allclose(fit_procrustes(x, y, device="cpu"), expected, atol=1e-10)
+
+
 def test_aligner_on_cpu_keeps_the_host_path_and_the_device_is_not_saved(tmp_path):
     x, y = paired(30, 12, 7)
     np.testing.assert_array_equal(Aligner("linear", device="cpu").fit(x, y).state["weight"], fit_linear(

@@ -158,9 +158,9 @@ def _lstsq(a: np.ndarray, b: np.ndarray, device: str | None = None) -> np.ndarra
     cutoff = np.finfo(np.float64).eps * max(a.shape)
     if device is None:
         return scipy.linalg.lstsq(a, b, cond=cutoff, lapack_driver="gelsy", check_finite=False)[0]
-    u, s, vt = torch.linalg.svd(_on(device, a), full_matrices=False)
+    u, s, vt = _thin_svd(a, device)
     keep = s > cutoff * s[0]
-    return ((vt[keep].T / s[keep]) @ (u[:, keep].T @ _on(device, b))).cpu().numpy()
+    return (vt[keep].T / s[keep]) @ (u[:, keep].T @ b)
 
 
 def fit_linear(x, y, device: str | None = None) -> np.ndarray:
@@ -189,7 +189,10 @@ def _thin_svd(a: np.ndarray, device: str | None = None) -> tuple[np.ndarray, np.
     cross-covariances of real embeddings can make it fail).
     """
     if device is not None:
-        return tuple(m.cpu().numpy() for m in torch.linalg.svd(_on(device, a), full_matrices=False))
+        try:
+            return tuple(m.cpu().numpy() for m in torch.linalg.svd(_on(device, a), full_matrices=False))
+        except torch.linalg.LinAlgError:  # the device's solver did not converge: the host's, with its fallback
+            pass
     try:
         return np.linalg.svd(a, full_matrices=False)
     except np.linalg.LinAlgError:
