@@ -19,6 +19,7 @@ from semalign.models import radiology_minilm as adapt
 from semalign.models.radiology_minilm import AdaptConfig, adapt_text_encoder
 from semalign.data.reports import ReportSet
 from semalign.errors import SemalignError
+from semalign.study.cache import folder_is_intact
 
 TINY = AdaptConfig(steps=3, batch_size=4, seed=0)
 
@@ -56,6 +57,22 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def base_weights() -> dict[str, torch.Tensor]:
     return weights(adapt.base_model_path())
+
+
+def encode_texts(folder: Path, texts: list[str]) -> np.ndarray:
+    """Unit-norm mean-pooled embeddings (one row per text) from a model folder, on one thread."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    with torch.inference_mode(), adapt._torch_threads(1):
+        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+        return adapt.mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]).numpy()
+
+
+def cache_dir(reports: ReportSet, config: AdaptConfig) -> Path:
+    """Where adapt_text_encoder keeps the encoder of these reports and config."""
+    return adapt.encoder_folder(adapt.FOLDER_PREFIX, adapt.cache_inputs(reports, config))
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +128,8 @@ def test_trained_layers_move_and_frozen_ones_do_not(built):
 def test_embeddings_differ_from_the_base_and_are_unit_norm(built):
     folder, _ = built
     texts = make_reports(6).texts
-    before = adapt.encode_texts(adapt.base_model_path(), texts)
-    after = adapt.encode_texts(folder, texts)
+    before = encode_texts(adapt.base_model_path(), texts)
+    after = encode_texts(folder, texts)
     assert after.shape == (6, 384) and np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-5)
     assert not np.allclose(before, after, atol=1e-4)
 
@@ -140,10 +157,10 @@ def test_second_call_returns_the_cache_without_training(built, monkeypatch):
     assert adapt_text_encoder(reports, TINY) == folder
     assert adapt_text_encoder(shuffled, TINY) == folder  # the key does not depend on report order
     assert calls == []
-    assert adapt.encoder_cache_dir(reports, AdaptConfig(steps=4, batch_size=4)) != folder
+    assert cache_dir(reports, AdaptConfig(steps=4, batch_size=4)) != folder
     edited = make_reports()
     edited.extra.loc[0, "impression"] = "Large right pleural effusion."
-    assert adapt.encoder_cache_dir(edited, TINY) != folder
+    assert cache_dir(edited, TINY) != folder
 
 
 def test_interrupted_build_leaves_nothing_that_looks_valid(built, tmp_path, monkeypatch, capsys):
@@ -164,7 +181,7 @@ def test_interrupted_build_leaves_nothing_that_looks_valid(built, tmp_path, monk
     calls = []
     monkeypatch.setattr(adapt, "_train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     folder = adapt_text_encoder(make_reports(), config, progress=False)
-    assert calls == [1] and adapt.is_complete(folder)
+    assert calls == [1] and folder_is_intact(folder, adapt.ENCODER_FILE, "model.safetensors", ("config.json",))
     assert "adapting MiniLM" not in capsys.readouterr().err  # progress=False: no bar
     assert [p.name for p in (tmp_path / "encoders").iterdir()] == [folder.name]
     # the seed reaches the weights: seed 1 differs from the seed-0 build

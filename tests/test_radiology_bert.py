@@ -19,7 +19,8 @@ from semalign.models import encoders
 from semalign.models import registry as encoder_registry
 
 from semalign.models import radiology_bert
-from semalign.models.radiology_minilm import is_complete
+from semalign.models.radiology_minilm import ENCODER_FILE, encoder_folder
+from semalign.study.cache import folder_is_intact
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
 from semalign.errors import SemalignError
@@ -38,6 +39,11 @@ TINY = RadiologyBertConfig(
     contrastive_steps=2,
     contrastive_batch_size=4,
 )
+
+
+def cache_dir(reports: ReportSet, config: RadiologyBertConfig):
+    """Where build_radiology_bert keeps the encoder of these reports and config."""
+    return encoder_folder(radiology_bert.FOLDER_PREFIX, radiology_bert.cache_inputs(reports, config))
 
 _ORGANS = ["heart", "lungs", "mediastinum", "pleural space", "bony thorax", "diaphragm", "hilum", "trachea"]
 _STATES = ["normal in size", "clear", "within normal limits", "enlarged", "opacified", "unremarkable", "shifted", "calcified"]
@@ -161,9 +167,9 @@ def test_second_call_is_a_cache_hit_and_inputs_change_the_key(built, monkeypatch
     assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
     edited = make_reports()
     edited.extra.loc[0, "findings"] = "Large right pleural effusion."
-    assert radiology_bert.encoder_cache_dir(edited, TINY) != folder
-    assert radiology_bert.encoder_cache_dir(make_reports(39), TINY) != folder
-    assert radiology_bert.encoder_cache_dir(reports, RadiologyBertConfig(**{**vars(TINY), "seed": 1})) != folder
+    assert cache_dir(edited, TINY) != folder
+    assert cache_dir(make_reports(39), TINY) != folder
+    assert cache_dir(reports, RadiologyBertConfig(**{**vars(TINY), "seed": 1})) != folder
 
 
 def test_damaged_entry_is_rebuilt(built, tmp_path, monkeypatch):
@@ -178,7 +184,7 @@ def test_damaged_entry_is_rebuilt(built, tmp_path, monkeypatch):
     monkeypatch.setattr(radiology_bert, "_train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     with pytest.warns(UserWarning, match="damaged"):
         again = build_radiology_bert(make_reports(), TINY, progress=False)
-    assert calls == [1] and again == first and is_complete(again)
+    assert calls == [1] and again == first and folder_is_intact(again, ENCODER_FILE, "model.safetensors", ("config.json",))
     assert (again / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
 
 

@@ -71,18 +71,9 @@ class ReportSet:
         return self.labels.drop(columns=["normal"], errors="ignore")
 
 
-def iu_archive_path() -> Path:
-    """The IU report archive, checked against the manifest's sha256."""
-    return require_source("iu_xray_reports")
-
-
-def _iu_label_map() -> dict[str, list[str]]:
-    return load_manifest()["sources"]["iu_xray_reports"]["labels"]
-
-
 def parse_iu_archive(path: str | Path | None = None) -> pd.DataFrame:
     """One row per XML report: id, findings, impression, MeSH major terms."""
-    path = Path(path) if path else iu_archive_path()
+    path = Path(path) if path else require_source("iu_xray_reports")  # checked against the manifest's sha256
     rows = []
     try:
         with tarfile.open(path, "r:gz") as archive:
@@ -119,8 +110,9 @@ def load_iu_reports(path: str | Path | None = None) -> ReportSet:
     dropped = {"no FINDINGS or IMPRESSION section": int((~has_text).sum())}
     table = table[has_text].reset_index(drop=True)
     heads = table["mesh_major"].map(lambda terms: {t.split("/")[0].strip() for t in terms})
+    label_terms = load_manifest()["sources"]["iu_xray_reports"]["labels"]
     labels = pd.DataFrame(
-        {label: heads.map(lambda h, terms=terms: int(bool(h & set(terms)))) for label, terms in _iu_label_map().items()}
+        {label: heads.map(lambda h, terms=terms: int(bool(h & set(terms)))) for label, terms in label_terms.items()}
     )
     texts = [" ".join(part for part in (f, i) if part) for f, i in zip(table["findings"], table["impression"])]
     extra = table[["findings", "impression"]].assign(mesh_major=table["mesh_major"].map("; ".join))

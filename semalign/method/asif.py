@@ -109,12 +109,9 @@ class ASIF:
         self.k_ = int(min(self.k, len(images)))
         return self
 
-    def _check_fitted(self) -> None:
+    def _relative(self, queries: np.ndarray, side: str, what: str) -> np.ndarray:
         if not hasattr(self, "anchor_images_"):
             raise ASIFInputError("this ASIF is not fitted yet; call fit(anchor_images, anchor_texts) first")
-
-    def _relative(self, queries: np.ndarray, side: str, what: str) -> np.ndarray:
-        self._check_fitted()
         anchors = getattr(self, f"anchor_{side}_")
         queries = _unit_rows(queries, what)
         if queries.shape[1] != anchors.shape[1]:

@@ -67,14 +67,6 @@ def default_shard_size() -> int:
     return size
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _is_loaded(encoder: Any) -> bool:
-    return all(hasattr(encoder, a) for a in ("spec", "fingerprint", "encode", "dim"))
-
-
 def _check_ids(ids: Sequence[Any]) -> list[str]:
     ids = list(ids)
     bad = [i for i in ids if not isinstance(i, str)]
@@ -156,7 +148,7 @@ def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | Non
         try:
             data = load_file(str(path))[_TENSOR]
         except Exception as exc:  # noqa: BLE001 - any read failure is damage
-            problem = f"cannot be read ({_one_line(exc)})"
+            problem = f"cannot be read ({' '.join(str(exc).split())})"
         else:
             if data.ndim != 2 or data.dtype != np.float32 or data.shape[0] != rows or (dim is not None and data.shape[1] != dim):
                 problem = f"has shape {data.shape} {data.dtype}, expected ({rows}, {dim}) float32"
@@ -228,7 +220,7 @@ def embed(
     ids = _check_ids(ids)
     get = _accessor(items, len(ids))
     shard_size = _checked_shard_size(shard_size)
-    loaded = encoder if _is_loaded(encoder) else None
+    loaded = encoder if all(hasattr(encoder, a) for a in ("spec", "fingerprint", "encode", "dim")) else None
     if loaded is not None:
         spec, fingerprint = loaded.spec, loaded.fingerprint
     else:
@@ -267,10 +259,6 @@ def _checked_share(share: Any, cache: bool) -> tuple[int, int]:
     if world > 1 and not cache:
         raise SemalignError("share=(rank, world) fills the disk cache together; it needs cache=True")
     return rank, world
-
-
-def _part_path(folder: Path, rank: int) -> Path:
-    return folder / f"part-{rank:05d}.json"
 
 
 def merge_parts(key: str) -> bool:
@@ -466,7 +454,7 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
                                         complete=all(r is not None for r in records))
                         _cache.atomic_write_json(folder / "manifest.json", manifest)
                     else:  # the manifest is the merge's to write: each process lists its own shards
-                        _cache.atomic_write_json(_part_path(folder, rank),
+                        _cache.atomic_write_json(folder / f"part-{rank:05d}.json",
                                                  {**manifest, "dim": int(rows.shape[1]), "shards": mine})
             if world > 1:
                 continue

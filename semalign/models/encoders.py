@@ -30,19 +30,6 @@ from semalign.models.vision import EffNetLiteEncoder, HFVisionEncoder, OpenClipV
 from semalign.models.weights import Located, effective_image_size, effective_max_length, file_sha256, locate
 from semalign.study import cache
 
-__all__ = [
-    "Encoder",
-    "EncoderSpec",
-    "OptionalDependencyMissing",
-    "encoder_fingerprint",
-    "list_encoders",
-    "list_multimodal",
-    "load_encoder",
-    "multimodal_towers",
-    "register_encoder",
-    "resolve_encoder",
-]
-
 # Bump a (modality, precision) number when preprocessing, pooling, batching or
 # kernels change in a way that changes those numbers: the embedding caches of
 # those encoders (keyed by their fingerprint) are then invalidated.

@@ -50,8 +50,6 @@ import numpy as np
 import torch
 
 from semalign.study import cache
-
-from semalign.study import paths
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.models.radiology_minilm import _check_ranges, _lr_factor, _torch_threads, build_cached
 from semalign.errors import SemalignError
@@ -295,8 +293,7 @@ def _cached_build(prefix: str, kind: str, inputs: dict[str, Any],
         save_file(state, str(folder / WEIGHTS_FILE))
         return {"kind": kind, **inputs, "training": metrics}
 
-    target = paths.cache_dir() / "encoders" / f"{prefix}{cache.hash_key(inputs)}"
-    return build_cached(target, (), write) / WEIGHTS_FILE
+    return build_cached(prefix, inputs, (), write) / WEIGHTS_FILE
 
 
 def adapt_vision_encoder(

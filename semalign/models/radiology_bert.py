@@ -50,8 +50,6 @@ import torch
 import torch.nn.functional as F
 
 from semalign.study import cache
-
-from semalign.study import paths
 from semalign.models.radiology_minilm import (
     _batches,
     _check_ranges,
@@ -185,15 +183,6 @@ def cache_inputs(reports: ReportSet, config: RadiologyBertConfig) -> dict[str, A
         "sections_text_sha256": cache.sha256_bytes(blob.encode()),
         "config": dataclasses.asdict(config),
     }
-
-
-def encoder_cache_dir(reports: ReportSet, config: RadiologyBertConfig | None = None) -> Path:
-    """Where :func:`build_radiology_bert` keeps (or will keep) this encoder."""
-    return _folder_for(cache_inputs(reports, config or RadiologyBertConfig()))
-
-
-def _folder_for(inputs: dict[str, Any]) -> Path:
-    return paths.cache_dir() / "encoders" / f"{FOLDER_PREFIX}{cache.hash_key(inputs)}"
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -459,7 +448,7 @@ def build_radiology_bert(
             "training": metrics,
         }
 
-    return build_cached(_folder_for(inputs), _FOLDER_FILES, write)
+    return build_cached(FOLDER_PREFIX, inputs, _FOLDER_FILES, write)
 
 
 def register_radiology_bert(

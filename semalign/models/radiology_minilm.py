@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +42,6 @@ import torch
 import torch.nn.functional as F
 
 from semalign.study import cache
-
 from semalign.study import paths
 from semalign.data.reports import ReportSet
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
@@ -172,25 +170,19 @@ def cache_inputs(reports: ReportSet, config: AdaptConfig) -> dict[str, Any]:
     }
 
 
-def encoder_cache_dir(reports: ReportSet, config: AdaptConfig) -> Path:
-    """Where :func:`adapt_text_encoder` keeps (or will keep) this encoder."""
-    return _folder_for(cache_inputs(reports, config))
+def encoder_folder(prefix: str, inputs: dict[str, Any]) -> Path:
+    """Where the study-made encoder whose cache inputs are ``inputs`` is kept:
+    ``paths.cache_dir()/encoders/<prefix><key>``, the key hashing ``inputs``."""
+    return paths.cache_dir() / "encoders" / f"{prefix}{cache.hash_key(inputs)}"
 
 
-def _folder_for(inputs: dict[str, Any]) -> Path:
-    return paths.cache_dir() / "encoders" / f"{FOLDER_PREFIX}{cache.hash_key(inputs)}"
-
-
-def is_complete(folder: Path, names: tuple[str, ...] = ("config.json",)) -> bool:
-    """A finished, intact encoder folder (see :func:`semalign.study.cache.folder_is_intact`)."""
-    return cache.folder_is_intact(folder, ENCODER_FILE, "model.safetensors", names)
-
-
-def build_cached(target: Path, names: tuple[str, ...], write: Callable[[Path], dict[str, Any]]) -> Path:
-    """The encoder folder ``target`` (weights in ``model.safetensors``, description
-    in ``semalign_encoder.json``), built by ``write`` on first use through
-    :func:`semalign.study.cache.build_folder`."""
-    return cache.build_folder(target, write, description=ENCODER_FILE, checked="model.safetensors", names=names)
+def build_cached(prefix: str, inputs: dict[str, Any], names: tuple[str, ...],
+                 write: Callable[[Path], dict[str, Any]]) -> Path:
+    """The encoder folder for ``inputs`` (see :func:`encoder_folder`; weights in
+    ``model.safetensors``, description in ``semalign_encoder.json``), built by
+    ``write`` on first use through :func:`semalign.study.cache.build_folder`."""
+    return cache.build_folder(encoder_folder(prefix, inputs), write, description=ENCODER_FILE,
+                              checked="model.safetensors", names=names)
 
 
 # --------------------------------------------------------------------------- training
@@ -461,39 +453,5 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
             "training": metrics,
         }
 
-    return build_cached(_folder_for(inputs), ("config.json",), write)
-
-
-def read_description(folder: str | os.PathLike) -> dict[str, Any]:
-    """The ``semalign_encoder.json`` of an adapted encoder folder."""
-    path = Path(folder) / ENCODER_FILE
-    if not path.is_file():
-        raise SemalignError(f"{path} does not exist; {folder} is not an encoder built by semalign.models.radiology_minilm")
-    return json.loads(path.read_text())
-
-
-def encode_texts(
-    folder: str | os.PathLike, texts: list[str], batch_size: int = 64, max_length: int | None = None, threads: int | None = 1
-) -> np.ndarray:
-    """Unit-norm mean-pooled embeddings (float32, one row per text) from a model folder.
-
-    Works for an adapted folder (its ``semalign_encoder.json`` gives max_length)
-    and for the base MiniLM folder (max_length 128 unless given). ``threads``
-    torch threads while encoding (see ``AdaptConfig.threads``; None leaves torch's).
-    """
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = Path(folder)
-    if max_length is None:
-        max_length = read_description(folder)["max_length"] if (folder / ENCODER_FILE).is_file() else 128
-    with _no_transformers_bars():
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder).eval()
-    out = []
-    with torch.inference_mode(), _torch_threads(threads):
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
-            batch = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            out.append(mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]))
-    return torch.cat(out).numpy() if out else np.zeros((0, model.config.hidden_size), np.float32)
+    return build_cached(FOLDER_PREFIX, inputs, ("config.json",), write)
 

@@ -64,17 +64,13 @@ _ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "
 _HASH_LOCK = threading.Lock()
 
 
-def _hash_cache_file() -> Path:
-    return paths.cache_dir() / "file-sha256.json"
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """:func:`semalign.study.cache.sha256_file` of a file, remembered by (path, size, mtime),
     so a weight file is read once rather than at every load."""
     p = Path(path).resolve()
     st = p.stat()
     key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
-    store = _hash_cache_file()
+    store = paths.cache_dir() / "file-sha256.json"
     with _HASH_LOCK:
         try:
             known = json.loads(store.read_text())
@@ -119,14 +115,6 @@ class Located:
     normalize: bool | None = None
 
 
-def _allow_download() -> bool:
-    return os.environ.get("SEMALIGN_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes")
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or Path(source).expanduser().is_dir()
-
-
 def _hub_folder(spec: EncoderSpec) -> Path:
     try:
         from huggingface_hub import snapshot_download
@@ -135,7 +123,7 @@ def _hub_folder(spec: EncoderSpec) -> Path:
     try:
         return Path(snapshot_download(spec.source, local_files_only=True))
     except Exception as local_exc:  # noqa: BLE001 - any miss means "not here"
-        if _allow_download():
+        if os.environ.get("SEMALIGN_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes"):
             try:
                 return Path(snapshot_download(spec.source, ignore_patterns=_OTHER_FRAMEWORKS))
             except Exception as exc:  # noqa: BLE001
@@ -236,7 +224,7 @@ def locate(spec: EncoderSpec) -> Located:
     elif source.startswith("asset:"):
         folder = unpack_asset(source[6:])
         expected = KNOWN_SHA256.get(source)
-    elif _looks_like_path(source):
+    elif source.startswith(("/", ".", "~")) or Path(source).expanduser().is_dir():  # a local folder
         folder = Path(source).expanduser().resolve()
         expected = None
         if not folder.is_dir():

@@ -153,13 +153,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+    with atomic_path(path) as tmp:
+        tmp.write_bytes((json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
 
 
 def write_checked_json(path: str | os.PathLike, payload: Any) -> None:

@@ -94,20 +94,6 @@ from semalign.data.paper.tables import READER_POLICIES, UNCERTAIN_POLICIES, Imag
 from semalign.data.reports import ReportSet
 from semalign.errors import SemalignError
 
-__all__ = [
-    "DATASETS",
-    "UNCERTAIN_POLICIES",
-    "READER_POLICIES",
-    "ImageTable",
-    "verify",
-    "require",
-    "load_reports",
-    "load_images",
-    "patient_split",
-    "parse_report_sections",
-    "default_labels",
-]
-
 _MODULES = {"mimic_cxr": mimic_cxr, "rsna_pneumonia": rsna_pneumonia, "vindr_cxr": vindr_cxr, "chexpert": chexpert}
 
 

@@ -12,28 +12,9 @@ import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus
-from semalign.data.paper.sources import (
-    check,
-    counts_note,
-    find_root,
-    manifest_entry,
-    missing,
-    missing_root,
-    raise_unless_ok,
-    read_present,
-)
-from semalign.data.paper.tables import (
-    BAD_VALUE,
-    DUPLICATE,
-    NO_IMAGE,
-    NO_PATIENT,
-    NOT_FRONTAL,
-    UNCERTAIN,
-    Drops,
-    ImageTable,
-    chexpert_style,
-    select_labels,
-)
+from semalign.data.paper.sources import checked_tables, found_ok, missing_unless_any, open_tables
+from semalign.data.paper.tables import BAD_VALUE, DUPLICATE, NO_IMAGE, NO_PATIENT, NOT_FRONTAL, UNCERTAIN, Drops
+from semalign.data.paper.tables import ImageTable, chexpert_style, select_labels
 
 NAME = "chexpert"
 _PATIENT = re.compile(r"(patient\d+)")
@@ -42,26 +23,19 @@ _META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 
 def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     """The dataset's status and its train and valid tables (``need``: unused, every check needs both)."""
-    entry = manifest_entry(NAME)
-    files = entry["files"]
-    root = find_root(data_root, entry)
-    if root is None:
-        return missing_root(NAME, entry, data_root, "train"), {}
-    problem, tables = read_present(NAME, entry, data_root, root, ("train", "valid"), checksums=False)
+    problem, tables = open_tables(NAME, data_root, ("train", "valid"), checksums=False)
     if problem:
         return problem, {}
-    sample = [root / p for p in tables["train"]["Path"].head(20)]
-    if not any(p.is_file() for p in sample):
-        return missing(NAME, entry, data_root, sample[:1], root), {}
-    tables["root"] = root
-    note = counts_note(entry, {"train_images": len(tables["train"]), "valid_images": len(tables["valid"])})
-    return SourceStatus(NAME, "ok", str(root), note), tables
+    root = tables["root"]
+    problem = missing_unless_any(NAME, data_root, root, [root / p for p in tables["train"]["Path"].head(20)])
+    if problem:
+        return problem, {}
+    return found_ok(NAME, root, {"train_images": len(tables["train"]), "valid_images": len(tables["valid"])}), tables
 
 
 def load_images(data_root: Path, uncertain: str, labels, frontal_only: bool) -> ImageTable:
     """Training then validation images; see :func:`semalign.data.paper.load_images`."""
-    status, tables = check(NAME, open_files, data_root, ("images",))
-    raise_unless_ok(status)
+    tables = checked_tables(NAME, open_files, data_root, ("images",))
     root = tables["root"]
     available = [c for c in tables["train"].columns if c not in _META_COLUMNS]
     chosen = select_labels(NAME, labels, available)

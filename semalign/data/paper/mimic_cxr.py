@@ -20,35 +20,10 @@ import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus
-from semalign.data.paper.sources import (
-    Corrupt,
-    check,
-    check_sums,
-    close,
-    corrupt,
-    counts_note,
-    find_root,
-    manifest_entry,
-    missing,
-    missing_root,
-    raise_unless_ok,
-    read_present,
-)
-from semalign.data.paper.tables import (
-    BAD_VALUE,
-    DUPLICATE,
-    NO_IMAGE,
-    NO_LABEL_ROW,
-    NO_REPORT,
-    NO_SECTION,
-    NO_SPLIT,
-    NOT_FRONTAL,
-    UNCERTAIN,
-    Drops,
-    ImageTable,
-    chexpert_style,
-    select_labels,
-)
+from semalign.data.paper.sources import Corrupt, check_sums, checked_tables, close, corrupt, found_ok, manifest_entry
+from semalign.data.paper.sources import missing, missing_unless_any, open_tables
+from semalign.data.paper.tables import BAD_VALUE, DUPLICATE, NO_IMAGE, NO_LABEL_ROW, NO_REPORT, NO_SECTION, NO_SPLIT
+from semalign.data.paper.tables import NOT_FRONTAL, UNCERTAIN, Drops, ImageTable, chexpert_style, select_labels
 from semalign.data.reports import ReportSet
 from semalign.errors import SemalignError
 
@@ -83,10 +58,6 @@ def parse_report_sections(text: str) -> tuple[str, str]:
 
 def _report_rel(subject: str, study: str) -> str:
     return f"p{subject[:2]}/p{subject}/s{study}.txt"
-
-
-def _image_rel(subject: str, study: str, dicom: str) -> str:
-    return f"p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
 
 
 # --------------------------------------------------------------------- opening
@@ -149,15 +120,11 @@ def _attach_reports(data_root: Path, entry: dict, root: Path, tables: dict, foun
 def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     """The dataset's status and tables: labels and split, plus what ``need``
     names (``reports``: their source; ``images``: the metadata)."""
-    entry = manifest_entry(NAME)
-    files = entry["files"]
-    root = find_root(data_root, entry)
-    if root is None:
-        return missing_root(NAME, entry, data_root, "labels"), {}
     roles = ["labels", "split"] + (["metadata"] if "images" in need else [])
-    problem, tables = read_present(NAME, entry, data_root, root, roles, ["images_dir"] if "images" in need else [])
+    problem, tables = open_tables(NAME, data_root, roles, ["images_dir"] if "images" in need else [])
     if problem:
         return problem, {}
+    entry, root = manifest_entry(NAME), tables["root"]
     found = {"studies": len(tables["labels"])}
     if "reports" in need:
         problem = _attach_reports(data_root, entry, root, tables, found)
@@ -166,13 +133,14 @@ def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, di
     if "images" in need:
         found["images"] = len(tables["metadata"])
         meta = tables["metadata"].head(20)
-        images_dir = root / files["images_dir"]
-        sample = [images_dir / _image_rel(s, t, d) for s, t, d in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"])]
-        if not any(p.is_file() for p in sample):
+        images_dir = root / entry["files"]["images_dir"]
+        sample = [images_dir / f"p{s[:2]}/p{s}/s{t}/{d}.jpg"
+                  for s, t, d in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"])]
+        problem = missing_unless_any(NAME, data_root, root, sample, [images_dir / "p1X/pSUBJECT/sSTUDY/DICOM_ID.jpg"])
+        if problem:
             close(tables)
-            return missing(NAME, entry, data_root, sample[:1] + [images_dir / "p1X/pSUBJECT/sSTUDY/DICOM_ID.jpg"], root), {}
-    tables["root"] = root
-    return SourceStatus(NAME, "ok", str(root), counts_note(entry, found)), tables
+            return problem, {}
+    return found_ok(NAME, root, found), tables
 
 
 # --------------------------------------------------------------------- reports
@@ -206,15 +174,10 @@ def _read_reports(tables: dict, studies: pd.DataFrame) -> list[str | None]:
     return texts
 
 
-def _study_split(split: pd.DataFrame) -> pd.Series:
-    return split.drop_duplicates("study_id").set_index("study_id")["split"]
-
-
 def load_reports(data_root: Path, uncertain: str, labels) -> ReportSet:
     """The reports (FINDINGS + IMPRESSION) with CheXpert labels; see
     :func:`semalign.data.paper.load_reports`."""
-    status, tables = check(NAME, open_files, data_root, ("reports",), close_archive=False)
-    raise_unless_ok(status)
+    tables = checked_tables(NAME, open_files, data_root, ("reports",), close_archive=False)
     try:
         return _reports_from(tables, uncertain, labels)
     finally:
@@ -231,7 +194,7 @@ def _reports_from(tables: dict, uncertain: str, labels) -> ReportSet:
     drops.drop(NO_REPORT, [t is None for t in texts])
     sections = [parse_report_sections(t) if t is not None else ("", "") for t in texts]
     drops.drop(NO_SECTION, [not (f or i) for f, i in sections])
-    split = table["study_id"].map(_study_split(tables["split"]))
+    split = table["study_id"].map(tables["split"].drop_duplicates("study_id").set_index("study_id")["split"])
     drops.drop(NO_SPLIT, split.isna().to_numpy())
     values, invalid, uncertain_rows = chexpert_style(table, chosen, uncertain)
     drops.drop(BAD_VALUE, invalid.to_numpy())
@@ -259,8 +222,7 @@ def _reports_from(tables: dict, uncertain: str, labels) -> ReportSet:
 # --------------------------------------------------------------------- images
 def load_images(data_root: Path, uncertain: str, labels, frontal_only: bool) -> ImageTable:
     """MIMIC-CXR-JPG images with their study's labels; see :func:`semalign.data.paper.load_images`."""
-    status, tables = check(NAME, open_files, data_root, ("images",))
-    raise_unless_ok(status)
+    tables = checked_tables(NAME, open_files, data_root, ("images",))
     label_table = tables["labels"]
     available = [c for c in label_table.columns if c not in ("subject_id", "study_id")]
     chosen = select_labels(NAME, labels, available)

@@ -17,26 +17,9 @@ import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus
-from semalign.data.paper.sources import (
-    check,
-    counts_note,
-    exists_many,
-    find_root,
-    manifest_entry,
-    missing,
-    missing_root,
-    raise_unless_ok,
-    read_present,
-)
-from semalign.data.paper.tables import (
-    BAD_VALUE,
-    CLASS_DISAGREES,
-    NO_CLASS,
-    NO_IMAGE,
-    Drops,
-    ImageTable,
-    select_labels,
-)
+from semalign.data.paper.sources import checked_tables, exists_many, found_ok, manifest_entry, missing_unless_any
+from semalign.data.paper.sources import open_tables
+from semalign.data.paper.tables import BAD_VALUE, CLASS_DISAGREES, NO_CLASS, NO_IMAGE, Drops, ImageTable, select_labels
 
 NAME = "rsna_pneumonia"
 LABELS = ("Pneumonia", "Normal", "No Lung Opacity / Not Normal")
@@ -44,29 +27,21 @@ LABELS = ("Pneumonia", "Normal", "No Lung Opacity / Not Normal")
 
 def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     """The dataset's status and its label and class tables (``need``: unused, every check needs both)."""
-    entry = manifest_entry(NAME)
-    files = entry["files"]
-    root = find_root(data_root, entry)
-    if root is None:
-        return missing_root(NAME, entry, data_root, "labels"), {}
-    problem, tables = read_present(NAME, entry, data_root, root, ("labels", "class_info"), ("images_dir",),
-                                   checksums=False)
+    problem, tables = open_tables(NAME, data_root, ("labels", "class_info"), ("images_dir",), checksums=False)
     if problem:
         return problem, {}
-    images_dir = root / files["images_dir"]
+    root = tables["root"]
+    images_dir = root / manifest_entry(NAME)["files"]["images_dir"]
     patients = tables["labels"]["patientId"].drop_duplicates()
-    sample = [images_dir / f"{p}.dcm" for p in patients.head(20)]
-    if not any(p.is_file() for p in sample):
-        return missing(NAME, entry, data_root, sample[:1], root), {}
-    tables["root"] = root
-    note = counts_note(entry, {"label_rows": len(tables["labels"]), "images": len(patients)})
-    return SourceStatus(NAME, "ok", str(root), note), tables
+    problem = missing_unless_any(NAME, data_root, root, [images_dir / f"{p}.dcm" for p in patients.head(20)])
+    if problem:
+        return problem, {}
+    return found_ok(NAME, root, {"label_rows": len(tables["labels"]), "images": len(patients)}), tables
 
 
 def load_images(data_root: Path, labels) -> ImageTable:
     """One row per image; see :func:`semalign.data.paper.load_images`."""
-    status, tables = check(NAME, open_files, data_root, ("images",))
-    raise_unless_ok(status)
+    tables = checked_tables(NAME, open_files, data_root, ("images",))
     chosen = select_labels(NAME, labels, list(LABELS))
     rows = tables["labels"]
     target = pd.to_numeric(rows["Target"].str.strip(), errors="coerce")

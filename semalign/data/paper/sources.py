@@ -72,12 +72,6 @@ def missing(name: str, entry: dict, data_root: Path, what: list[Path], root: Pat
     return SourceStatus(name, "missing", str(root or data_root / entry["layout"]["roots"][0]), detail)
 
 
-def missing_root(name: str, entry: dict, data_root: Path, role: str) -> SourceStatus:
-    """``missing`` for a dataset none of whose candidate folders holds its marker
-    file: names the file of ``role`` in the first candidate folder."""
-    return missing(name, entry, data_root, [data_root / entry["layout"]["roots"][0] / entry["files"][role]], None)
-
-
 def corrupt(name: str, entry: dict, root: Path, problem: str) -> SourceStatus:
     detail = one_line(f"{entry['title']}: {problem}; download the file again: {entry['access']}")
     return SourceStatus(name, "corrupt", str(root), detail)
@@ -87,14 +81,22 @@ class Corrupt(Exception):
     """A file is present but unreadable; the message names it (never its content)."""
 
 
-def counts_note(entry: dict, found: dict[str, int]) -> str:
-    """What was found, beside the full release's counts where the manifest has them."""
-    documented = entry.get("counts") or {}
+def found_ok(name: str, root: Path, found: dict[str, int]) -> SourceStatus:
+    """``ok``, saying what was found beside the full release's counts where the manifest has them."""
+    documented = manifest_entry(name).get("counts") or {}
     parts = []
     for key, value in found.items():
         full = documented.get(key)
         parts.append(f"{value:,} {key.replace('_', ' ')}" + (f" (full release: {full:,})" if full is not None else ""))
-    return ", ".join(parts)
+    return SourceStatus(name, "ok", str(root), ", ".join(parts))
+
+
+def missing_unless_any(name: str, data_root: Path, root: Path, sample: list[Path], also=()) -> SourceStatus | None:
+    """``missing``, naming the first file of ``sample`` (and ``also``), when none
+    of the ``sample`` files exists; None when one does."""
+    if any(p.is_file() for p in sample):
+        return None
+    return missing(name, manifest_entry(name), data_root, sample[:1] + list(also), root)
 
 
 # --------------------------------------------------------------------- table reading
@@ -162,11 +164,17 @@ def check_sums(root: Path, files: list[Path]) -> None:
             raise Corrupt(f"{path}: sha256 differs from {sums_file}")
 
 
-def read_present(name: str, entry: dict, data_root: Path, root: Path, roles, folders=(),
-                 checksums: bool = True) -> tuple[SourceStatus | None, dict]:
-    """The tables of ``roles`` under ``root``: (None, tables), or the missing /
-    corrupt status (and no tables) when a file or folder is absent, unreadable or,
-    with ``checksums``, differs from the manifest's sha256."""
+def open_tables(name: str, data_root: Path, roles, folders=(), checksums: bool = True) -> tuple[SourceStatus | None, dict]:
+    """The tables of ``roles`` in the dataset's folder, with the folder as
+    ``tables["root"]``: (None, tables), or the missing / corrupt status (and no
+    tables) when no candidate folder holds the marker file (the status then names
+    the file of ``roles[0]``), a file or one of ``folders`` is absent, a table is
+    unreadable or, with ``checksums``, differs from PhysioNet's SHA256SUMS.txt."""
+    entry = manifest_entry(name)
+    root = find_root(data_root, entry)
+    if root is None:
+        expected = data_root / entry["layout"]["roots"][0] / entry["files"][roles[0]]
+        return missing(name, entry, data_root, [expected], None), {}
     files, columns = entry["files"], entry["required_columns"]
     absent = [root / files[r] for r in roles if not (root / files[r]).is_file()]
     absent += [root / files[d] for d in folders if not (root / files[d]).is_dir()]
@@ -178,6 +186,7 @@ def read_present(name: str, entry: dict, data_root: Path, root: Path, roles, fol
             check_sums(root, [root / files[r] for r in roles])
     except Corrupt as exc:
         return corrupt(name, entry, root, str(exc)), {}
+    tables["root"] = root
     return None, tables
 
 
@@ -226,3 +235,11 @@ def raise_unless_ok(status: SourceStatus) -> None:
     """:class:`SemalignError` with the one-line ``paper dataset NAME (PATH) is STATUS: DETAIL``."""
     if not status.ok:
         raise SemalignError(one_line(f"paper dataset {status.name!r} ({status.path}) is {status.status}: {status.detail}"))
+
+
+def checked_tables(name: str, opener, data_root, need: tuple[str, ...], close_archive: bool = True) -> dict:
+    """The dataset's tables from :func:`check`, or :class:`SemalignError` (see
+    :func:`raise_unless_ok`) when the dataset is not ``ok``."""
+    status, tables = check(name, opener, data_root, need, close_archive)
+    raise_unless_ok(status)
+    return tables

@@ -16,17 +16,8 @@ import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus
-from semalign.data.paper.sources import (
-    check,
-    counts_note,
-    exists_many,
-    find_root,
-    manifest_entry,
-    missing,
-    missing_root,
-    raise_unless_ok,
-    read_present,
-)
+from semalign.data.paper.sources import checked_tables, exists_many, found_ok, manifest_entry, missing_unless_any
+from semalign.data.paper.sources import open_tables
 from semalign.data.paper.tables import BAD_VALUE, DUPLICATE, NO_IMAGE, Drops, ImageTable, select_labels
 from semalign.errors import SemalignError
 
@@ -35,26 +26,21 @@ NAME = "vindr_cxr"
 
 def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
     """The dataset's status and its train and test label tables (``need``: unused, every check needs both)."""
-    entry = manifest_entry(NAME)
-    files = entry["files"]
-    root = find_root(data_root, entry)
-    if root is None:
-        return missing_root(NAME, entry, data_root, "train_labels"), {}
-    problem, tables = read_present(NAME, entry, data_root, root, ("train_labels", "test_labels"),
-                                   ("train_dir", "test_dir"))
+    problem, tables = open_tables(NAME, data_root, ("train_labels", "test_labels"), ("train_dir", "test_dir"))
     if problem:
         return problem, {}
+    root, files = tables["root"], manifest_entry(NAME)["files"]
     for role, folder in (("train_labels", "train_dir"), ("test_labels", "test_dir")):
         sample = [root / files[folder] / f"{i}.dicom" for i in tables[role]["image_id"].head(20)]
-        if not any(p.is_file() for p in sample):
-            return missing(NAME, entry, data_root, sample[:1], root), {}
-    tables["root"] = root
+        problem = missing_unless_any(NAME, data_root, root, sample)
+        if problem:
+            return problem, {}
     found = {
         "train_images": tables["train_labels"]["image_id"].nunique(),
         "train_label_rows": len(tables["train_labels"]),
         "test_images": tables["test_labels"]["image_id"].nunique(),
     }
-    return SourceStatus(NAME, "ok", str(root), counts_note(entry, found)), tables
+    return found_ok(NAME, root, found), tables
 
 
 def _combine_readers(table: pd.DataFrame, labels: list[str], policy: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -77,8 +63,7 @@ def _combine_readers(table: pd.DataFrame, labels: list[str], policy: str) -> tup
 
 def load_images(data_root: Path, reader_policy: str, labels) -> ImageTable:
     """Training images (readers combined) then test images; see :func:`semalign.data.paper.load_images`."""
-    status, tables = check(NAME, open_files, data_root, ("images",))
-    raise_unless_ok(status)
+    tables = checked_tables(NAME, open_files, data_root, ("images",))
     entry = manifest_entry(NAME)
     train, test = tables["train_labels"], tables["test_labels"]
     available = [c for c in train.columns if c not in ("image_id", "rad_id")]
