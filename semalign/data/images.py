@@ -13,18 +13,7 @@
   inverted so that dense is bright. Colour DICOMs are converted to luminance and
   multi-frame files give their first frame.
 
-A missing, empty, truncated, corrupt or unsupported file raises
-:class:`~semalign.errors.SemalignError`: one line naming the file, the problem
-and the fix.
-
-``size`` resizes keeping the aspect ratio, then centre-pads (``fit="pad"``,
-default: the whole image is kept, borders are black) or centre-crops
-(``fit="crop"``: the square is filled) to ``size`` x ``size``.
-
-:func:`real_sample_images` lists the real radiographs installed as data: 16
-paediatric chest X-ray JPEGs from the ``pneumonia-model-package`` 0.3.0 wheel (8
-normal, 8 bacterial pneumonia, labelled by file name) and the adult chest
-radiograph ``RG1_UNCR.dcm`` from the ``pydicom-data`` package.
+:func:`real_sample_images` lists the real radiographs installed as data.
 """
 
 from __future__ import annotations
@@ -39,8 +28,6 @@ import numpy as np
 
 from semalign.study.cache import sha256_file
 from semalign.errors import SemalignError
-
-__all__ = ["load_image", "real_sample_images", "MissingSamplePackage", "RealImage", "SUPPORTED_FORMATS"]
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "DICOM")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -59,16 +46,20 @@ def _detail(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _scale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``values`` mapped linearly from [lo, hi] to 0-255 (all 0 when the range is empty)."""
+    if hi <= lo:
+        return np.zeros(values.shape, np.uint8)
+    return np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
 def _to_uint8_minmax(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(values.shape, np.uint8)
     lo, hi = float(values[finite].min()), float(values[finite].max())
-    if hi <= lo:
-        return np.zeros(values.shape, np.uint8)
-    out = (np.where(finite, values, lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return _scale(np.where(finite, values, lo), lo, hi)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -80,16 +71,9 @@ def _fit_square(image: np.ndarray, size: int, fit: str) -> np.ndarray:
     from PIL import Image
 
     h, w = image.shape
-    if fit == "pad":
-        scale = size / max(h, w)
-    else:
-        scale = size / min(h, w)
-    new_h = max(1, int(round(h * scale)))
-    new_w = max(1, int(round(w * scale)))
-    if fit == "pad":
-        new_h, new_w = min(new_h, size), min(new_w, size)
-    else:
-        new_h, new_w = max(new_h, size), max(new_w, size)
+    scale = size / (max(h, w) if fit == "pad" else min(h, w))
+    bound = min if fit == "pad" else max  # pad: inside the square; crop: covering it
+    new_h, new_w = (bound(max(1, int(round(n * scale))), size) for n in (h, w))
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
     out = np.zeros((size, size), np.uint8)
     if fit == "pad":
@@ -116,12 +100,8 @@ def _load_raster(path: Path, data: bytes) -> np.ndarray:
             mode = image.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                 array = _to_uint8_minmax(np.asarray(image))
-            elif mode == "L":
-                array = np.asarray(image, dtype=np.uint8).copy()
-            elif mode in ("LA", "La"):
-                array = np.asarray(image.getchannel(0), dtype=np.uint8).copy()
-            elif mode == "1":
-                array = np.asarray(image.convert("L"), dtype=np.uint8).copy()
+            elif mode in ("L", "LA", "1"):  # LA: the gray channel
+                array = np.asarray(image if mode == "L" else image.convert("L"), dtype=np.uint8).copy()
             else:  # RGB, RGBA, P, CMYK, YCbCr, ...
                 array = np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8).copy()
     except SemalignError:
@@ -189,9 +169,7 @@ def _load_dicom(path: Path, data: bytes, force: bool, voi: str) -> np.ndarray:
         if pixels.ndim != 3 or pixels.shape[-1] < 3:
             raise SemalignError(f"{path}: unsupported DICOM pixel layout (shape {pixels.shape})")
         gray = _luminance(pixels[..., :3])
-        if pixels.dtype == np.uint8:
-            return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-        return _to_uint8_minmax(gray)
+        return _scale(gray, 0.0, 255.0) if pixels.dtype == np.uint8 else _to_uint8_minmax(gray)
     if pixels.ndim != 2 or pixels.size == 0:
         raise SemalignError(f"{path}: unsupported DICOM pixel layout (shape {pixels.shape})")
 
@@ -214,8 +192,7 @@ def _load_dicom(path: Path, data: bytes, force: bool, voi: str) -> np.ndarray:
         width = _first_number(ds.get("WindowWidth"))
         if centre is not None and width is not None and width > 0:
             function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
-            unit = _window_linear(values, centre, width, function)
-            out = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+            out = _scale(_window_linear(values, centre, width, function), 0.0, 1.0)
     if out is None:
         finite = values[np.isfinite(values)]
         if finite.size == 0:
@@ -224,11 +201,7 @@ def _load_dicom(path: Path, data: bytes, force: bool, voi: str) -> np.ndarray:
             lo, hi = np.percentile(finite, [0.5, 99.5])
             if hi <= lo:
                 lo, hi = float(finite.min()), float(finite.max())
-            out = (
-                np.zeros(values.shape, np.uint8)
-                if hi <= lo
-                else np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-            )
+            out = _scale(values, lo, hi)
     if photometric == "MONOCHROME1":
         out = 255 - out
     return out
@@ -241,11 +214,12 @@ def load_image(
     """Load a PNG, JPEG or DICOM radiograph as ``np.uint8 (H, W)``, dense = bright.
 
     ``size``: if given, resize keeping the aspect ratio and centre-pad
-    (``fit="pad"``) or centre-crop (``fit="crop"``) to ``size`` x ``size``.
+    (``fit="pad"``: the whole image is kept, borders are black) or centre-crop
+    (``fit="crop"``: the square is filled) to ``size`` x ``size``.
     ``voi`` (DICOM only): ``"auto"`` uses the file's VOI LUT or window and falls
     back to percentiles; ``"percentile"`` always uses the 0.5-99.5 percentile window.
-    Raises :class:`SemalignError` naming the file for a missing, empty, corrupt,
-    truncated or unsupported file.
+    A missing, empty, corrupt, truncated or unsupported file raises
+    :class:`SemalignError`: one line naming the file, the problem and the fix.
     """
     path = Path(path)
     if fit not in ("pad", "crop"):
@@ -275,7 +249,6 @@ def load_image(
     else:
         from PIL import Image, UnidentifiedImageError
 
-        fmt = None
         try:
             with Image.open(io.BytesIO(data)) as probe:
                 fmt = probe.format
@@ -348,8 +321,9 @@ def _label_from_name(name: str) -> str | None:
 
 
 def real_sample_images(cohorts: tuple[str, ...] = ("pediatric", "adult")) -> list[RealImage]:
-    """The 16 paediatric JPEGs (8 normal, 8 pneumonia; sorted by name) and the
-    adult ``RG1_UNCR.dcm`` (last), of the cohorts asked for. Works offline;
+    """The 16 paediatric JPEGs of the ``pneumonia-model-package`` 0.3.0 wheel (8
+    normal, 8 bacterial pneumonia; sorted by name) and the adult ``RG1_UNCR.dcm``
+    of ``pydicom-data`` (last), of the cohorts asked for. Works offline;
     raises :class:`MissingSamplePackage` with the install command when a package
     that holds them is missing."""
     out: list[RealImage] = []
@@ -373,11 +347,8 @@ def _pediatric_images() -> list[RealImage]:
     folder = _pneumonia_val_dir()
     out: list[RealImage] = []
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpeg", ".jpg"))
-    # the wheel may also lay the images out in NORMAL/ and PNEUMONIA/ sub-folders
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files += sorted(q for q in sub.iterdir() if q.is_file() and q.suffix.lower() in (".jpeg", ".jpg"))
     for path in files:
-        label = _label_from_name(path.name) or _label_from_name(path.parent.name)
+        label = _label_from_name(path.name)
         if label is None:
             continue
         out.append(RealImage(path=path, label=label, cohort="pediatric", source=PNEUMONIA_PIN))

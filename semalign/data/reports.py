@@ -157,13 +157,13 @@ def load_report_table(path: str | Path, text_column: str, label_columns: list[st
     table = table[~empty].reset_index(drop=True)
     labels = table[label_columns].apply(pd.to_numeric, errors="coerce")
     for column in label_columns:
-        given = table[column].notna()
-        odd = sorted(set(table[column][given & ~labels[column].isin([0, 1])].astype(str)))
+        odd_rows = table[column].notna() & ~labels[column].isin([0, 1])
+        odd = sorted(set(table[column][odd_rows].astype(str)))
         if odd:  # 1/2, yes/no, -1: a coding, not a few bad rows; dropping them would leave a different task
             raise SemalignError(
                 f"dataset file {path}: label column {column!r} holds values other than 0/1 "
                 f"({', '.join(repr(v) for v in odd[:5])}{', ...' if len(odd) > 5 else ''} in "
-                f"{int((given & ~labels[column].isin([0, 1])).sum()):,} rows); recode it as 1 = finding present, "
+                f"{int(odd_rows.sum()):,} rows); recode it as 1 = finding present, "
                 "0 = absent (empty cells are dropped)"
             )
     bad = labels.isna().any(axis=1)

@@ -3,59 +3,26 @@
 The paper (Di Folco et al. 2025) uses four chest X-ray collections that need a
 data use agreement, so none of them ships with the study. A user who has access
 puts them under one folder, ``data_root``; the layouts, access procedures,
-licences and the files to check are recorded under ``paper_sources:`` in
-``data_manifest.yaml`` and read from there:
+licences, default labels (``labels=None``) and the files to check are recorded
+under ``paper_sources:`` in ``data_manifest.yaml`` and read from there.
 
-=================  =============================================================
-``mimic_cxr``      MIMIC-CXR 2.0.0 reports (``mimic-cxr-reports.zip`` or the
-                   extracted ``files/p10/p10000032/s50414267.txt`` tree) with
-                   MIMIC-CXR-JPG 2.0.0 / 2.1.0: CheXpert labels, official split,
-                   metadata and ``files/p10/p10000032/s50414267/<dicom_id>.jpg``
-``rsna_pneumonia`` RSNA Pneumonia Detection Challenge, stage 2 training set:
-                   ``stage_2_train_labels.csv`` (one row per box),
-                   ``stage_2_detailed_class_info.csv``,
-                   ``stage_2_train_images/<patientId>.dcm``
-``vindr_cxr``      VinDr-CXR 1.0.0: ``annotations/image_labels_train.csv`` (three
-                   readers per image), ``annotations/image_labels_test.csv``
-                   (consensus), ``train/<image_id>.dicom``, ``test/<image_id>.dicom``
-``chexpert``       CheXpert-v1.0-small: ``train.csv`` / ``valid.csv`` whose ``Path``
-                   column is relative to data_root
-=================  =============================================================
+One module per dataset reads its layout and states its label rules
+(:mod:`~semalign.data.paper.mimic_cxr`, :mod:`~semalign.data.paper.rsna_pneumonia`,
+:mod:`~semalign.data.paper.vindr_cxr`, :mod:`~semalign.data.paper.chexpert`);
+:mod:`~semalign.data.paper.sources` finds, reads and verifies files,
+:mod:`~semalign.data.paper.tables` holds what the loaders share (drop reasons,
+label policies, the patient split).
 
-Label conventions
------------------
-* CheXpert-style labels (MIMIC-CXR, CheXpert) are ``1.0`` positive, ``0.0``
-  negative, ``-1.0`` uncertain and blank = not mentioned, read as 0. The
-  ``uncertain`` policy maps ``-1``: ``"zeros"`` (U-Zeros, default) to 0,
-  ``"ones"`` (U-Ones) to 1, ``"ignore"`` drops every row that has ``-1`` on a
-  *requested* label (and counts it). Any other value drops the row.
-* RSNA: the image label ``Pneumonia`` is the maximum ``Target`` over the
-  image's rows (one row per box); ``Normal`` and ``No Lung Opacity / Not
-  Normal`` come from the detailed class file. An image whose class disagrees
-  with its Target is dropped. ``uncertain`` has no effect (no uncertain labels).
-* VinDr-CXR: three radiologists label each training image; ``reader_policy``
-  combines their 0/1 votes: ``"majority"`` (default; more than half the
-  image's readers), ``"any"`` (at least one), ``"all"`` (every reader). The test
-  rows are already a consensus. VinDr-CXR publishes no patient identifiers, so
-  each image is its own group.
-
-Default labels (``labels=None``) are listed per dataset in the manifest
-(``default_labels``): the five CheXpert competition findings for MIMIC-CXR and
-CheXpert, ``Pneumonia`` for RSNA, and for VinDr-CXR the findings it shares with
-the CheXpert label set plus ``Lung Opacity`` and ``No finding``.
+CheXpert-style labels (MIMIC-CXR, CheXpert) are ``1.0`` positive, ``0.0``
+negative, ``-1.0`` uncertain and blank = not mentioned, read as 0. The
+``uncertain`` policy maps ``-1``: ``"zeros"`` (U-Zeros, default) to 0,
+``"ones"`` (U-Ones) to 1, ``"ignore"`` drops every row that has ``-1`` on a
+*requested* label (and counts it). Any other value drops the row.
 
 Loaders return paths, never pixels, so large datasets can be streamed with
 :func:`semalign.data.images.load_image`. A label row whose image file does not
 exist is dropped and counted (one ``stat`` per file, by a few threads), so a
-partial download loads without any option. ``frontal_only`` keeps PA/AP views
-(MIMIC ``ViewPosition``, CheXpert ``Frontal/Lateral``); RSNA and VinDr-CXR are
-frontal-only datasets already.
-
-One module per dataset reads its layout (:mod:`~semalign.data.paper.mimic_cxr`,
-:mod:`~semalign.data.paper.rsna_pneumonia`, :mod:`~semalign.data.paper.vindr_cxr`,
-:mod:`~semalign.data.paper.chexpert`); :mod:`~semalign.data.paper.sources` finds,
-reads and verifies files, :mod:`~semalign.data.paper.tables` holds what the
-loaders share (drop reasons, label policies, the patient split).
+partial download loads without any option.
 
 Privacy: report text is returned to the caller and nothing else; no function
 prints or logs it, and error messages name files and ids, never report text.
@@ -141,7 +108,8 @@ def load_images(
 
     ``uncertain`` applies to MIMIC-CXR and CheXpert; ``reader_policy`` to
     VinDr-CXR's training readers; ``frontal_only`` keeps PA/AP images (MIMIC,
-    CheXpert). Label rows whose image file is missing are dropped and counted.
+    CheXpert; RSNA and VinDr-CXR hold only frontal ones). Label rows whose image
+    file is missing are dropped and counted.
     """
     manifest_entry(name)
     check_policy(uncertain, UNCERTAIN_POLICIES, "uncertain")

@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus
@@ -49,18 +48,8 @@ def load_images(data_root: Path, uncertain: str, labels, frontal_only: bool) -> 
         drops.drop(NOT_FRONTAL, (table["Frontal/Lateral"].str.strip() != "Frontal").to_numpy())
     patient = table["Path"].str.extract(_PATIENT, expand=False)
     drops.drop(NO_PATIENT, patient.isna().to_numpy())
-    values, invalid, uncertain_rows = chexpert_style(table, chosen, uncertain)
-    drops.drop(BAD_VALUE, invalid.to_numpy())
-    drops.drop(UNCERTAIN, uncertain_rows.to_numpy())
+    values = chexpert_style(table, chosen, uncertain, drops)
     names = (os.fspath(root) + os.sep + table["Path"].str.replace("/", os.sep, regex=False)).to_numpy()
     drops.drop_missing_files(names)
-    keep = np.flatnonzero(drops.keep)
-    return ImageTable(
-        table["Path"].to_numpy()[keep].tolist(),
-        [Path(n) for n in names[keep]],
-        values.iloc[keep].reset_index(drop=True),
-        patient.to_numpy()[keep].tolist(),
-        table["_split"].to_numpy()[keep].tolist(),
-        drops.counts,
-        "CheXpert-v1.0-small",
-    )
+    return drops.table("CheXpert-v1.0-small", table["Path"].to_numpy(), names, values, patient.to_numpy(),
+                       table["_split"].to_numpy())

@@ -61,23 +61,6 @@ def _report_rel(subject: str, study: str) -> str:
 
 
 # --------------------------------------------------------------------- opening
-def _report_source(data_root: Path, entry: dict, root: Path, studies: pd.DataFrame):
-    """``("zip", path)`` or ``("dir", folder)`` for the reports, or ``None``."""
-    files = entry["files"]
-    roots = [data_root / r for r in entry["layout"].get("report_roots", [])] + [root]
-    for candidate in roots:
-        if (candidate / files["reports_zip"]).is_file():
-            return "zip", candidate / files["reports_zip"]
-    sample = studies.head(50)
-    for candidate in roots:
-        folder = candidate / files["reports_dir"]
-        if folder.is_dir() and any(
-            (folder / _report_rel(s, t)).is_file() for s, t in zip(sample["subject_id"], sample["study_id"])
-        ):
-            return "dir", folder
-    return None
-
-
 def _open_archive(where: Path) -> tuple[zipfile.ZipFile, dict[str, str]]:
     """The reports archive, left open, and its report members by study id; raises Corrupt."""
     try:
@@ -97,24 +80,30 @@ def _open_archive(where: Path) -> tuple[zipfile.ZipFile, dict[str, str]]:
 
 
 def _attach_reports(data_root: Path, entry: dict, root: Path, tables: dict, found: dict) -> SourceStatus | None:
-    """Find the reports and put their source into ``tables`` (an archive: open,
-    with its members); the missing or corrupt status when that fails."""
-    files = entry["files"]
-    source = _report_source(data_root, entry, root, tables["labels"])
-    if source is None:
-        report_roots = entry["layout"].get("report_roots", [])
-        expected = [data_root / (report_roots[0] if report_roots else ".") / files["reports_zip"]]
-        expected.append(root / files["reports_dir"] / "p1X/pSUBJECT/sSTUDY.txt")
-        return missing(NAME, entry, data_root, expected, root)
-    kind, where = source
-    if kind == "zip":
+    """Find the reports (an archive in any report root, else an extracted tree) and
+    put their source, ``("zip", path)`` or ``("dir", folder)``, into ``tables`` (an
+    archive: open, with its members); the missing or corrupt status when that fails."""
+    files, report_roots = entry["files"], entry["layout"].get("report_roots", [])
+    roots = [data_root / r for r in report_roots] + [root]
+    archive = next((r / files["reports_zip"] for r in roots if (r / files["reports_zip"]).is_file()), None)
+    if archive is not None:
         try:
-            tables["archive"], tables["report_members"] = _open_archive(where)
+            tables["archive"], tables["report_members"] = _open_archive(archive)
         except Corrupt as exc:
             return corrupt(NAME, entry, root, str(exc))
         found["reports"] = len(tables["report_members"])
-    tables["reports"] = source
-    return None
+        tables["reports"] = ("zip", archive)
+        return None
+    sample = tables["labels"].head(50)
+    for folder in (r / files["reports_dir"] for r in roots):
+        if folder.is_dir() and any(
+            (folder / _report_rel(s, t)).is_file() for s, t in zip(sample["subject_id"], sample["study_id"])
+        ):
+            tables["reports"] = ("dir", folder)
+            return None
+    expected = [data_root / (report_roots[0] if report_roots else ".") / files["reports_zip"]]
+    expected.append(root / files["reports_dir"] / "p1X/pSUBJECT/sSTUDY.txt")
+    return missing(NAME, entry, data_root, expected, root)
 
 
 def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, dict]:
@@ -196,27 +185,12 @@ def _reports_from(tables: dict, uncertain: str, labels) -> ReportSet:
     drops.drop(NO_SECTION, [not (f or i) for f, i in sections])
     split = table["study_id"].map(tables["split"].drop_duplicates("study_id").set_index("study_id")["split"])
     drops.drop(NO_SPLIT, split.isna().to_numpy())
-    values, invalid, uncertain_rows = chexpert_style(table, chosen, uncertain)
-    drops.drop(BAD_VALUE, invalid.to_numpy())
-    drops.drop(UNCERTAIN, uncertain_rows.to_numpy())
-    keep = np.flatnonzero(drops.keep)
-    kept_sections = [sections[i] for i in keep]
-    extra = pd.DataFrame(
-        {
-            "subject_id": table["subject_id"].to_numpy()[keep],
-            "split": split.to_numpy()[keep],
-            "findings": [f for f, _ in kept_sections],
-            "impression": [i for _, i in kept_sections],
-        }
-    )
-    return ReportSet(
-        "MIMIC-CXR reports",
-        table["study_id"].to_numpy()[keep].tolist(),
-        [" ".join(part for part in pair if part) for pair in kept_sections],
-        values.iloc[keep].reset_index(drop=True),
-        drops.counts,
-        extra,
-    )
+    values = chexpert_style(table, chosen, uncertain, drops)
+    texts = [" ".join(part for part in pair if part) for pair in sections]
+    extra = pd.DataFrame({"subject_id": table["subject_id"].to_numpy(), "split": split.to_numpy(),
+                          "findings": [f for f, _ in sections], "impression": [i for _, i in sections]})
+    reports = ReportSet("MIMIC-CXR reports", table["study_id"].to_numpy(), texts, values, drops.counts, extra)
+    return reports.subset(np.flatnonzero(drops.keep))  # the kept rows
 
 
 # --------------------------------------------------------------------- images
@@ -232,31 +206,15 @@ def load_images(data_root: Path, uncertain: str, labels, frontal_only: bool) -> 
     if frontal_only:
         drops.drop(NOT_FRONTAL, ~meta["ViewPosition"].str.strip().isin(FRONTAL_VIEWS).to_numpy())
     by_study = label_table.drop_duplicates("study_id").set_index("study_id")
-    row = meta["study_id"].map(pd.Series(np.arange(len(by_study)), index=by_study.index))
-    drops.drop(NO_LABEL_ROW, row.isna().to_numpy())
+    drops.drop(NO_LABEL_ROW, ~meta["study_id"].isin(by_study.index).to_numpy())
     split = meta["dicom_id"].map(tables["split"].drop_duplicates("dicom_id").set_index("dicom_id")["split"])
     drops.drop(NO_SPLIT, split.isna().to_numpy())
-    # labels of each image's study (rows without one get a blank row, already dropped)
-    studies = by_study.reset_index()
-    blank = pd.DataFrame({c: [""] * len(meta) for c in chosen})
-    has = row.notna().to_numpy()
-    blank.loc[has, chosen] = studies.loc[row[has].astype(int).to_numpy(), chosen].to_numpy()
-    values, invalid, uncertain_rows = chexpert_style(blank, chosen, uncertain)
-    drops.drop(BAD_VALUE, invalid.to_numpy())
-    drops.drop(UNCERTAIN, uncertain_rows.to_numpy())
+    # labels of each image's study (blank for an image without one, dropped above)
+    values = chexpert_style(by_study.reindex(meta["study_id"]).fillna(""), chosen, uncertain, drops)
     names = _image_names(tables["root"] / manifest_entry(NAME)["files"]["images_dir"], meta)
     drops.drop_missing_files(names)
-    keep = np.flatnonzero(drops.keep)
-    return ImageTable(
-        meta["dicom_id"].to_numpy()[keep].tolist(),
-        [Path(n) for n in names[keep]],
-        values.iloc[keep].reset_index(drop=True),
-        meta["subject_id"].to_numpy()[keep].tolist(),
-        split.to_numpy()[keep].tolist(),
-        drops.counts,
-        "MIMIC-CXR-JPG",
-        meta["study_id"].to_numpy()[keep].tolist(),
-    )
+    return drops.table("MIMIC-CXR-JPG", meta["dicom_id"].to_numpy(), names, values, meta["subject_id"].to_numpy(),
+                       split.to_numpy(), meta["study_id"].to_numpy())
 
 
 def _image_names(images_dir: Path, meta: pd.DataFrame) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus
@@ -61,21 +60,6 @@ def load_images(data_root: Path, labels) -> ImageTable:
     images_dir = tables["root"] / manifest_entry(NAME)["files"]["images_dir"]
     paths = [images_dir / f"{p}.dcm" for p in patients]
     drops.drop(NO_IMAGE, ~exists_many(paths))
-    keep = np.flatnonzero(drops.keep)
-    all_labels = pd.DataFrame(
-        {
-            "Pneumonia": pneumonia.to_numpy(),
-            "Normal": (cls == "Normal").astype(int).to_numpy(),
-            "No Lung Opacity / Not Normal": (cls == "No Lung Opacity / Not Normal").astype(int).to_numpy(),
-        }
-    )
-    ids = patients.to_numpy()[keep].tolist()
-    return ImageTable(
-        ids,
-        [paths[i] for i in keep],
-        all_labels[chosen].iloc[keep].reset_index(drop=True),
-        list(ids),
-        None,
-        drops.counts,
-        "RSNA Pneumonia",
-    )
+    all_labels = pd.DataFrame({"Pneumonia": pneumonia.to_numpy(),
+                               **{c: (cls == c).astype(int).to_numpy() for c in LABELS[1:]}})
+    return drops.table("RSNA Pneumonia", patients.to_numpy(), paths, all_labels[chosen], patients.to_numpy())

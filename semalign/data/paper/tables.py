@@ -58,7 +58,7 @@ class ImageTable:
         index = np.asarray(index, dtype=int)
         return ImageTable(
             [self.ids[i] for i in index],
-            [self.paths[i] for i in index],
+            [Path(self.paths[i]) for i in index],
             self.labels.iloc[index].reset_index(drop=True),
             [self.groups[i] for i in index],
             None if self.split is None else [self.split[i] for i in index],
@@ -79,6 +79,11 @@ class Drops:
         mask = np.asarray(mask, bool) & self.keep
         self.counts[reason] = self.counts.get(reason, 0) + int(mask.sum())
         self.keep &= ~mask
+
+    def table(self, name: str, ids, paths, labels: pd.DataFrame, groups, split=None, studies=None) -> ImageTable:
+        """The :class:`ImageTable` of the kept rows; each argument has one entry per row."""
+        table = ImageTable(ids, paths, labels, groups, split, self.counts, name, studies)
+        return table.subset(np.flatnonzero(self.keep))
 
     def drop_missing_files(self, names: np.ndarray) -> None:
         """Drop the kept rows whose image file (``names``, one per row) does not
@@ -113,21 +118,17 @@ def select_labels(name: str, labels, available: list[str]) -> list[str]:
     return labels
 
 
-def chexpert_style(table: pd.DataFrame, labels: list[str], uncertain: str) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """0/1 labels under an uncertainty policy, with masks of invalid and uncertain rows."""
+def chexpert_style(table: pd.DataFrame, labels: list[str], uncertain: str, drops: Drops) -> pd.DataFrame:
+    """0/1 labels under an uncertainty policy; drops the rows with an invalid value
+    and, with ``uncertain="ignore"``, those uncertain (-1) on one of ``labels``."""
     raw = table[labels].apply(lambda col: col.astype(str).str.strip())
     blank = raw == ""
     values = raw.apply(pd.to_numeric, errors="coerce")
     values = values.where(~blank, 0.0)
     invalid = (values.isna() | ~values.isin([1.0, 0.0, -1.0])).any(axis=1)
-    is_uncertain = (values == -1.0).any(axis=1) & ~invalid
-    if uncertain == "ones":
-        values = values.replace(-1.0, 1.0)
-    else:  # zeros; ignore drops the uncertain rows anyway
-        values = values.replace(-1.0, 0.0)
-    values = values.fillna(0).astype(int)
-    return values, invalid, (is_uncertain if uncertain == "ignore" else pd.Series(False, index=table.index))
-
+    drops.drop(BAD_VALUE, invalid.to_numpy())
+    drops.drop(UNCERTAIN, ((values == -1.0).any(axis=1) & ~invalid).to_numpy() & (uncertain == "ignore"))
+    return values.replace(-1.0, 1.0 if uncertain == "ones" else 0.0).fillna(0).astype(int)
 
 # --------------------------------------------------------------------- splitting
 def patient_split(groups, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -74,27 +74,17 @@ def load_images(data_root: Path, reader_policy: str, labels) -> ImageTable:
             f"{tables['root'] / entry['files']['test_labels']} lacks the label column(s) {missing_in_test}; "
             "download annotations/image_labels_test.csv again"
         )
-    parts = []
+    ids, split, paths, values, bad = [], [], [], [], []
     for split_name, table, folder in (("train", train, "train_dir"), ("test", test, "test_dir")):
-        combined, bad = _combine_readers(table, chosen, reader_policy)
-        parts.append((split_name, combined, bad, tables["root"] / entry["files"][folder]))
-    ids = [i for _, combined, _, _ in parts for i in combined.index]
-    split = [s for s, combined, _, _ in parts for _ in combined.index]
-    paths = [folder / f"{i}.dicom" for _, combined, _, folder in parts for i in combined.index]
-    values = pd.concat([combined for _, combined, _, _ in parts]).reset_index(drop=True)
-    bad = np.concatenate([b.to_numpy(bool) for _, _, b, _ in parts])
+        combined, bad_image = _combine_readers(table, chosen, reader_policy)
+        ids += combined.index.tolist()
+        split += [split_name] * len(combined)
+        paths += [tables["root"] / entry["files"][folder] / f"{i}.dicom" for i in combined.index]
+        values.append(combined)
+        bad.append(bad_image.to_numpy(bool))
     drops = Drops(len(ids), [DUPLICATE, BAD_VALUE, NO_IMAGE])
     drops.drop(DUPLICATE, pd.Series(ids).duplicated().to_numpy())  # an image in both files
-    drops.drop(BAD_VALUE, bad)
+    drops.drop(BAD_VALUE, np.concatenate(bad))
     drops.drop(NO_IMAGE, ~exists_many(paths))
-    keep = np.flatnonzero(drops.keep)
-    kept_ids = [ids[i] for i in keep]
-    return ImageTable(
-        kept_ids,
-        [paths[i] for i in keep],
-        values.iloc[keep].reset_index(drop=True),
-        list(kept_ids),  # VinDr-CXR publishes no patient ids: each image is its own group
-        [split[i] for i in keep],
-        drops.counts,
-        "VinDr-CXR",
-    )
+    values = pd.concat(values).reset_index(drop=True)
+    return drops.table("VinDr-CXR", ids, paths, values, ids, split)  # no patient ids: each image is its own group
