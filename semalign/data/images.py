@@ -104,8 +104,6 @@ def _load_raster(path: Path, data: bytes) -> np.ndarray:
                 array = np.asarray(image if mode == "L" else image.convert("L"), dtype=np.uint8).copy()
             else:  # RGB, RGBA, P, CMYK, YCbCr, ...
                 array = np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8).copy()
-    except SemalignError:
-        raise
     except UnidentifiedImageError as exc:
         raise SemalignError(
             f"{path}: starts like a PNG/JPEG but its content cannot be decoded (corrupt file); {_FIX_DAMAGED}"
@@ -131,8 +129,6 @@ def _window_linear(values: np.ndarray, centre: float, width: float, function: st
 
 
 def _first_number(value) -> float | None:
-    if value is None:
-        return None
     try:
         if not isinstance(value, (str, bytes)) and hasattr(value, "__getitem__"):
             value = value[0]  # multi-valued: the first window is the default one
@@ -226,9 +222,8 @@ def load_image(
         raise SemalignError(f"load_image(fit={fit!r}) for {path}: use 'pad' or 'crop'")
     if voi not in ("auto", "percentile"):
         raise SemalignError(f"load_image(voi={voi!r}) for {path}: use 'auto' or 'percentile'")
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise SemalignError(f"load_image(size={size!r}) for {path}: size must be a positive integer or None")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise SemalignError(f"load_image(size={size!r}) for {path}: size must be a positive integer or None")
     if not path.exists():
         raise SemalignError(f"{path}: no such image file; check the path (and the dataset's image folder)")
     if path.is_dir():

@@ -121,10 +121,8 @@ def open_files(data_root: Path, need: tuple[str, ...]) -> tuple[SourceStatus, di
             return problem, {}
     if "images" in need:
         found["images"] = len(tables["metadata"])
-        meta = tables["metadata"].head(20)
         images_dir = root / entry["files"]["images_dir"]
-        sample = [images_dir / f"p{s[:2]}/p{s}/s{t}/{d}.jpg"
-                  for s, t, d in zip(meta["subject_id"], meta["study_id"], meta["dicom_id"])]
+        sample = [Path(n) for n in _image_names(images_dir, tables["metadata"].head(20))]
         problem = missing_unless_any(NAME, data_root, root, sample, [images_dir / "p1X/pSUBJECT/sSTUDY/DICOM_ID.jpg"])
         if problem:
             close(tables)

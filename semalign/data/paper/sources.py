@@ -25,8 +25,6 @@ from semalign.errors import SemalignError
 from semalign.study.cache import sha256_file
 
 DATASETS = ("mimic_cxr", "rsna_pneumonia", "vindr_cxr", "chexpert")
-#: What a dataset's opener checks by default: its report text and its images.
-EVERYTHING = ("reports", "images")
 
 
 # --------------------------------------------------------------------- manifest
@@ -216,10 +214,11 @@ def data_root_path(data_root) -> Path:
     return Path(os.path.expanduser(os.fspath(data_root)))
 
 
-def check(name: str, opener, data_root, need: tuple[str, ...] = EVERYTHING,
+def check(name: str, opener, data_root, need: tuple[str, ...] = ("reports", "images"),
           close_archive: bool = True) -> tuple[SourceStatus, dict]:
     """The dataset's status and, when ``ok``, its tables, from ``opener(root, need)``
-    (the dataset module's ``open_files``); an unreadable file is ``corrupt``."""
+    (the dataset module's ``open_files``; ``need`` is what to check beside the label
+    tables, by default the report text and the images); an unreadable file is ``corrupt``."""
     manifest_entry(name)
     root = data_root_path(data_root)
     try:
