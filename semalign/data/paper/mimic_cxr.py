@@ -204,11 +204,12 @@ def load_images(data_root: Path, uncertain: str, labels, frontal_only: bool) -> 
     if frontal_only:
         drops.drop(NOT_FRONTAL, ~meta["ViewPosition"].str.strip().isin(FRONTAL_VIEWS).to_numpy())
     by_study = label_table.drop_duplicates("study_id").set_index("study_id")
-    drops.drop(NO_LABEL_ROW, ~meta["study_id"].isin(by_study.index).to_numpy())
+    study_row = by_study.index.get_indexer(meta["study_id"])  # -1: the study has no label row
+    drops.drop(NO_LABEL_ROW, study_row < 0)
     split = meta["dicom_id"].map(tables["split"].drop_duplicates("dicom_id").set_index("dicom_id")["split"])
     drops.drop(NO_SPLIT, split.isna().to_numpy())
-    # labels of each image's study (blank for an image without one, dropped above)
-    values = chexpert_style(by_study.reindex(meta["study_id"]).fillna(""), chosen, uncertain, drops)
+    # each image's study labels; an image without a label row (-1) reads the last row, but it is dropped already
+    values = chexpert_style(by_study.iloc[study_row], chosen, uncertain, drops)
     names = _image_names(tables["root"] / manifest_entry(NAME)["files"]["images_dir"], meta)
     drops.drop_missing_files(names)
     return drops.table("MIMIC-CXR-JPG", meta["dicom_id"].to_numpy(), names, values, meta["subject_id"].to_numpy(),
