@@ -179,8 +179,7 @@ def _load_dicom(path: Path, data: bytes, force: bool, voi: str) -> np.ndarray:
     out: np.ndarray | None = None
     if voi == "auto" and "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
         try:
-            voi = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
-            out = _to_uint8_minmax(voi)
+            out = _to_uint8_minmax(np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64))
         except Exception:
             out = None  # fall back to the window or percentiles
     if out is None and voi == "auto":
