@@ -152,8 +152,3 @@ def heart_variants(crop: LungCrop, thorax_width_px: int) -> list[dict[str, Any]]
         )
     return variants
 
-
-def heart_rows_mm(crop: LungCrop) -> tuple[float, float]:
-    """Depth (mm) of the heart's first and last slice."""
-    hz = np.flatnonzero((crop.labels == crop.heart_id).any(axis=(1, 2)))
-    return float(crop.zmm[hz[0]]), float(crop.zmm[hz[-1]])
