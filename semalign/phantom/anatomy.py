@@ -61,7 +61,7 @@ def build_anatomy() -> Anatomy:
     del body, bones
     crop = lung_crop(mu_half, ct.labels, ct.structures, ct.spacing)
     del ct
-    lung2d = {s: crop.lung2d(s) for s in SIDES}
+    lung2d = {s: crop.embed(crop.lung_side[s].any(axis=2)) for s in SIDES}
     lung_union2d = lung2d["right"] | lung2d["left"]
     # the thorax width of the cardiothoracic ratio: the widest row of the projected lungs
     thorax_width_px = max(int(c[-1] - c[0] + 1) for c in (np.flatnonzero(r) for r in lung_union2d) if c.size)

@@ -120,7 +120,6 @@ def render_case(
     index: int = 0,
     image_size: int = 256,
     nuisance: float = 1.0,
-    report_format: str = "sections",
 ) -> PhantomCase:
     """Render one image with chosen findings (for tests, figures and examples).
 
@@ -131,7 +130,7 @@ def render_case(
     pneumothorax side/size; atelectasis lobe/severity). Unspecified attributes are
     drawn from ``(seed, index)``; ``nuisance=0`` gives the canonical pose without noise.
     """
-    spec = PhantomSpec(n_images=1, seed=seed, image_size=image_size, nuisance=nuisance, report_format=report_format)
+    spec = PhantomSpec(n_images=1, seed=seed, image_size=image_size, nuisance=nuisance)
     spec.validate()
     overrides = dict(findings) if isinstance(findings, Mapping) else {f: {} for f in findings}
     unknown = sorted(set(overrides) - set(FINDINGS))

