@@ -326,11 +326,9 @@ def make_report(
         findings.append(_pick(rng, misc))
     if not findings:  # only possible for a normal study
         findings.append(_pick(rng, _LUNGS_CLEAR))
-    order = rng.permutation(len(findings))
-    findings = [findings[i] for i in order]
+    findings = [findings[i] for i in rng.permutation(len(findings))]
     if present:
-        order = rng.permutation(len(impression))
-        impression = [impression[i] for i in order]
+        impression = [impression[i] for i in rng.permutation(len(impression))]
         if rng.random() < 0.3:
             impression.append(_pick(rng, _IMPRESSION_TAIL))
     else:

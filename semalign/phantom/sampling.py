@@ -40,13 +40,6 @@ GAMMA = 0.95  # display gamma before jitter
 _EFFUSION_SIDES = ("right", "left", "bilateral")
 _LOBE_WEIGHTS_OPACITY = (0.15, 0.12, 0.28, 0.17, 0.28)
 _LOBE_WEIGHTS_ATELECTASIS = (0.15, 0.15, 0.27, 0.16, 0.27)
-#: The integer fields of PhantomSpec and their allowed (lowest, highest) values.
-_INTEGER_RANGES = {
-    "n_images": (0, math.inf),
-    "seed": (0, math.inf),
-    "image_size": (32, 1024),
-    "chunk_size": (1, math.inf),
-}
 
 
 @dataclass(frozen=True)
@@ -93,13 +86,18 @@ class PhantomSpec:
         return out
 
     def validate(self) -> None:
-        for name, (lo, hi) in _INTEGER_RANGES.items():
+        for name in ("n_images", "seed", "image_size", "chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise SemalignError(f"PhantomSpec.{name} = {value!r} must be an integer")
-            if not lo <= value <= hi:
-                bounds = f"between {lo} and {hi}" if hi < math.inf else f">= {lo}"
-                raise SemalignError(f"PhantomSpec.{name} = {value} must be {bounds}")
+        if self.n_images < 0:
+            raise SemalignError(f"PhantomSpec.n_images = {self.n_images} must be >= 0")
+        if self.seed < 0:
+            raise SemalignError(f"PhantomSpec.seed = {self.seed} must be >= 0")
+        if not 32 <= self.image_size <= 1024:
+            raise SemalignError(f"PhantomSpec.image_size = {self.image_size} must be between 32 and 1024 pixels")
+        if self.chunk_size < 1:
+            raise SemalignError(f"PhantomSpec.chunk_size = {self.chunk_size} must be >= 1")
         if not 0.0 <= float(self.normal_fraction) < 1.0:
             raise SemalignError(f"PhantomSpec.normal_fraction = {self.normal_fraction} must be in [0, 1)")
         if not 0.0 <= float(self.nuisance) <= 2.0:
@@ -159,7 +157,9 @@ def image_rngs(seed: int, index: int) -> tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng(c) for c in children)
 
 
-def _attribute(rng, o: Mapping[str, Any], finding: str, key: str, options: tuple, p=None):
+def _attribute(
+    rng: np.random.Generator, o: Mapping[str, Any], finding: str, key: str, options: tuple, p: tuple | None = None
+):
     """``o[key]`` when set (checked to be one of ``options``), else a draw from ``options``."""
     value = o.get(key) or options[int(rng.choice(len(options), p=p))]
     if value not in options:
