@@ -79,10 +79,8 @@ def _render_one(
 def render_phantom(spec: PhantomSpec | None = None, progress: bool = False) -> PhantomDataset:
     """Render ``spec.n_images`` phantom radiographs with reports and labels.
 
-    Pure function of ``spec``: the same spec gives byte-identical images and
-    reports, and image ``k`` does not depend on ``n_images``. The first call in a
-    process precomputes the projections; later calls reuse them.
-    ``progress`` shows a tqdm bar advanced chunk by chunk.
+    The same spec gives byte-identical images and reports, and image ``k`` does
+    not depend on ``n_images``. ``progress`` shows a tqdm bar advanced chunk by chunk.
     """
     spec = spec or PhantomSpec()
     spec.validate()
