@@ -49,7 +49,8 @@ def _heart_box(crop: LungCrop) -> _HeartBox:
     heart_full = crop.labels == crop.heart_id
     lo, hi = bbox(heart_full)
     pad = np.array([6, int(50 / dxh), int(50 / dyh)])
-    box = tuple(slice(int(a), int(b)) for a, b in zip(np.maximum(lo - pad, 0), np.minimum(hi + pad, heart_full.shape)))
+    lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, heart_full.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     heart = heart_full[box]
     mu = crop.mu[box]
     lung = crop.lung[box]

@@ -14,7 +14,7 @@ from typing import Any
 from semalign.phantom.findings import FINDINGS
 
 #: finding -> its attribute columns ``<finding>_<attribute>``, in table order.
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
+_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "effusion": ("side", "size"),
     "opacity": ("side", "lobe", "zone", "severity"),
     "nodule": ("side", "lobe", "zone", "size_mm", "row", "col"),
@@ -35,7 +35,7 @@ _NUISANCE_COLUMNS = (
     "exposure",
     "gamma",
 )
-_ATTRIBUTE_COLUMNS = tuple(f"{f}_{a}" for f in FINDINGS for a in ATTRIBUTES[f])
+_ATTRIBUTE_COLUMNS = tuple(f"{f}_{a}" for f in FINDINGS for a in _ATTRIBUTES[f])
 _CTR_AT = _ATTRIBUTE_COLUMNS.index("cardiomegaly_severity") + 1  # ctr follows the cardiomegaly columns
 LABEL_COLUMNS: tuple[str, ...] = (
     "id",
