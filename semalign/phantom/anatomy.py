@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 from semalign.phantom import heart, lesions
 from semalign.phantom.findings import SIDES
 from semalign.phantom.lungs import lung_crop
-from semalign.phantom.volume import read_groups, read_volumes
+from semalign.phantom.volume import load_ct
 
 _BONE_BOOST = 0.9
 _HU_SOFT_CAP = 60.0
@@ -44,58 +44,46 @@ class Anatomy:
     base_ant: np.ndarray  # (Z, X) projection of the anterior half of the body
     base_post: np.ndarray  # (Z, X) posterior half
     slab_depth_mm: tuple[float, float]  # mean depth of each slab relative to the body's mid-plane
-    lung_bbox_mm: tuple[float, float, float, float]  # z0, z1, x0, x1
     lung2d: dict[str, np.ndarray]  # side -> (Z, Xh) bool, projected lung
     heart_variants: list[dict[str, Any]]  # each: kind, target, ctr, map (Z, Xh), mask (Z, Xh)
-    effusion: dict[str, list[tuple[float, np.ndarray]]]  # side -> [(height_mm, map)]
-    opacity: dict[str, list[np.ndarray]]  # lobe -> maps (unit severity)
-    pneumothorax: dict[tuple[str, str], np.ndarray]  # (side, size) -> map
-    atelectasis: dict[tuple[str, str], np.ndarray]  # (lobe, severity) -> map
+    findings: dict[tuple, np.ndarray]  # (finding, its variant's attributes...) -> map, see lesions
     nodule_candidates: dict[str, dict[str, np.ndarray]]  # side -> z_mm, x_mm, edt_mm, lobe (index)
     lung_z_extent_mm: dict[str, tuple[float, float]]  # side -> (top, bottom)
 
 
 def build_anatomy() -> Anatomy:
     """Read the CT and precompute the base projections and every finding map."""
-    hu16, labels, spacing, structures, _ = read_volumes()
-    dz, dx, _dy = spacing
-    body = _body_mask(hu16)
-    bones = _bone_mask(labels, structures, read_groups())
-    base_ant, base_post, slab_depth, mu_half = _attenuation(hu16, body, bones, spacing)
-    del hu16, body, bones
-    crop = lung_crop(mu_half, labels, structures, spacing)
-    lung2d = {s: crop.lung2d(s) for s in SIDES}
+    ct = load_ct()
+    dz, dx, _dy = ct.spacing
+    body = _body_mask(ct.hu)
+    bones = _bone_mask(ct.labels, ct.structures, ct.groups)
+    base_ant, base_post, slab_depth, mu_half = _attenuation(ct.hu, body, bones, ct.spacing)
+    del body, bones
+    crop = lung_crop(mu_half, ct.labels, ct.structures, ct.spacing)
+    del ct
+    lung2d = {s: crop.embed(crop.lung_side[s].any(axis=2)) for s in SIDES}
     lung_union2d = lung2d["right"] | lung2d["left"]
     # the thorax width of the cardiothoracic ratio: the widest row of the projected lungs
     thorax_width_px = max(int(c[-1] - c[0] + 1) for c in (np.flatnonzero(r) for r in lung_union2d) if c.size)
     heart_variants = heart.heart_variants(crop, thorax_width_px)
-    effusion, z_extent = lesions.effusion_maps(crop)
-    opacity = lesions.opacity_maps(crop, np.random.default_rng(_INTERNAL_SEED))
-    pneumothorax = lesions.pneumothorax_maps(crop)
-    atelectasis = lesions.atelectasis_maps(crop, _half_x(base_ant + base_post), z_extent, heart.heart_rows_mm(crop))
-    lz, lx = np.nonzero(lung_union2d)
-    dxh = crop.spacing[1]
+    findings = {
+        **lesions.effusion_maps(crop),
+        **lesions.opacity_maps(crop, np.random.default_rng(_INTERNAL_SEED)),
+        **lesions.pneumothorax_maps(crop),
+        **lesions.atelectasis_maps(crop, _half_x(base_ant + base_post)),
+    }
     return Anatomy(
         dz=dz,
         dx=dx,
-        dxh=dxh,
+        dxh=crop.spacing[1],
         base_ant=base_ant,
         base_post=base_post,
         slab_depth_mm=slab_depth,
-        lung_bbox_mm=(
-            float(lz.min() * dz),
-            float((lz.max() + 1) * dz),
-            float(lx.min() * dxh),
-            float((lx.max() + 1) * dxh),
-        ),
         lung2d=lung2d,
         heart_variants=heart_variants,
-        effusion=effusion,
-        opacity=opacity,
-        pneumothorax=pneumothorax,
-        atelectasis=atelectasis,
+        findings=findings,
         nodule_candidates=lesions.nodule_candidates(crop),
-        lung_z_extent_mm=z_extent,
+        lung_z_extent_mm=crop.z_extent_mm,
     )
 
 
@@ -108,9 +96,9 @@ def _largest_component_filled(mask2d: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(lab == sizes.argmax())
 
 
-def _body_mask(hu16: np.ndarray) -> np.ndarray:
+def _body_mask(hu: np.ndarray) -> np.ndarray:
     """The body on a 2x coarser in-plane grid, without table, blanket or outside-FOV padding."""
-    coarse = hu16[:, ::2, ::2] > -500
+    coarse = hu[:, ::2, ::2] > -500
     coarse = ndi.binary_opening(coarse, structure=np.ones((1, 3, 3), bool))
     body = np.zeros_like(coarse)
     for k in range(coarse.shape[0]):
@@ -126,14 +114,14 @@ def _bone_mask(labels: np.ndarray, structures: dict[str, int], groups: dict[str,
 
 
 def _attenuation(
-    hu16: np.ndarray, body: np.ndarray, bones: np.ndarray, spacing: tuple[float, float, float]
+    hu: np.ndarray, body: np.ndarray, bones: np.ndarray, spacing: tuple[float, float, float]
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], np.ndarray]:
     """(anterior slab projection, posterior slab projection, mean depth of each slab
     from the body's mid-plane in mm, mu at half resolution), a few slices at a time.
 
-    ``hu16`` is overwritten (clipped, cleared outside the body, contrast capped)."""
+    ``hu`` is overwritten (clipped, cleared outside the body, contrast capped)."""
     _dz, _dx, dy = spacing
-    nz, nx, ny = hu16.shape
+    nz, nx, ny = hu.shape
     # slab split at the body's mid-plane (from the coarse body mask)
     yprof = body.sum(axis=(0, 1)).astype(float)
     y_mid = int(round(2 * float((yprof * np.arange(yprof.size)).sum() / max(yprof.sum(), 1.0)) + 0.5))
@@ -149,7 +137,7 @@ def _attenuation(
     step = 8
     for k0 in range(0, nz, step):
         k1 = min(k0 + step, nz)
-        h = hu16[k0:k1]  # int16 view, modified in place
+        h = hu[k0:k1]  # a view, modified in place
         np.maximum(h, -1000, out=h)
         h[~up(body[k0:k1])] = -1000
         bone = up(bones[k0:k1])

@@ -33,13 +33,8 @@ from semalign.phantom.sampling import (
 @dataclass
 class PhantomDataset:
     """Rendered phantom: ``images`` uint8 ``(N, H, W)``, ``reports``, ``labels``
-    (one row per image, columns :data:`LABEL_COLUMNS`), ``ids`` and the ``spec``.
-
-    Label conventions: the finding columns and ``normal`` are bool; attribute
-    columns are ``""`` (text) or NaN (numbers) when the finding is absent; ``ctr``
-    is always set; ``nodule_row`` / ``nodule_col`` are the nodule centre in output
-    pixels; lobes are spelled ``"right upper lobe"`` etc., zones ``upper/mid/lower``.
-    """
+    (one row per image, columns :data:`LABEL_COLUMNS`, conventions in
+    :mod:`.labels`), ``ids`` and the ``spec``."""
 
     images: np.ndarray
     reports: list[str]
@@ -66,31 +61,26 @@ def _image_id(seed: int, index: int) -> str:
 
 def _render_one(
     maps: Model,
-    seed: int,
+    spec: PhantomSpec,
     index: int,
     choose_findings: Callable[[np.random.Generator], list[str]],
-    *,
     overrides: Mapping[str, Any] | None = None,
-    nuisance: float,
-    report_format: str,
 ) -> tuple[np.ndarray, str, dict[str, Any]]:
-    """(image, report, label row) of image ``index`` of ``seed``; ``choose_findings``
+    """(image, report, label row) of image ``index`` of ``spec``; ``choose_findings``
     gets the image's findings stream and returns the findings present."""
-    rf, rn, rr, ra = image_rngs(seed, index)
+    rf, rn, rr, ra = image_rngs(spec.seed, index)
     case = draw_attributes(rf, ra, choose_findings(rf), maps, overrides)
-    nuis = draw_nuisance(rn, nuisance)
+    nuis = draw_nuisance(rn, spec.nuisance)
     image, info = render(maps, case, nuis, rn)
-    row = label_row(_image_id(seed, index), case, nuis, info)
-    return image, make_report(row, rng=rr, report_format=report_format), row
+    row = label_row(_image_id(spec.seed, index), case, nuis, info)
+    return image, make_report(row, rng=rr, report_format=spec.report_format), row
 
 
 def render_phantom(spec: PhantomSpec | None = None, progress: bool = False) -> PhantomDataset:
     """Render ``spec.n_images`` phantom radiographs with reports and labels.
 
-    Pure function of ``spec``: the same spec gives byte-identical images and
-    reports, and image ``k`` does not depend on ``n_images``. The first call in a
-    process precomputes the projections; later calls reuse them.
-    ``progress`` shows a tqdm bar advanced chunk by chunk.
+    The same spec gives byte-identical images and reports, and image ``k`` does
+    not depend on ``n_images``. ``progress`` shows a tqdm bar advanced chunk by chunk.
     """
     spec = spec or PhantomSpec()
     spec.validate()
@@ -104,25 +94,16 @@ def render_phantom(spec: PhantomSpec | None = None, progress: bool = False) -> P
     images = np.zeros((n, spec.image_size, spec.image_size), np.uint8)
     reports: list[str] = []
     rows: list[dict[str, Any]] = []
-    bar = None
-    if progress:
-        from semalign.study.progress import progress_bar
+    from semalign.study.progress import progress_bar
 
-        bar = progress_bar(total=n, desc="phantom", unit="img")
-    try:
+    with progress_bar(total=n, desc="phantom", unit="img", disable=not progress) as bar:
         for start in range(0, n, spec.chunk_size):
             stop = min(start + spec.chunk_size, n)
             for k in range(start, stop):
-                images[k], report, row = _render_one(
-                    maps, spec.seed, k, draw, nuisance=spec.nuisance, report_format=spec.report_format
-                )
+                images[k], report, row = _render_one(maps, spec, k, draw)
                 reports.append(report)
                 rows.append(row)
-            if bar is not None:
-                bar.update(stop - start)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(stop - start)
     labels = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     for f in (*FINDINGS, "normal"):
         labels[f] = labels[f].astype(bool)
@@ -137,7 +118,6 @@ def render_case(
     index: int = 0,
     image_size: int = 256,
     nuisance: float = 1.0,
-    report_format: str = "sections",
 ) -> PhantomCase:
     """Render one image with chosen findings (for tests, figures and examples).
 
@@ -148,25 +128,14 @@ def render_case(
     pneumothorax side/size; atelectasis lobe/severity). Unspecified attributes are
     drawn from ``(seed, index)``; ``nuisance=0`` gives the canonical pose without noise.
     """
-    spec = PhantomSpec(n_images=1, seed=seed, image_size=image_size, nuisance=nuisance, report_format=report_format)
+    spec = PhantomSpec(n_images=1, seed=seed, image_size=image_size, nuisance=nuisance)
     spec.validate()
-    if isinstance(findings, Mapping):
-        overrides = dict(findings)
-    else:
-        overrides = {f: {} for f in findings}
+    overrides = dict(findings) if isinstance(findings, Mapping) else {f: {} for f in findings}
     unknown = sorted(set(overrides) - set(FINDINGS))
     if unknown:
         raise SemalignError(f"unknown findings {unknown}; use names from {list(FINDINGS)}")
     present = [f for f in FINDINGS if f in overrides]
-    image, report, row = _render_one(
-        model(int(image_size)),
-        seed,
-        index,
-        lambda rng: present,
-        overrides=overrides,
-        nuisance=nuisance,
-        report_format=report_format,
-    )
+    image, report, row = _render_one(model(int(image_size)), spec, index, lambda rng: present, overrides)
     return PhantomCase(image=image, report=report, labels=row)
 
 

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from semalign.errors import SemalignError
 from semalign.phantom.findings import CARDIOMEGALY_SEVERITIES, CARDIOMEGALY_TARGETS, NORMAL_HEART_TARGETS
-from semalign.phantom.lungs import LungCrop
+from semalign.phantom.lungs import LungCrop, bbox
 
 MU_SOFT = 1.04  # 40 HU
 #: Signed growth of the heart tried (mm; negative shrinks it).
@@ -47,11 +47,10 @@ class _HeartBox:
 def _heart_box(crop: LungCrop) -> _HeartBox:
     dz, dxh, dyh = crop.spacing
     heart_full = crop.labels == crop.heart_id
-    hidx = np.argwhere(heart_full)
+    lo, hi = bbox(heart_full)
     pad = np.array([6, int(50 / dxh), int(50 / dyh)])
-    hlo = np.maximum(hidx.min(0) - pad, 0)
-    hhi = np.minimum(hidx.max(0) + 1 + pad, heart_full.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(hlo, hhi))
+    lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, heart_full.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     heart = heart_full[box]
     mu = crop.mu[box]
     lung = crop.lung[box]
@@ -130,10 +129,7 @@ def heart_variants(crop: LungCrop, thorax_width_px: int) -> list[dict[str, Any]]
     ]
     variants: list[dict[str, Any]] = []
     for kind, target in targets:
-        if kind == "normal":
-            ok = ctrs < 0.495
-        else:
-            ok = (ctrs > 0.505) & (_GROWTH_GRID_MM >= 0)
+        ok = ctrs < 0.495 if kind == "normal" else (ctrs > 0.505) & (_GROWTH_GRID_MM >= 0)
         cand = np.flatnonzero(ok)
         if cand.size == 0:  # pragma: no cover - depends only on the shipped CT
             raise SemalignError("the phantom cannot reach the cardiothoracic ratios it needs from this CT")
@@ -152,8 +148,3 @@ def heart_variants(crop: LungCrop, thorax_width_px: int) -> list[dict[str, Any]]
         )
     return variants
 
-
-def heart_rows_mm(crop: LungCrop) -> tuple[float, float]:
-    """Depth (mm) of the heart's first and last slice."""
-    hz = np.flatnonzero((crop.labels == crop.heart_id).any(axis=(1, 2)))
-    return float(crop.zmm[hz[0]]), float(crop.zmm[hz[-1]])

@@ -13,6 +13,16 @@ from typing import Any
 
 from semalign.phantom.findings import FINDINGS
 
+#: finding -> its attribute columns ``<finding>_<attribute>``, in table order.
+_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "effusion": ("side", "size"),
+    "opacity": ("side", "lobe", "zone", "severity"),
+    "nodule": ("side", "lobe", "zone", "size_mm", "row", "col"),
+    "cardiomegaly": ("severity",),
+    "pneumothorax": ("side", "size"),
+    "atelectasis": ("side", "lobe", "zone", "severity"),
+}
+_NUMBER_COLUMNS = ("opacity_severity", "nodule_size_mm", "nodule_row", "nodule_col")
 _NUISANCE_COLUMNS = (
     "rotation_deg",
     "yaw_deg",
@@ -25,82 +35,33 @@ _NUISANCE_COLUMNS = (
     "exposure",
     "gamma",
 )
+_ATTRIBUTE_COLUMNS = tuple(f"{f}_{a}" for f in FINDINGS for a in _ATTRIBUTES[f])
+_CTR_AT = _ATTRIBUTE_COLUMNS.index("cardiomegaly_severity") + 1  # ctr follows the cardiomegaly columns
 LABEL_COLUMNS: tuple[str, ...] = (
     "id",
     "normal",
     *FINDINGS,
-    "effusion_side",
-    "effusion_size",
-    "opacity_side",
-    "opacity_lobe",
-    "opacity_zone",
-    "opacity_severity",
-    "nodule_side",
-    "nodule_lobe",
-    "nodule_zone",
-    "nodule_size_mm",
-    "nodule_row",
-    "nodule_col",
-    "cardiomegaly_severity",
+    *_ATTRIBUTE_COLUMNS[:_CTR_AT],
     "ctr",
-    "pneumothorax_side",
-    "pneumothorax_size",
-    "atelectasis_side",
-    "atelectasis_lobe",
-    "atelectasis_zone",
-    "atelectasis_severity",
+    *_ATTRIBUTE_COLUMNS[_CTR_AT:],
     *_NUISANCE_COLUMNS,
     "photons",
 )
-_STR_COLUMNS = {c for c in LABEL_COLUMNS if c.endswith(("_side", "_size", "_lobe", "_zone", "_severity"))} - {
-    "opacity_severity"
-}
 
 
 def label_row(image_id: str, case: dict[str, Any], nuis: dict[str, float], info: dict) -> dict[str, Any]:
     """The label row of one image from its drawn ``case``, nuisance and render ``info``."""
-    present = set(case["present"])
-    row: dict[str, Any] = {c: "" for c in _STR_COLUMNS}
-    row.update({"id": image_id, "normal": not present})
-    for f in FINDINGS:
-        row[f] = f in present
-    nan = float("nan")
-    row.update(opacity_severity=nan, nodule_size_mm=nan, nodule_row=nan, nodule_col=nan)
-    if "effusion" in case:
-        row.update(effusion_side=case["effusion"]["side"], effusion_size=case["effusion"]["size"])
-    if "opacity" in case:
-        o = case["opacity"]
-        row.update(
-            opacity_side=o["side"],
-            opacity_lobe=o["lobe"],
-            opacity_zone=o["zone"],
-            opacity_severity=round(o["severity"], 4),
-        )
-    if "nodule" in case:
-        n = case["nodule"]
-        r, c = info["nodule_rc"]
-        row.update(
-            nodule_side=n["side"],
-            nodule_lobe=n["lobe"],
-            nodule_zone=n["zone"],
-            nodule_size_mm=float(n["size_mm"]),
-            nodule_row=round(r, 2),
-            nodule_col=round(c, 2),
-        )
-    if "cardiomegaly" in case:
-        row["cardiomegaly_severity"] = case["cardiomegaly"]["severity"]
+    present = case["present"]
+    values = {f"{f}_{a}": v for f in present for a, v in case[f].items()}
+    if "opacity" in present:
+        values["opacity_severity"] = round(values["opacity_severity"], 4)
+    if "nodule" in present:
+        values["nodule_row"], values["nodule_col"] = (round(x, 2) for x in info["nodule_rc"])
+    row: dict[str, Any] = {"id": image_id, "normal": not present, **{f: f in present for f in FINDINGS}}
+    for column in _ATTRIBUTE_COLUMNS:
+        row[column] = values.get(column, math.nan if column in _NUMBER_COLUMNS else "")
     row["ctr"] = round(case["ctr"], 4)
-    if "pneumothorax" in case:
-        row.update(pneumothorax_side=case["pneumothorax"]["side"], pneumothorax_size=case["pneumothorax"]["size"])
-    if "atelectasis" in case:
-        a = case["atelectasis"]
-        row.update(
-            atelectasis_side=a["side"],
-            atelectasis_lobe=a["lobe"],
-            atelectasis_zone=a["zone"],
-            atelectasis_severity=a["severity"],
-        )
     for key in _NUISANCE_COLUMNS:
         row[key] = round(float(nuis[key]), 5)
-    row["photons"] = float(nuis["photons"]) if math.isfinite(nuis["photons"]) else nan
+    row["photons"] = float(nuis["photons"]) if math.isfinite(nuis["photons"]) else math.nan
     return row

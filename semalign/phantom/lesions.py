@@ -1,29 +1,30 @@
 """The findings inside the lungs, made in 3-D with the masks and projected.
 
+Their heights, fractions and scales are in :mod:`.findings`.
+
 ``effusion``
     fluid (10 HU) replaces the lung below a level that rises towards the lateral
-    chest wall and posteriorly (meniscus) and fades out over a few mm upwards; per
-    side 6 heights above the lowest lung point (20/28 mm small, 45/60 moderate,
-    85/110 large); ``bilateral`` adds both sides.
+    chest wall and posteriorly (meniscus) and fades out over a few mm upwards;
+    ``bilateral`` adds both sides.
 ``opacity`` (consolidation)
-    a soft-edged, noise-shaped patch covering 40-85 % of one lobe raised to soft
+    a soft-edged, noise-shaped patch covering part of one lobe raised to soft
     tissue density with texture; bronchi (< -950 HU) are spared (air bronchograms).
-    Three patches per lobe; the severity (0.55-1, the fraction of the full
-    density change) scales the map exactly, since the change is linear.
+    The severity (the fraction of the full density change) scales the map
+    exactly, since the change is linear.
 ``nodule``
-    an analytic soft-tissue sphere of 5-30 mm (drawn when rendering) whose centre
-    is a lung voxel at least its radius (+2 mm) from the lung surface; here only
-    the candidate centres are listed.
+    an analytic soft-tissue sphere (drawn when rendering) whose centre is a lung
+    voxel at least its radius (+2 mm) from the lung surface; here only the
+    candidate centres are listed.
 ``pneumothorax``
-    the lung of one side is shrunk (x0.88 / 0.76 / 0.62 for small / moderate /
-    large) towards a medial anchor 85 % of the way down the lung, denser in
-    proportion; the space between it and the chest wall (apex and lateral) becomes
-    air without vessel markings; a thin visceral pleural line marks the lung edge.
+    the lung of one side is shrunk towards a medial anchor 85 % of the way down
+    the lung, denser in proportion; the space between it and the chest wall (apex
+    and lateral) becomes air without vessel markings; a thin visceral pleural
+    line marks the lung edge.
 ``atelectasis``
-    one lobe is shrunk towards its hilar anchor (x0.72 mild, x0.5 severe) and made
-    denser; the space it leaves is filled by hyper-expanded lung; the mediastinum
-    (and for lower lobes the hemidiaphragm) is displaced a few mm towards the lobe
-    by a 2-D warp of the base projection.
+    one lobe is shrunk towards its hilar anchor and made denser; the space it
+    leaves is filled by hyper-expanded lung; the mediastinum (and for lower lobes
+    the hemidiaphragm) is displaced a few mm towards the lobe by a 2-D warp of
+    the base projection.
 """
 
 from __future__ import annotations
@@ -49,16 +50,14 @@ from semalign.phantom.lungs import LungCrop, bbox, centroid, profile
 _MU_FLUID = 1.01  # 10 HU
 
 
-def effusion_maps(crop: LungCrop) -> tuple[dict[str, list[tuple[float, np.ndarray]]], dict[str, tuple[float, float]]]:
-    """(side -> [(height_mm, map)] in the order of the sizes, side -> (top, bottom) of the lung in mm)."""
-    effusion: dict[str, list[tuple[float, np.ndarray]]] = {}
-    z_extent: dict[str, tuple[float, float]] = {}
+def effusion_maps(crop: LungCrop) -> dict[tuple, np.ndarray]:
+    """``("effusion", side, size, variant)`` -> map, one variant per fluid height."""
+    effusion: dict[tuple, np.ndarray] = {}
     zmm, xmm, ymm = crop.zmm, crop.xmm, crop.ymm
     for side in SIDES:
         ls = crop.lung_side[side]
         (lz0, lx0, ly0), (lz1, lx1, ly1) = bbox(ls)
-        base_mm = float(zmm[lz1 - 1])
-        z_extent[side] = (float(zmm[lz0]), base_mm)
+        base_mm = crop.z_extent_mm[side][1]
         absx = np.abs(xmm - crop.x_mid_mm)
         cols = np.flatnonzero(profile(ls, 1))
         xmed, xlat = float(absx[cols].min()), float(absx[cols].max())
@@ -67,9 +66,8 @@ def effusion_maps(crop: LungCrop) -> tuple[dict[str, list[tuple[float, np.ndarra
         post = np.clip((ymm - ylo) / max(yhi - ylo, 1.0), 0.0, 1.0)
         height = base_mm - zmm
         box = (slice(lz0, lz1), slice(lx0, lx1), slice(ly0, ly1))
-        maps = []
         for size in EFFUSION_SIZES:
-            for h in EFFUSION_HEIGHTS_MM[size]:
+            for variant, h in enumerate(EFFUSION_HEIGHTS_MM[size]):
                 # fluid fraction: 1 below the level, fading over a few mm (meniscus rising laterally
                 # and posteriorly, thinning upwards)
                 level = h * (0.5 + 0.8 * lat[:, None] ** 2 + 0.5 * post[None, :] ** 2)
@@ -77,9 +75,8 @@ def effusion_maps(crop: LungCrop) -> tuple[dict[str, list[tuple[float, np.ndarra
                 frac = np.clip((level[None, lx0:lx1, ly0:ly1] - height[lz0:lz1, None, None]) / ramp + 0.5, 0.0, 1.0)
                 frac[~ls[box]] = 0.0
                 delta = (frac * (_MU_FLUID - crop.mu[box])).astype(np.float32)
-                maps.append((h, crop.project(delta, box)))
-        effusion[side] = maps
-    return effusion, z_extent
+                effusion[("effusion", side, size, variant)] = crop.project(delta, box)
+    return effusion
 
 
 def _smooth_noise(crop: LungCrop, rng: np.random.Generator, sigma_mm: float) -> np.ndarray:
@@ -89,13 +86,13 @@ def _smooth_noise(crop: LungCrop, rng: np.random.Generator, sigma_mm: float) -> 
     return n / max(float(n.std()), 1e-6)
 
 
-def opacity_maps(crop: LungCrop, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
-    """lobe -> consolidation maps at unit severity, one per patch fraction."""
+def opacity_maps(crop: LungCrop, rng: np.random.Generator) -> dict[tuple, np.ndarray]:
+    """``("opacity", lobe, variant)`` -> consolidation map at unit severity, one variant per patch fraction."""
     dz, dxh, dyh = crop.spacing
     zmm, xmm, ymm, mu = crop.zmm, crop.xmm, crop.ymm, crop.mu
     coarse_noise = _smooth_noise(crop, rng, 9.0)
     fine_noise = _smooth_noise(crop, rng, 1.6)
-    opacity: dict[str, list[np.ndarray]] = {}
+    opacity: dict[tuple, np.ndarray] = {}
     for lobe in LOBE_NAMES:
         lm = crop.labels == crop.lobe_ids[lobe]
         (bz0, bx0, by0), (bz1, bx1, by1) = bbox(lm)
@@ -103,8 +100,7 @@ def opacity_maps(crop: LungCrop, rng: np.random.Generator) -> dict[str, list[np.
         lms = lm[sub]
         idx = np.argwhere(lms) + np.array([bz0, bx0, by0])
         radius = (lms.sum() * dz * dxh * dyh) ** (1.0 / 3.0)
-        maps = []
-        for frac in OPACITY_FRACTIONS:
+        for variant, frac in enumerate(OPACITY_FRACTIONS):
             c = idx[rng.integers(len(idx))]
             dist = np.sqrt(
                 ((zmm[bz0:bz1] - zmm[c[0]]) ** 2)[:, None, None]
@@ -117,14 +113,13 @@ def opacity_maps(crop: LungCrop, rng: np.random.Generator) -> dict[str, list[np.
             w[~lms] = 0.0
             w[mu[sub] < 0.05] = 0.0  # air bronchograms
             target = 0.95 + 0.06 * fine_noise[sub]
-            maps.append(crop.project(w * (target - mu[sub]), sub))
-        opacity[lobe] = maps
+            opacity[("opacity", lobe, variant)] = crop.project(w * (target - mu[sub]), sub)
     return opacity
 
 
 def _shrink(crop: LungCrop, mask: np.ndarray, anchor: np.ndarray, s: float):
-    """(box, shrunk mask, shrunk mu) of ``mask`` scaled by ``s`` towards ``anchor``
-    (voxel coordinates); the result stays inside the mask's bounding box."""
+    """(box, mask in it, shrunk mask, shrunk mu) of ``mask`` scaled by ``s`` towards
+    ``anchor`` (voxel coordinates); the shrunk mask stays inside the mask."""
     lo, hi = bbox(mask)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     local = anchor - lo
@@ -132,12 +127,12 @@ def _shrink(crop: LungCrop, mask: np.ndarray, anchor: np.ndarray, s: float):
     offset = local - local / s
     m2 = ndi.affine_transform(mask[box].view(np.uint8), matrix, offset=offset, order=0, mode="constant") > 0
     v2 = ndi.affine_transform(crop.mu[box], matrix, offset=offset, order=1, mode="nearest")
-    return box, m2, v2
+    return box, mask[box], m2 & mask[box], v2
 
 
-def pneumothorax_maps(crop: LungCrop) -> dict[tuple[str, str], np.ndarray]:
-    """(side, size) -> map."""
-    pneumothorax: dict[tuple[str, str], np.ndarray] = {}
+def pneumothorax_maps(crop: LungCrop) -> dict[tuple, np.ndarray]:
+    """``("pneumothorax", side, size)`` -> map."""
+    pneumothorax: dict[tuple, np.ndarray] = {}
     for side in SIDES:
         ls = crop.lung_side[side]
         (lz0, _, _), (lz1, _, _) = bbox(ls)
@@ -148,14 +143,12 @@ def pneumothorax_maps(crop: LungCrop) -> dict[tuple[str, str], np.ndarray]:
         anchor = np.array([za, xa, centroid(profile(ls, 2))])
         for size in PNEUMOTHORAX_SIZES:
             s = PNEUMOTHORAX_SCALE[size]
-            box, collapsed, values = _shrink(crop, ls, anchor, s)
-            lsb = ls[box]
-            collapsed &= lsb
+            box, lsb, collapsed, values = _shrink(crop, ls, anchor, s)
             air = lsb & ~collapsed
             new = np.where(collapsed, np.minimum(values / s**2, 1.0), 0.0).astype(np.float32)
             edge = collapsed & ndi.binary_dilation(air, iterations=1)
             new[edge] = 0.75  # visceral pleural line
-            pneumothorax[(side, size)] = crop.project(np.where(lsb, new - crop.mu[box], 0.0), box)
+            pneumothorax[("pneumothorax", side, size)] = crop.project(np.where(lsb, new - crop.mu[box], 0.0), box)
     return pneumothorax
 
 
@@ -180,47 +173,26 @@ def _hilar_anchor(crop: LungCrop, lm: np.ndarray, zone: str) -> np.ndarray:
     return np.array([za, xa, ya])
 
 
-def atelectasis_maps(
-    crop: LungCrop, base_half: np.ndarray, z_extent: dict[str, tuple[float, float]], heart_rows: tuple[float, float]
-) -> dict[tuple[str, str], np.ndarray]:
-    """(lobe, severity) -> map: the collapsed lobe plus the displaced neighbours
-    (a warp of ``base_half``, the base projection at half resolution)."""
-    atelectasis: dict[tuple[str, str], np.ndarray] = {}
+def atelectasis_maps(crop: LungCrop, base_half: np.ndarray) -> dict[tuple, np.ndarray]:
+    """``("atelectasis", lobe, severity)`` -> map: the collapsed lobe plus the displaced
+    neighbours (a warp of ``base_half``, the base projection at half resolution)."""
+    atelectasis: dict[tuple, np.ndarray] = {}
     for lobe in LOBE_NAMES:
         side, zone = LOBES[lobe][1], LOBES[lobe][2]
         lm = crop.labels == crop.lobe_ids[lobe]
         anchor = _hilar_anchor(crop, lm, zone)
         for sev in ATELECTASIS_SEVERITIES:
             s = ATELECTASIS_SCALE[sev]
-            box, kept, values = _shrink(crop, lm, anchor, s)
-            lmb = lm[box]
-            kept &= lmb
+            box, lmb, kept, values = _shrink(crop, lm, anchor, s)
             old = crop.mu[box]
             new = np.where(kept, np.minimum(values / s**3 * 0.8, 1.0), np.minimum(old, 0.25) * 0.85)
             dmap = crop.project(np.where(lmb, new - old, 0.0), box)
-            dmap += _displacement_delta(
-                base_half,
-                crop,
-                side=side,
-                zone=zone,
-                shift_mm=ATELECTASIS_SHIFT_MM[sev],
-                dome_z=z_extent[side][1],
-                heart_rows=heart_rows,
-            )
-            atelectasis[(lobe, sev)] = dmap
+            dmap += _displacement_delta(base_half, crop, side=side, zone=zone, shift_mm=ATELECTASIS_SHIFT_MM[sev])
+            atelectasis[("atelectasis", lobe, sev)] = dmap
     return atelectasis
 
 
-def _displacement_delta(
-    base: np.ndarray,
-    crop: LungCrop,
-    *,
-    side: str,
-    zone: str,
-    shift_mm: float,
-    dome_z: float,
-    heart_rows: tuple[float, float],
-) -> np.ndarray:
+def _displacement_delta(base: np.ndarray, crop: LungCrop, *, side: str, zone: str, shift_mm: float) -> np.ndarray:
     """Change of the (half-resolution) base projection when the mediastinum moves
     ``shift_mm`` towards ``side`` (and, for lower lobes, the hemidiaphragm rises)."""
     dz, dxh = crop.spacing[0], crop.spacing[1]
@@ -231,14 +203,14 @@ def _displacement_delta(
     if zone == "upper":
         zc, zs = crop.carina_z - 20.0, 45.0
     else:
-        zc, zs = 0.5 * (heart_rows[0] + heart_rows[1]), 55.0
+        zc, zs = crop.heart_mid_z, 55.0
     wz = np.exp(-0.5 * ((z - zc) / zs) ** 2)
     wx = np.exp(-0.5 * ((x - crop.x_mid_mm) / 45.0) ** 2)
     shift_x = toward * shift_mm * wz[:, None] * wx[None, :]  # content moves by +shift_x (mm)
     shift_z = np.zeros_like(shift_x)
     if zone == "lower":
         on_side = (x - crop.x_mid_mm) * toward > 0
-        wd = np.exp(-0.5 * ((z - dome_z + 25.0) / 30.0) ** 2)
+        wd = np.exp(-0.5 * ((z - crop.z_extent_mm[side][1] + 25.0) / 30.0) ** 2)
         shift_z = -1.6 * shift_mm * wd[:, None] * (on_side[None, :] * 1.0)  # content moves up
     rr, cc = np.meshgrid(np.arange(nz, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
     moved = ndi.map_coordinates(base, [rr - shift_z / dz, cc - shift_x / dxh], order=1, mode="nearest")
@@ -262,8 +234,7 @@ def nodule_candidates(crop: LungCrop) -> dict[str, dict[str, np.ndarray]]:
         zs, xs, ys = np.nonzero(sel)
         d = edt[zs, xs, ys]
         order = np.argsort(-d, kind="stable")
-        keep = order[:: max(1, len(order) // 60000)]
-        keep = keep[np.argsort(-d[keep], kind="stable")]
+        keep = order[:: max(1, len(order) // 60000)]  # still sorted by decreasing distance
         candidates[side] = {
             "z_mm": crop.zmm[zs[keep]].astype(np.float32),
             "x_mm": crop.xmm[xs[keep]].astype(np.float32),

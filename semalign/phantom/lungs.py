@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from semalign.phantom.findings import LOBE_NAMES, LOBES, SIDES
 
@@ -23,7 +24,9 @@ class LungCrop:
     ``(z, x, y)``; ``zmm``, ``xmm``, ``ymm``: voxel centres in mm along each axis;
     ``spacing``: mm per voxel; ``origin``: the crop's (z, x) corner in the
     half-resolution 2-D grid of shape ``shape2d``; ``x_mid_mm``: the body's
-    midline (the trachea); ``carina_z``: the lowest trachea slice.
+    midline (the trachea); ``carina_z``: the lowest trachea slice; ``heart_mid_z``:
+    midway between the heart's first and last slice; ``z_extent_mm``: side -> the
+    lung's (top, bottom) slice.
     """
 
     mu: np.ndarray
@@ -40,6 +43,8 @@ class LungCrop:
     shape2d: tuple[int, int]
     x_mid_mm: float
     carina_z: float
+    heart_mid_z: float
+    z_extent_mm: dict[str, tuple[float, float]]
 
     def project(self, delta_box: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
         """The line integral (water-cm) of a change of ``mu`` in ``box`` of the crop, on the 2-D grid."""
@@ -56,10 +61,6 @@ class LungCrop:
         out = np.zeros(self.shape2d, bool)
         out[z0 : z0 + mask2d.shape[0], x0 : x0 + mask2d.shape[1]] = mask2d
         return out
-
-    def lung2d(self, side: str) -> np.ndarray:
-        """The projected lung of one side on the 2-D grid."""
-        return self.embed(self.lung_side[side].any(axis=2))
 
 
 def lung_crop(
@@ -83,12 +84,18 @@ def lung_crop(
     zmm = (np.arange(z0, z1) + 0.5) * dz
     xmm = (np.arange(x0, x1) + 0.5) * dxh
     side_ids = {s: [lobe_ids[lb] for lb in LOBE_NAMES if LOBES[lb][1] == s] for s in SIDES}
+    lung_side = {s: np.isin(lab_c, side_ids[s]) for s in SIDES}
     trachea = np.argwhere(lab_c == structures["trachea"])
+
+    def first_last_mm(mask: np.ndarray) -> tuple[float, float]:
+        slices = np.flatnonzero(mask.any(axis=(1, 2)))
+        return float(zmm[slices[0]]), float(zmm[slices[-1]])
+
     return LungCrop(
         mu=np.ascontiguousarray(mu_half[crop]),
         labels=lab_c,
         lung=lung_all[crop],
-        lung_side={s: np.isin(lab_c, side_ids[s]) for s in SIDES},
+        lung_side=lung_side,
         lobe_ids=lobe_ids,
         heart_id=structures["heart"],
         zmm=zmm,
@@ -99,18 +106,15 @@ def lung_crop(
         shape2d=(mu_half.shape[0], mu_half.shape[1]),
         x_mid_mm=float(xmm[int(np.median(trachea[:, 1]))]) if trachea.size else float(xmm.mean()),
         carina_z=float(zmm[trachea[:, 0].max()]) if trachea.size else float(zmm.mean()),
+        heart_mid_z=0.5 * sum(first_last_mm(lab_c == structures["heart"])),
+        z_extent_mm={s: first_last_mm(lung_side[s]) for s in SIDES},
     )
 
 
 def bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) index bounds (hi exclusive) of a non-empty 3-D mask."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        lo.append(idx[0])
-        hi.append(idx[-1] + 1)
-    return np.array(lo), np.array(hi)
+    """(lo, hi) index bounds (hi exclusive) of a non-empty boolean mask."""
+    box = ndi.find_objects(mask.view(np.uint8))[0]
+    return np.array([s.start for s in box]), np.array([s.stop for s in box])
 
 
 def profile(mask: np.ndarray, axis: int) -> np.ndarray:

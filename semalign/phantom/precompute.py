@@ -44,10 +44,7 @@ class Model:
     slab_shift_px: tuple[float, float]  # px per unit tan(angle) for each slab
     heart: list[dict[str, Any]]
     default_heart: int  # index in ``heart`` of the middle normal heart
-    effusion: dict[str, list[tuple[float, np.ndarray]]]
-    opacity: dict[str, list[np.ndarray]]
-    pneumothorax: dict[tuple[str, str], np.ndarray]
-    atelectasis: dict[tuple[str, str], np.ndarray]
+    findings: dict[tuple, np.ndarray]  # keyed as Anatomy.findings
     lung: dict[str, np.ndarray]  # side -> (B, B) bool
     usm: tuple[float, float]  # (amount, sigma_px)
     window: tuple[float, float]  # (lo, hi) water-cm of the processed base
@@ -94,11 +91,11 @@ def _tent_matrix(
 
 def _field(anat: Anatomy, size: int) -> tuple[float, float, float, int]:
     """(top, left) mm of the grid's corner, pixel size in mm and margin in pixels."""
-    # lungs centred left-right; 8 % of the field below the lowest lung, up to 12 %
-    # above the apices (at most 20 mm above the CT's first slice, which fades to air)
-    zt, zb, xl, xr = anat.lung_bbox_mm
+    lz, lx = np.nonzero(anat.lung2d["right"] | anat.lung2d["left"])
+    zt, zb = float(lz.min() * anat.dz), float((lz.max() + 1) * anat.dz)
+    xl, xr = float(lx.min() * anat.dxh), float((lx.max() + 1) * anat.dxh)
     side_mm = max(1.15 * (xr - xl), (zb - zt) / 0.8)
-    top = max(zt - 0.12 * side_mm, -20.0)
+    top = max(zt - 0.12 * side_mm, -20.0)  # at most 20 mm above the CT's first slice
     side_mm = max(side_mm, (zb - top) / 0.92)
     cx = 0.5 * (xl + xr)
     left = cx - side_mm / 2
@@ -156,10 +153,7 @@ def _build_model(anat: Anatomy, size: int) -> Model:
         slab_shift_px=(anat.slab_depth_mm[0] / pix, anat.slab_depth_mm[1] / pix),
         heart=heart,
         default_heart=default,
-        effusion={s: [(h, half(m)) for h, m in maps] for s, maps in anat.effusion.items()},
-        opacity={lb: [half(m) for m in maps] for lb, maps in anat.opacity.items()},
-        pneumothorax={k: half(m) for k, m in anat.pneumothorax.items()},
-        atelectasis={k: half(m) for k, m in anat.atelectasis.items()},
+        findings={key: half(m) for key, m in anat.findings.items()},
         lung=lung,
         usm=(amount, sigma_px),
         window=(lo, hi),

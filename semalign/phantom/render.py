@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from semalign.phantom.findings import EFFUSION_SIZES, SIDES
+from semalign.phantom.findings import SIDES
 from semalign.phantom.precompute import Model
 
 _MU_WATER_PER_CM = 0.2  # effective linear attenuation of water at ~60 keV
@@ -52,19 +52,14 @@ def _findings(model: Model, case: dict[str, Any]) -> tuple[np.ndarray, tuple[flo
     extra = model.heart[case["heart"]]["map"].copy()
     if "effusion" in case:
         e = case["effusion"]
-        sides = SIDES if e["side"] == "bilateral" else (e["side"],)
-        base = EFFUSION_SIZES.index(e["size"]) * 2
-        for s in sides:
-            extra += model.effusion[s][base + e["levels"][s]][1]
+        for s in SIDES if e["side"] == "bilateral" else (e["side"],):
+            extra += model.findings["effusion", s, e["size"], e["levels"][s]]
     if "opacity" in case:
         o = case["opacity"]
-        extra += np.float32(o["severity"]) * model.opacity[o["lobe"]][o["variant"]]
-    if "pneumothorax" in case:
-        p = case["pneumothorax"]
-        extra += model.pneumothorax[(p["side"], p["size"])]
-    if "atelectasis" in case:
-        a = case["atelectasis"]
-        extra += model.atelectasis[(a["lobe"], a["severity"])]
+        extra += np.float32(o["severity"]) * model.findings["opacity", o["lobe"], o["variant"]]
+    for finding, attributes in (("pneumothorax", ("side", "size")), ("atelectasis", ("lobe", "severity"))):
+        if finding in case:
+            extra += model.findings[(finding, *(case[finding][a] for a in attributes))]
     nodule_rc = None
     if "nodule" in case:
         n = case["nodule"]
@@ -80,10 +75,8 @@ def _add_nodule(model: Model, target: np.ndarray, row: float, col: float, size_m
     amount, sigma_px = model.usm
     radius_px = 0.5 * size_mm / model.pix_mm
     reach = radius_px + 3.0 * sigma_px + 2
-    r0, r1 = int(math.floor(row - reach)), int(math.ceil(row + reach))
-    c0, c1 = int(math.floor(col - reach)), int(math.ceil(col + reach))
-    r0, c0 = max(r0, 0), max(c0, 0)
-    r1, c1 = min(r1, target.shape[0]), min(c1, target.shape[1])
+    r0, r1 = max(math.floor(row - reach), 0), min(math.ceil(row + reach), target.shape[0])
+    c0, c1 = max(math.floor(col - reach), 0), min(math.ceil(col + reach), target.shape[1])
     if r1 <= r0 or c1 <= c0:
         return
     rr = np.arange(r0, r1)[:, None] - row

@@ -14,7 +14,7 @@ indefinite article and ``{A_word}`` that article capitalised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,7 +33,7 @@ class Phrases(NamedTuple):
     impression: tuple[str, ...]
 
 
-#: (finding, variant) -> phrases; the variant is chosen by :data:`_WORDS`.
+#: (finding, variant) -> phrases; the variant is chosen by :func:`_words`.
 STATEMENTS: dict[tuple[str, str], Phrases] = {
     ("effusion", "bilateral"): Phrases(
         positive=(
@@ -228,53 +228,35 @@ _SEVERITY_ADJECTIVE = {"mild": "mild", "moderate": "moderate", "severe": "marked
 _SEVERITY_ADVERB = {"mild": "mildly", "moderate": "moderately", "severe": "markedly"}
 
 
-def _density_word(severity: float) -> str:
-    return "dense" if severity >= 0.8 else ("patchy" if severity >= 0.65 else "hazy")
-
-
-def _nodule_size_words(size_mm: float) -> str:
-    n = int(round(size_mm))
-    return f"{n} mm" if (n < 10 or n % 10 == 5 or n % 2) else f"{n / 10:.1f} cm"
-
-
-#: finding -> label row -> (variant of its phrases, words for their fields).
-_WORDS: dict[str, Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]]] = {
-    "effusion": lambda r: (
-        "bilateral" if r["effusion_side"] == "bilateral" else "one side",
-        {"side": r["effusion_side"], "size": r["effusion_size"]},
-    ),
-    "opacity": lambda r: (
-        "",
-        {
-            "lobe": r["opacity_lobe"],
-            "side": r["opacity_side"],
-            "zone": r["opacity_zone"],
-            "dens": _density_word(float(r["opacity_severity"])),
-        },
-    ),
-    "nodule": lambda r: (
-        "",
-        {
-            "side": r["nodule_side"],
-            "zone": r["nodule_zone"],
-            "lobe": r["nodule_lobe"],
-            "size": _nodule_size_words(float(r["nodule_size_mm"])),
-        },
-    ),
-    "cardiomegaly": lambda r: (
-        "",
-        {
-            "adj": _SEVERITY_ADJECTIVE[r["cardiomegaly_severity"]],
-            "adv": _SEVERITY_ADVERB[r["cardiomegaly_severity"]],
-            "ctr": float(r["ctr"]),
-        },
-    ),
-    "pneumothorax": lambda r: ("", {"side": r["pneumothorax_side"], "size": r["pneumothorax_size"]}),
-    "atelectasis": lambda r: (
-        "severe" if r["atelectasis_severity"] == "severe" else "mild",
-        {"lobe": r["atelectasis_lobe"], "side": r["atelectasis_side"]},
-    ),
+#: finding -> the label attributes its templates name as they are (``{side}`` is ``<finding>_side``).
+_NAMED = {
+    "effusion": ("side", "size"),
+    "opacity": ("lobe", "side", "zone"),
+    "nodule": ("side", "zone", "lobe"),
+    "cardiomegaly": (),
+    "pneumothorax": ("side", "size"),
+    "atelectasis": ("lobe", "side"),
 }
+
+
+def _words(finding: str, r: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(the variant of ``finding``'s phrases, the words for their fields) from the label row ``r``."""
+    words = {key: r[f"{finding}_{key}"] for key in _NAMED[finding]}
+    variant = ""
+    if finding == "effusion":
+        variant = "bilateral" if r["effusion_side"] == "bilateral" else "one side"
+    elif finding == "opacity":
+        severity = float(r["opacity_severity"])
+        words["dens"] = "dense" if severity >= 0.8 else ("patchy" if severity >= 0.65 else "hazy")
+    elif finding == "nodule":
+        n = int(round(float(r["nodule_size_mm"])))
+        words["size"] = f"{n} mm" if (n < 10 or n % 10 == 5 or n % 2) else f"{n / 10:.1f} cm"
+    elif finding == "cardiomegaly":
+        severity = r["cardiomegaly_severity"]
+        words.update(adj=_SEVERITY_ADJECTIVE[severity], adv=_SEVERITY_ADVERB[severity], ctr=float(r["ctr"]))
+    elif finding == "atelectasis":
+        variant = "severe" if r["atelectasis_severity"] == "severe" else "mild"
+    return variant, words
 
 
 def _cap(text: str) -> str:
@@ -298,7 +280,7 @@ def _fields(words: Mapping[str, Any]) -> dict[str, Any]:
 
 def phrases_for(finding: str, labels: Mapping[str, Any]) -> Phrases:
     """The phrases stating a present ``finding``, filled in from the label row ``labels``."""
-    variant, words = _WORDS[finding](labels)
+    variant, words = _words(finding, labels)
     fields = _fields(words)
     return Phrases(*(tuple(t.format(**fields) for t in templates) for templates in STATEMENTS[(finding, variant)]))
 
@@ -344,11 +326,9 @@ def make_report(
         findings.append(_pick(rng, misc))
     if not findings:  # only possible for a normal study
         findings.append(_pick(rng, _LUNGS_CLEAR))
-    order = rng.permutation(len(findings))
-    findings = [findings[i] for i in order]
+    findings = [findings[i] for i in rng.permutation(len(findings))]
     if present:
-        order = rng.permutation(len(impression))
-        impression = [impression[i] for i in order]
+        impression = [impression[i] for i in rng.permutation(len(impression))]
         if rng.random() < 0.3:
             impression.append(_pick(rng, _IMPRESSION_TAIL))
     else:

@@ -80,7 +80,7 @@ class PhantomSpec:
                 value = float(value)
             except (TypeError, ValueError):
                 raise SemalignError(f"PhantomSpec.prevalence[{key!r}] = {value!r} is not a number in [0, 1]") from None
-            if not 0.0 <= value <= 1.0 or math.isnan(value):
+            if not 0.0 <= value <= 1.0:  # NaN fails this too
                 raise SemalignError(f"PhantomSpec.prevalence[{key!r}] = {value} is not in [0, 1]")
             out[key] = value
         return out
@@ -157,13 +157,14 @@ def image_rngs(seed: int, index: int) -> tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng(c) for c in children)
 
 
-def _choice(rng: np.random.Generator, options: tuple, p: tuple[float, ...] | None = None):
-    return options[int(rng.choice(len(options), p=p))]
-
-
-def _check_choice(finding: str, key: str, value: Any, options: tuple) -> None:
+def _attribute(
+    rng: np.random.Generator, o: Mapping[str, Any], finding: str, key: str, options: tuple, p: tuple | None = None
+):
+    """``o[key]`` when set (checked to be one of ``options``), else a draw from ``options``."""
+    value = o.get(key) or options[int(rng.choice(len(options), p=p))]
     if value not in options:
         raise SemalignError(f"{finding} {key} = {value!r}; use one of {list(options)}")
+    return value
 
 
 def draw_findings(rng: np.random.Generator, mode: str, probs: tuple[float, ...], normal_fraction: float) -> list[str]:
@@ -173,25 +174,20 @@ def draw_findings(rng: np.random.Generator, mode: str, probs: tuple[float, ...],
     if mode == "single":
         return [FINDINGS[int(rng.choice(len(FINDINGS), p=probs))]]
     q = np.asarray(probs)
-    for _ in range(10000):
+    while True:  # an abnormal image has at least one finding (some q is positive)
         hits = rng.random(len(FINDINGS)) < q
         if hits.any():
             return [f for f, h in zip(FINDINGS, hits) if h]
-    return [FINDINGS[int(np.argmax(q))]]  # pragma: no cover - needs astronomically bad luck
 
 
 def _draw_effusion(rng: np.random.Generator, o: Mapping[str, Any], case: dict, model: Model) -> dict[str, Any]:
-    side = o.get("side") or _choice(rng, _EFFUSION_SIDES, (0.4, 0.35, 0.25))
-    size = o.get("size") or _choice(rng, EFFUSION_SIZES, (0.45, 0.35, 0.2))
-    _check_choice("effusion", "side", side, _EFFUSION_SIDES)
-    _check_choice("effusion", "size", size, EFFUSION_SIZES)
-    levels = {s: int(rng.integers(2)) for s in SIDES}
-    return {"side": side, "size": size, "levels": levels}
+    side = _attribute(rng, o, "effusion", "side", _EFFUSION_SIDES, (0.4, 0.35, 0.25))
+    size = _attribute(rng, o, "effusion", "size", EFFUSION_SIZES, (0.45, 0.35, 0.2))
+    return {"side": side, "size": size, "levels": {s: int(rng.integers(2)) for s in SIDES}}
 
 
 def _draw_opacity(rng: np.random.Generator, o: Mapping[str, Any], case: dict, model: Model) -> dict[str, Any]:
-    lobe = o.get("lobe") or _choice(rng, LOBE_NAMES, _LOBE_WEIGHTS_OPACITY)
-    _check_choice("opacity", "lobe", lobe, LOBE_NAMES)
+    lobe = _attribute(rng, o, "opacity", "lobe", LOBE_NAMES, _LOBE_WEIGHTS_OPACITY)
     severity = float(o.get("severity", rng.uniform(0.55, 1.0)))
     if not 0.0 < severity <= 1.0:
         raise SemalignError(f"opacity severity = {severity} must be in (0, 1]")
@@ -202,8 +198,7 @@ def _draw_opacity(rng: np.random.Generator, o: Mapping[str, Any], case: dict, mo
 
 
 def _draw_nodule(rng: np.random.Generator, o: Mapping[str, Any], case: dict, model: Model) -> dict[str, Any]:
-    side = o.get("side") or _choice(rng, SIDES, (0.52, 0.48))
-    _check_choice("nodule", "side", side, SIDES)
+    side = _attribute(rng, o, "nodule", "side", SIDES, (0.52, 0.48))
     size_mm = int(o.get("size_mm", int(round(5 + 25 * rng.random() ** 1.6))))
     if not 5 <= size_mm <= 30:
         raise SemalignError(f"nodule size_mm = {size_mm} must be between 5 and 30")
@@ -215,35 +210,27 @@ def _draw_nodule(rng: np.random.Generator, o: Mapping[str, Any], case: dict, mod
     top, bottom = model.anatomy.lung_z_extent_mm[side]
     third = (z_mm - top) / max(bottom - top, 1.0)
     zone = "upper" if third < 1 / 3 else ("mid" if third < 2 / 3 else "lower")
-    return {"side": side, "size_mm": size_mm, "z_mm": z_mm, "x_mm": x_mm, "lobe": lobe, "zone": zone}
+    return {"side": side, "size_mm": float(size_mm), "z_mm": z_mm, "x_mm": x_mm, "lobe": lobe, "zone": zone}
 
 
 def _draw_cardiomegaly(rng: np.random.Generator, o: Mapping[str, Any], case: dict, model: Model) -> dict[str, Any]:
     """The severity, and ``heart``: the index of one of its hearts in ``model.heart``."""
-    sev = o.get("severity") or _choice(rng, CARDIOMEGALY_SEVERITIES, (0.5, 0.33, 0.17))
-    _check_choice("cardiomegaly", "severity", sev, CARDIOMEGALY_SEVERITIES)
+    sev = _attribute(rng, o, "cardiomegaly", "severity", CARDIOMEGALY_SEVERITIES, (0.5, 0.33, 0.17))
     options = [i for i, v in enumerate(model.heart) if v["kind"] == sev]
     return {"severity": sev, "heart": options[int(rng.integers(len(options)))]}
 
 
 def _draw_pneumothorax(rng: np.random.Generator, o: Mapping[str, Any], case: dict, model: Model) -> dict[str, Any]:
-    side = o.get("side") or _choice(rng, SIDES)
-    size = o.get("size") or _choice(rng, PNEUMOTHORAX_SIZES, (0.5, 0.3, 0.2))
-    _check_choice("pneumothorax", "side", side, SIDES)
-    _check_choice("pneumothorax", "size", size, PNEUMOTHORAX_SIZES)
-    return {"side": side, "size": size}
+    side = _attribute(rng, o, "pneumothorax", "side", SIDES)
+    return {"side": side, "size": _attribute(rng, o, "pneumothorax", "size", PNEUMOTHORAX_SIZES, (0.5, 0.3, 0.2))}
 
 
 def _draw_atelectasis(rng: np.random.Generator, o: Mapping[str, Any], case: dict, model: Model) -> dict[str, Any]:
-    lobe = o.get("lobe")
-    if lobe is None:
-        weights = np.array(_LOBE_WEIGHTS_ATELECTASIS)
-        if "opacity" in case:  # keep the two in different lobes
-            weights[LOBE_NAMES.index(case["opacity"]["lobe"])] = 0.0
-        lobe = LOBE_NAMES[int(rng.choice(len(LOBE_NAMES), p=weights / weights.sum()))]
-    _check_choice("atelectasis", "lobe", lobe, LOBE_NAMES)
-    sev = o.get("severity") or _choice(rng, ATELECTASIS_SEVERITIES, (0.65, 0.35))
-    _check_choice("atelectasis", "severity", sev, ATELECTASIS_SEVERITIES)
+    weights = np.array(_LOBE_WEIGHTS_ATELECTASIS)
+    if "opacity" in case:  # keep the two in different lobes
+        weights[LOBE_NAMES.index(case["opacity"]["lobe"])] = 0.0
+    lobe = _attribute(rng, o, "atelectasis", "lobe", LOBE_NAMES, tuple(weights / weights.sum()))
+    sev = _attribute(rng, o, "atelectasis", "severity", ATELECTASIS_SEVERITIES, (0.65, 0.35))
     return {"lobe": lobe, "side": LOBES[lobe][1], "zone": LOBES[lobe][2], "severity": sev}
 
 

