@@ -1,24 +1,10 @@
-"""The paper's four claims, judged on the study's records.
+"""The paper's claims (:data:`CLAIMS`), judged on the study's records.
 
-Each claim gets an estimate, a 95% bootstrap interval and a verdict (STUDY.md §1):
-
-* ``aligned_vs_naive`` — aligned stitching is far better than naive stitching:
-  the AUROC gain over naive exceeds :data:`FAR_BETTER`;
-* ``aligned_vs_upper_bound`` — aligned stitching approaches the upper bound: the
-  chance-corrected ratio (AUROC − 0.5) / (upper bound − 0.5) exceeds :data:`APPROACHES`;
-* ``ortho_vs_affine`` — an orthogonal transform loses little against affine:
-  affine's AUROC minus ortho's stays within :data:`LOSES_LITTLE`;
-* ``zero_shot_vs_multimodal`` — unimodal zero-shot approaches the trained medical
-  multimodal model (chance-corrected ratio above :data:`APPROACHES`) and, where a
-  general multimodal model is present (paper profile), beats it.
-
-A verdict is ``holds`` when the whole interval is on the claim's side of its
-threshold, ``fails`` when the whole interval is on the other side, and
-``inconclusive`` otherwise (:func:`semalign.experiments.stats.verdict`). The interval is a
-two-level bootstrap: test items are resampled (the same resamples for every
-method, so differences are paired) and, in each resample, the units the claim
-averages over — encoder pairs and seeds — are resampled too
-(:func:`semalign.experiments.stats.hierarchical_replicates`).
+Each claim gets an estimate, a 95% bootstrap interval and a verdict (STUDY.md
+§1; :func:`semalign.experiments.stats.verdict`). The interval resamples the
+test items (the same resamples for every method, so differences are paired)
+and, in each resample, the units the claim averages over, encoder pairs and
+seeds (:func:`semalign.experiments.stats.hierarchical_replicates`).
 
 For the stitching claims the interval is also widened, on both sides, by the
 mean ``rounding_delta`` of the transforms it rests on
@@ -33,7 +19,7 @@ validation records; the test records only supply the estimate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,30 +60,43 @@ def replicate_key(method: str, source: str, target: str, transform: str | None =
     return "|".join(parts)
 
 
+def record_replicate_key(record: Mapping) -> str:
+    """:func:`replicate_key` of a record's method, encoders, transform, anchor count and seed."""
+    return replicate_key(record["method"], record["source"], record["target"], record.get("transform"),
+                         record.get("n_anchors"), record.get("seed"))
+
+
+def merged(parts: Iterable[tuple[list[dict], dict[str, np.ndarray]]]) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The records of several parts of a sweep in order, and their replicates by key."""
+    records, replicates = [], {}
+    for rows, kept in parts:
+        records += rows
+        replicates.update(kept)
+    return records, replicates
+
+
 def related(a: str, b: str, derived_from: Mapping[str, str] | None = None) -> bool:
     """Whether one encoder is derived from the other (or both from one parent)."""
     parent = {**DERIVED_FROM, **(derived_from or {})}
     return parent.get(a, a) == parent.get(b, b)
 
 
-def claim_record(claim: str, modality: str, point: float, replicates: np.ndarray, form: str | None = None,
-                 rounding: float = 0.0, **fields) -> dict:
-    """A claim record: the estimate, its 95% interval and the verdict, judged on
-    the interval widened by ``rounding`` on each side (``rounding_delta``; the
-    interval itself is the bootstrap's). ``form`` names the entry of
-    :data:`CLAIMS` that states it (default: ``claim``): the zero-shot claim has
-    one form against the trained medical model and one against a general one,
-    under one claim id."""
+def claim_record(claim: str, modality: str, points: Sequence[float], per_unit: Sequence[np.ndarray], seed: int,
+                 form: str | None = None, rounding: float = 0.0, **fields) -> dict:
+    """A claim record: the estimate (the mean of the units' ``points``), its 95%
+    interval (:func:`~semalign.experiments.stats.hierarchical_replicates` of the
+    units' replicates ``per_unit``) and the verdict, judged on the interval
+    widened by ``rounding`` on each side (``rounding_delta``). ``form`` names the
+    entry of :data:`CLAIMS` that states it (default: ``claim``): the zero-shot
+    claim has one form against the trained medical model and one against a
+    general one, under one claim id."""
     statement, threshold, holds_when = CLAIMS[form or claim]
-    low, high = stats.interval(replicates)
+    point = float(np.mean(points))
+    low, high = stats.interval(stats.hierarchical_replicates(np.stack(per_unit), seed=seed))
     verdict = stats.verdict(low - rounding, high + rounding, threshold, holds_when)
     return dict(experiment="claims", method="claim", claim=claim, modality=modality, metric=form or claim, value=point,
                 estimate=point, ci_low=low, ci_high=high, rounding_delta=rounding, verdict=verdict, split="test",
                 **fields)
-
-
-def _mean_over_units(points: Sequence[float], per_unit: Sequence[np.ndarray], seed: int) -> tuple[float, np.ndarray]:
-    return float(np.mean(points)), stats.hierarchical_replicates(np.stack(per_unit), seed=seed)
 
 
 def best_on_validation(records: pd.DataFrame, by: str | list[str], metric: str = "macro_auroc"):
@@ -140,18 +139,17 @@ def stitching_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
     out = []
     points = [point[(best, s, t, k)] - naive[(s, t)] for s, t, k in units]
     per_unit = [rep("aligned", s, t, best, n, k) - rep("naive", s, t) for s, t, k in units]
-    out.append(claim_record("aligned_vs_naive", modality, *_mean_over_units(points, per_unit, seed),
-                            rounding=rounding(best), **common))
+    out.append(claim_record("aligned_vs_naive", modality, points, per_unit, seed, rounding=rounding(best), **common))
     points = [stats.chance_corrected_ratio(point[(best, s, t, k)], bounds[t]) for s, t, k in units]
     per_unit = [stats.chance_corrected_ratio(rep("aligned", s, t, best, n, k), rep("upper_bound", t, t))
                 for s, t, k in units]
     above_chance = np.mean([bounds[t] - 0.5 for s, t, k in units])
-    out.append(claim_record("aligned_vs_upper_bound", modality, *_mean_over_units(points, per_unit, seed),
+    out.append(claim_record("aligned_vs_upper_bound", modality, points, per_unit, seed,
                             rounding=rounding(best) / above_chance, **common))
     if {"affine", "ortho"} <= set(test["transform"]):
         points = [point[("affine", s, t, k)] - point[("ortho", s, t, k)] for s, t, k in units]
         per_unit = [rep("aligned", s, t, "affine", n, k) - rep("aligned", s, t, "ortho", n, k) for s, t, k in units]
-        out.append(claim_record("ortho_vs_affine", modality, *_mean_over_units(points, per_unit, seed),
+        out.append(claim_record("ortho_vs_affine", modality, points, per_unit, seed,
                                 rounding=rounding("affine", "ortho"), n_anchors=n))
     return out
 
@@ -211,7 +209,7 @@ def zero_shot_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
         points = [stats.chance_corrected_ratio(ours[k], theirs[k]) for k in seeds]
         per_unit = [stats.chance_corrected_ratio(ours_rep[k], replicates[replicate_key(
             "clip_style", clip["source"], clip["target"], None, None, k)]) for k in seeds]
-        out.append(claim_record("zero_shot_vs_multimodal", "vision", *_mean_over_units(points, per_unit, seed),
+        out.append(claim_record("zero_shot_vs_multimodal", "vision", points, per_unit, seed,
                                 transform=chosen["transform"], n_anchors=n, selected_on="validation",
                                 source=chosen["source"], target=chosen["target"]))
     pretrained = test[test["method"] == "pretrained_multimodal"]
@@ -221,7 +219,7 @@ def zero_shot_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
         points = [ours[k] - value for k in seeds]
         per_unit = [ours_rep[k] - general for k in seeds]
         if seeds:
-            out.append(claim_record("zero_shot_vs_multimodal", "vision", *_mean_over_units(points, per_unit, seed),
+            out.append(claim_record("zero_shot_vs_multimodal", "vision", points, per_unit, seed,
                                     form="zero_shot_vs_general_multimodal", transform=chosen["transform"],
                                     n_anchors=n, selected_on="validation", source=chosen["source"], target=name))
     return out

@@ -36,7 +36,7 @@ def _text_stitching(p: dict, options: dict, first: Callable) -> None:
                       **options)
 
 
-def _image_data(p: dict, zero_shot: bool):
+def _images(p: dict, options: dict, first: Callable, zero_shot: bool = False) -> tuple[Any, Any]:
     spec_fields = dict(n_images=p["n_images"], seed=p["phantom_seed"], image_size=p["image_size"])
     if not zero_shot:
         spec_fields["normal_fraction"] = p["normal_fraction"]
@@ -44,13 +44,11 @@ def _image_data(p: dict, zero_shot: bool):
                   uncertain=p["uncertain"], max_images=p["max_images"], test_fraction=p["test_fraction"],
                   seed=p["phantom_seed"], split=p["split"], image_size=p["image_size"], workers=p["workers"])
     if zero_shot:
-        return inputs.zero_shot_datasets(p["dataset"], p["anchor_dataset"], max_anchor_pairs=p["max_anchor_pairs"],
-                                         **common)
-    return inputs.image_dataset(p["dataset"], **common), None
-
-
-def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: bool = False) -> tuple[Any, Any]:
-    evaluation, anchor_pairs = _image_data(p, zero_shot)
+        evaluation, anchor_pairs = inputs.zero_shot_datasets(p["dataset"], p["anchor_dataset"],
+                                                             max_anchor_pairs=p["max_anchor_pairs"], **common)
+    else:
+        evaluation, anchor_pairs = inputs.image_dataset(p["dataset"], **common), None
+    encoders = p["vision_encoders" if zero_shot else "encoders"]
     with first():  # the study-made phantom encoders are trained once, by the first process
         inputs.register_phantom_encoders(evaluation, encoders, adapt_steps=p["vision_adapt_steps"],
                                          medical_scale=p["medical_scale"], progress=options["progress"])
@@ -60,12 +58,8 @@ def _images(p: dict, options: dict, first: Callable, encoders: list, zero_shot: 
     return evaluation, anchor_pairs
 
 
-def _vision_stitching(p: dict, options: dict, first: Callable) -> None:
-    _images(p, options, first, p["encoders"])
-
-
 def _zero_shot(p: dict, options: dict, first: Callable) -> None:
-    evaluation, anchor_pairs = _images(p, options, first, p["vision_encoders"], zero_shot=True)
+    evaluation, anchor_pairs = _images(p, options, first, zero_shot=True)
     pairs = evaluation if anchor_pairs is None else anchor_pairs
     with first():
         inputs.register_medical_text_encoders(p["text_encoders"], adapt_steps=p["adapt_steps"],
@@ -88,7 +82,7 @@ def embed_run(notebook: str, parameters: dict, *, share: tuple[int, int] = (0, 1
     :func:`semalign.study.runner.plan`) will embed. ``first()`` is a context in
     which the first process works while the others wait (accelerate's
     ``main_process_first``), for the study-made encoders' training."""
-    steps = {"text_stitching": _text_stitching, "vision_stitching": _vision_stitching, "zero_shot": _zero_shot}
+    steps = {"text_stitching": _text_stitching, "vision_stitching": _images, "zero_shot": _zero_shot}
     if notebook not in steps:
         raise SemalignError(f"semalign embed extracts the embeddings of {', '.join(EXTRACTED)}, not {notebook!r}; "
                             "the other notebooks embed nothing worth sharing out")

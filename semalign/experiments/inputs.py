@@ -229,39 +229,6 @@ def image_dataset(dataset: str, *, spec: phantom.PhantomSpec | None = None, data
     return ImageData(items, LazyImages(table.paths, image_size, workers), train, test)
 
 
-def register_radiology_text_encoder(train_reports: ReportSet, steps: int, progress: bool = True) -> str:
-    """Adapt MiniLM on the training reports (cached) and register it by name."""
-    folder = adapt_text_encoder(train_reports, AdaptConfig(steps=steps), progress=progress)
-    register_encoder(
-        {
-            "name": RADIOLOGY_TEXT_ENCODER, "modality": "text", "domain": "medical", "family": "hf-text",
-            "source": str(folder), "pooling": "mean", "normalize": True, "max_length": 128,
-            "description": "all-MiniLM-L6-v2 adapted by the study on the training-split reports "
-                           "(contrastive findings ↔ impression); stand-in for CXR-BERT",
-        },
-        replace=True,
-    )
-    return RADIOLOGY_TEXT_ENCODER
-
-
-def register_phantom_vision_encoder(data: phantom.PhantomDataset, train_index: np.ndarray,
-                                    config: VisionAdaptConfig | None = None, progress: bool = True) -> str:
-    """Fine-tune EfficientNet-Lite0 on the phantom's training images (cached) and register it by name."""
-    findings = data.labels[list(phantom.FINDINGS)].to_numpy().astype(np.uint8)
-    weights = adapt_vision_encoder(data.images[train_index], findings[train_index], config, progress=progress)
-    register_encoder(
-        {
-            "name": PHANTOM_VISION_ENCODER, "modality": "vision", "domain": "medical", "family": "efficientnet-lite",
-            "source": f"efficientnet-lite0:{weights}", "pooling": "gap", "image_size": 224,
-            "description": "EfficientNet-Lite0 fine-tuned by the study on the phantom's training images with the "
-                           "six finding labels (later blocks trained); a supervised variant, never used for "
-                           "zero-shot claims",
-        },
-        replace=True,
-    )
-    return PHANTOM_VISION_ENCODER
-
-
 def scaled_steps(config, scale: float):
     """``config`` with every ``*steps`` field multiplied by ``scale`` (at least 1;
     a stage of 0 steps stays off): the smoke profile trains the study-made encoders briefly."""
@@ -287,8 +254,16 @@ def register_phantom_encoders(images: ImageData, encoders: Sequence[str], *,
         raise SemalignError(f"{', '.join(made)} are trained on the phantom; use them with dataset=phantom, "
                             "or list other vision encoders")
     if PHANTOM_VISION_ENCODER in encoders:
-        register_phantom_vision_encoder(images.phantom, images.train, VisionAdaptConfig(steps=adapt_steps),
-                                        progress=progress)
+        findings = images.phantom.labels[list(phantom.FINDINGS)].to_numpy().astype(np.uint8)
+        weights = adapt_vision_encoder(images.phantom.images[images.train], findings[images.train],
+                                       VisionAdaptConfig(steps=adapt_steps), progress=progress)
+        register_encoder({
+            "name": PHANTOM_VISION_ENCODER, "modality": "vision", "domain": "medical", "family": "efficientnet-lite",
+            "source": f"efficientnet-lite0:{weights}", "pooling": "gap", "image_size": 224,
+            "description": "EfficientNet-Lite0 fine-tuned by the study on the phantom's training images with the "
+                           "six finding labels (later blocks trained); a supervised variant, never used for "
+                           "zero-shot claims",
+        }, replace=True)
     if MEDICAL_VISION_ENCODER in encoders:
         register_phantom_ssl_encoder(images.phantom.images[images.train], scaled_steps(SSLConfig(), medical_scale),
                                      progress=progress)
@@ -370,7 +345,8 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     per-image table, the AUROC and a 95% bootstrap interval (2,000 draws)."""
     from semalign.method.align import Aligner, select_anchors
     from semalign.data.images import real_sample_images
-    from semalign.experiments.zeroshot import class_aurocs, prompt_scores
+    from semalign.experiments.zeroshot import prompt_scores
+    from sklearn.metrics import roc_auc_score
 
     real = real_sample_images(cohorts=("pediatric",))
     images = np.stack([load_image(r.path, size=image_size) for r in real])
@@ -380,18 +356,12 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     aligner = Aligner(kind=kind, seed=0).fit(pool_images[anchors], pool_reports[anchors])
     scores = prompt_scores(aligner.transform(embeddings), *prompts)
 
-    def auroc(index):
-        return class_aurocs(labels[index, None], scores[index, None], ["c"])["c"]
-
     rng = np.random.default_rng(0)
-    boot = []
-    for _ in range(2000):
-        idx = rng.integers(0, len(labels), len(labels))
-        if 0 < labels[idx].sum() < len(idx):
-            boot.append(auroc(idx))
+    draws = (rng.integers(0, len(labels), len(labels)) for _ in range(2000))
+    boot = [roc_auc_score(labels[i], scores[i]) for i in draws if 0 < labels[i].sum() < len(i)]  # both classes drawn
     low, high = np.percentile(boot, [2.5, 97.5])
     table = pd.DataFrame({"file": [r.path.name for r in real], "pneumonia": labels, "score": scores.round(3)})
-    return table, auroc(np.arange(len(labels))), float(low), float(high)
+    return table, float(roc_auc_score(labels, scores)), float(low), float(high)
 
 
 def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) -> dict[str, np.ndarray]:
@@ -426,8 +396,14 @@ def register_medical_text_encoders(encoders: Sequence[str], evaluated: ReportSet
 
     wanted = [name for name in (RADIOLOGY_TEXT_ENCODER, MEDICAL_TEXT_ENCODER) if name in encoders]
     train_reports = medical_training_reports(evaluated, test_index) if wanted else None
-    if RADIOLOGY_TEXT_ENCODER in wanted:
-        register_radiology_text_encoder(train_reports, adapt_steps, progress)
+    if RADIOLOGY_TEXT_ENCODER in wanted:  # MiniLM adapted on the training reports
+        folder = adapt_text_encoder(train_reports, AdaptConfig(steps=adapt_steps), progress=progress)
+        register_encoder({
+            "name": RADIOLOGY_TEXT_ENCODER, "modality": "text", "domain": "medical", "family": "hf-text",
+            "source": str(folder), "pooling": "mean", "normalize": True, "max_length": 128,
+            "description": "all-MiniLM-L6-v2 adapted by the study on the training-split reports "
+                           "(contrastive findings ↔ impression); stand-in for CXR-BERT",
+        }, replace=True)
     if MEDICAL_TEXT_ENCODER in wanted:
         register_radiology_bert(train_reports, scaled_steps(RadiologyBertConfig(), medical_scale), progress=progress)
 

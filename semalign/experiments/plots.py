@@ -15,8 +15,7 @@ def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str
     """Figure 3 analogue: metric vs number of anchors (log axis), a line per
     transform with a band of ± one std over encoder pairs and seeds, the few-shot
     baseline dashed, naive and upper bound as horizontal references (test records)."""
-    rows = test_rows(records)
-    rows = rows[rows["metric"] == metric]
+    rows = test_rows(records, metric)
     curves = rows[rows["method"].isin(["aligned", "few_shot"])].copy()
     curves["line"] = curves["transform"].where(curves["method"] == "aligned", "few-shot")
     order = [t for t in (*TRANSFORM_ORDER, "few-shot") if t in set(curves["line"])]
@@ -26,13 +25,7 @@ def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str
     sns.lineplot(data=curves, x="n_anchors", y="value", hue="line", hue_order=order, style="line",
                  style_order=order, dashes={k: (4, 2) if k == "few-shot" else "" for k in order},
                  errorbar="sd", marker="o", ax=ax)
-    naive = rows[rows["method"] == "naive"]["value"].mean()
-    bound = rows[rows["method"] == "upper_bound"]["value"].mean()
-    ax.axhline(bound, color="black", lw=1.2, label="upper bound (mean)")
-    ax.axhline(naive, color="grey", lw=1.2, ls=":", label="naive (mean)")
-    ax.set_xscale("log")
-    ax.set_xlabel("number of anchors")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _references(ax, rows, metric)
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
@@ -43,17 +36,21 @@ def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str
 def pair_curves(records: pd.DataFrame, transform: str, metric: str = "macro_auroc"):
     """One transform's aligned metric per encoder pair vs anchors (band: ± std
     over seeds), with mean upper bound and naive references (test records)."""
-    rows = test_rows(records)
-    rows = rows[rows["metric"] == metric]
+    rows = test_rows(records, metric)
     aligned = rows[rows["method"] == "aligned"].assign(pair=lambda d: d["source"] + " → " + d["target"])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     sns.lineplot(data=aligned, x="n_anchors", y="value", hue="pair", errorbar="sd", marker="o", ax=ax)
-    ax.axhline(rows[rows["method"] == "upper_bound"]["value"].mean(), color="black", lw=1.2, label="upper bound (mean)")
-    ax.axhline(rows[rows["method"] == "naive"]["value"].mean(), color="grey", ls=":", lw=1.2, label="naive (mean)")
-    ax.set_xscale("log")
-    ax.set(xlabel="number of anchors", ylabel=METRIC_LABELS.get(metric, metric),
-           title=f"{transform}: test {METRIC_LABELS.get(metric, metric)} per encoder pair")
+    _references(ax, rows, metric)
+    ax.set_title(f"{transform}: test {METRIC_LABELS.get(metric, metric)} per encoder pair")
     ax.legend(fontsize=7, loc="lower right")
     sns.despine(fig)
     fig.tight_layout()
     return fig
+
+
+def _references(ax, rows: pd.DataFrame, metric: str) -> None:
+    """The mean upper bound and naive stitching as horizontal lines, over a log axis of anchors."""
+    ax.axhline(rows[rows["method"] == "upper_bound"]["value"].mean(), color="black", lw=1.2, label="upper bound (mean)")
+    ax.axhline(rows[rows["method"] == "naive"]["value"].mean(), color="grey", lw=1.2, ls=":", label="naive (mean)")
+    ax.set_xscale("log")
+    ax.set(xlabel="number of anchors", ylabel=METRIC_LABELS.get(metric, metric))

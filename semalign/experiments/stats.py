@@ -21,10 +21,6 @@ a two-level bootstrap:
    not get a narrow interval from many test items. With a single unit this
    reduces to the item bootstrap.
 
-:func:`interval` turns replicates into a percentile interval and
-:func:`verdict` turns the interval into ``holds``, ``fails`` or
-``inconclusive`` against the claim's threshold.
-
 Plain numpy on arrays; no files, no global random state.
 """
 
@@ -39,11 +35,8 @@ HOLDS_WHEN = ("above", "below")
 
 def bootstrap_weights(n_items: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """(n_boot, n_items) int32 counts: each row is one bootstrap resample of the
-    items (multinomial, with replacement), so each row sums to ``n_items``.
-
-    Deterministic in (n_items, n_boot, seed), so different methods scored on the
-    same test items share resamples (paired bootstrap).
-    """
+    items (multinomial, with replacement), so each row sums to ``n_items``;
+    deterministic in (n_items, n_boot, seed) (see the module docstring)."""
     if int(n_items) < 1:
         raise SemalignError(f"bootstrap needs at least one item, got n_items={n_items}")
     if int(n_boot) < 1:
@@ -158,11 +151,7 @@ def macro_auroc_replicates(labels: np.ndarray, scores: np.ndarray, weights: np.n
     columns = [j for j in range(labels.shape[1]) if 0 < _binary_labels(labels[:, j]).sum() < len(labels)]
     if not columns:
         raise SemalignError("no label has both classes in these items, so no AUROC is defined; use more items")
-    per_column = np.stack([weighted_auroc(labels[:, j], scores[:, j], weights) for j in columns])
-    defined = ~np.isnan(per_column)
-    count = defined.sum(axis=0)
-    total = np.where(defined, per_column, 0.0).sum(axis=0)
-    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+    return _nanmean(np.stack([weighted_auroc(labels[:, j], scores[:, j], weights) for j in columns]), axis=0)
 
 
 def hierarchical_replicates(per_unit: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -181,11 +170,16 @@ def hierarchical_replicates(per_unit: np.ndarray, seed: int = 0) -> np.ndarray:
     if units == 1:
         return per_unit[0].copy()
     drawn = np.random.default_rng(seed).integers(0, units, size=(replicates, units))
-    values = per_unit[drawn, np.arange(replicates)[:, None]]
+    return _nanmean(per_unit[drawn, np.arange(replicates)[:, None]], axis=1)
+
+
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean along ``axis`` of the defined values; NaN where none is (without
+    ``np.nanmean``'s warning, which is not thread-safe to silence in a sweep)."""
     defined = ~np.isnan(values)
-    count = defined.sum(axis=1)
-    total = np.where(defined, values, 0.0).sum(axis=1)
-    return np.divide(total, count, out=np.full(replicates, np.nan), where=count > 0)
+    count = defined.sum(axis=axis)
+    total = np.where(defined, values, 0.0).sum(axis=axis)
+    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
 
 
 def interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -215,16 +209,10 @@ def verdict(ci_low: float, ci_high: float, threshold: float, holds_when: str = "
     if np.isnan(ci_low) or np.isnan(ci_high):
         return "inconclusive"
     if holds_when == "above":
-        if ci_low > threshold:
-            return "holds"
-        if ci_high < threshold:
-            return "fails"
+        holds, fails = ci_low > threshold, ci_high < threshold
     else:
-        if ci_high <= threshold:
-            return "holds"
-        if ci_low > threshold:
-            return "fails"
-    return "inconclusive"
+        holds, fails = ci_high <= threshold, ci_low > threshold
+    return "holds" if holds else "fails" if fails else "inconclusive"
 
 
 def chance_corrected_ratio(value, upper_bound, chance: float = 0.5):

@@ -48,7 +48,7 @@ from semalign.experiments import stats
 from semalign.method.align import Aligner, select_anchors
 from semalign.models.encoders import pick_device
 from semalign.study.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
-from semalign.experiments.claims import replicate_key
+from semalign.experiments.claims import merged, record_replicate_key
 from semalign.errors import SemalignError
 from semalign.experiments.parallel import sweep_map
 from semalign.study.paths import cache_dir
@@ -211,12 +211,7 @@ class _Scorer:
         for metric, value in score(self.y_test, proba).items():
             low, high = stats.interval(replicates[metric])
             rows.append({**base, "split": "test", "metric": metric, "value": value, "ci_low": low, "ci_high": high})
-        kept = {}
-        if keep:
-            key = replicate_key(base["method"], base["source"], base["target"], base.get("transform"),
-                                base.get("n_anchors"), base.get("seed"))
-            kept[key] = replicates["macro_auroc"]
-        return rows, kept
+        return rows, {record_replicate_key(base): replicates["macro_auroc"]} if keep else {}
 
 
 def stitching_records(setup: StitchingSetup, progress: bool = True,
@@ -237,50 +232,44 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
     setup = dataclasses.replace(setup, device=pick_device(setup.device))
     largest = max(setup.anchor_counts)
     decoders = {name: trained_decoder(setup, name) for name in names}
-    records, kept = [], {}
-
-    def add(result: tuple[list[dict], dict]) -> None:
-        records.extend(result[0])
-        kept.update(result[1])
-
+    parts = []
     for name in names:
         base = dict(method="upper_bound", source=name, target=name, task=setup.task)
-        add(scorer.records(base, setup.embeddings[name], decoders[name].predict_proba, keep=True))
+        parts.append(scorer.records(base, setup.embeddings[name], decoders[name].predict_proba, keep=True))
         if len(setup.validation):
-            records.append(dict(method="decoder", source=name, target=name, task=setup.task, metric="strength",
-                                value=decoders[name].strength, selected_on="validation"))
+            parts.append(([dict(method="decoder", source=name, target=name, task=setup.task, metric="strength",
+                                value=decoders[name].strength, selected_on="validation")], {}))
     pairs = setup.pairs()
     for source, target in pairs:
         naive = Aligner(kind="naive").fit(setup.embeddings[source][setup.train[:2]], setup.embeddings[target][setup.train[:2]])
-        add(scorer.records(dict(method="naive", source=source, target=target, task=setup.task),
-                           setup.embeddings[source],
-                           lambda x, t=target, a=naive: decoders[t].predict_proba(a.transform(x)), keep=True))
-    add(few_shot_records(setup, {name: decoders[name].strength for name in names}, progress=progress))
+        parts.append(scorer.records(dict(method="naive", source=source, target=target, task=setup.task),
+                                    setup.embeddings[source],
+                                    lambda x, t=target, a=naive: decoders[t].predict_proba(a.transform(x)), keep=True))
+    parts.append(few_shot_records(setup, {name: decoders[name].strength for name in names}, progress=progress))
 
     def aligned(point: tuple[int, int, str]) -> tuple[list[dict], dict]:
         seed, n, source = point
         chosen = _anchors(setup, source, seed, n)
-        rows, kept_here = [], {}
+        per_target = []
         for target in (y for x, y in pairs if x == source):
             aligner = Aligner(kind=setup.transform, scaling=setup.scaling, seed=seed, device=setup.device)
             aligner.fit(setup.embeddings[source][chosen], setup.embeddings[target][chosen])
             base = dict(n_anchors=n, seed=seed, task=setup.task, method="aligned", transform=setup.transform,
                         source=source, target=target)
-            scored, kept_one = scorer.records(base, setup.embeddings[source],
-                                              lambda x, t=target, a=aligner: decoders[t].predict_proba(a.transform(x)),
-                                              keep=n == largest)
-            rows += scored
+            rows, kept = scorer.records(base, setup.embeddings[source],
+                                        lambda x, t=target, a=aligner: decoders[t].predict_proba(a.transform(x)),
+                                        keep=n == largest)
             if n == largest:
-                reference = next(r["value"] for r in scored if r["split"] == "test" and r["metric"] == "macro_auroc")
+                reference = next(r["value"] for r in rows if r["split"] == "test" and r["metric"] == "macro_auroc")
                 delta = rounding_delta(setup, source, target, chosen, seed, decoders[target], reference)
                 rows.append({**base, "split": "test", "metric": "rounding_delta", "value": delta})
-            kept_here.update(kept_one)
-        return rows, kept_here
+            per_target.append((rows, kept))
+        return merged(per_target)
 
     with _quiet_convergence():
-        for result in sweep_map(aligned, itertools.product(setup.seeds, setup.anchor_counts, setup.sources()),
-                                jobs=setup.jobs, desc=f"{setup.transform} sweep", progress=progress):
-            add(result)
+        parts += sweep_map(aligned, itertools.product(setup.seeds, setup.anchor_counts, setup.sources()),
+                           jobs=setup.jobs, desc=f"{setup.transform} sweep", progress=progress)
+    records, kept = merged(parts)
     if replicates is not None:
         replicates.update(kept)
     return records
@@ -351,7 +340,6 @@ def trained_decoder(setup: StitchingSetup, name: str) -> Decoder:
         decoder = max(candidates, key=lambda d: score(y_val, d.predict_proba(x_val))["macro_auroc"])
     else:
         decoder = Decoder(setup.decoder).fit(x, y)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, strength=np.array(decoder.strength), **decoder.arrays())
     return decoder
@@ -401,12 +389,8 @@ def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | Non
         return scorer.records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot", source=source,
                                    target=source), setup.embeddings[source], few.predict_proba, keep=n == largest)
 
-    records, replicates = [], {}
     with _quiet_convergence():
-        for rows, kept in sweep_map(few_shot, itertools.product(setup.seeds, setup.anchor_counts, sources),
-                                    jobs=setup.jobs, desc="few-shot baseline", progress=progress):
-            records += rows
-            replicates.update(kept)
-    path.parent.mkdir(parents=True, exist_ok=True)
+        records, replicates = merged(sweep_map(few_shot, itertools.product(setup.seeds, setup.anchor_counts, sources),
+                                               jobs=setup.jobs, desc="few-shot baseline", progress=progress))
     write_checked_json(path, {"records": records, "replicates": {k: v.tolist() for k, v in replicates.items()}})
     return records, replicates

@@ -12,8 +12,7 @@ TRANSFORM_ORDER = ("affine", "linear", "l-ortho", "ortho")
 def with_upper_bound(records: pd.DataFrame, metric: str = "macro_auroc") -> pd.DataFrame:
     """Aligned/naive/few-shot rows of one metric, each with its target's
     decoder-side upper bound and the ratio to it."""
-    rows = test_rows(records)
-    rows = rows[rows["metric"] == metric]
+    rows = test_rows(records, metric)
     bound = rows[rows["method"] == "upper_bound"].set_index("target")["value"]
     own = rows[rows["method"] == "upper_bound"].set_index("source")["value"]
     out = rows[rows["method"] != "upper_bound"].copy()
@@ -23,11 +22,11 @@ def with_upper_bound(records: pd.DataFrame, metric: str = "macro_auroc") -> pd.D
     return out
 
 
-def test_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """The records scored on the test split (all of them when no record says)."""
-    if "split" not in records or records["split"].isna().all():
-        return records
-    return records[records["split"] == "test"]
+def test_rows(records: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """The records scored on the test split (all of them when no record says), of ``metric`` when given."""
+    if "split" in records and not records["split"].isna().all():
+        records = records[records["split"] == "test"]
+    return records if metric is None else records[records["metric"] == metric]
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -49,8 +48,8 @@ def anchor_table(records: pd.DataFrame, anchor_counts, metric: str = "macro_auro
     order = [t for t in (*TRANSFORM_ORDER, "few-shot (labelled anchors)") if t in wide.index]
     wide = wide.loc[order]
     naive = rows[rows["method"] == "naive"]["value"]
-    bound = test_rows(records)
-    bound = bound[(bound["metric"] == metric) & (bound["method"] == "upper_bound")]["value"]
+    bound = test_rows(records, metric)
+    bound = bound[bound["method"] == "upper_bound"]["value"]
     wide.loc["naive (no alignment)"] = _mean_std(naive.mean(), naive.std())
     wide.loc["upper bound (own encoder)"] = _mean_std(bound.mean(), bound.std())
     wide.columns = [f"{int(c)} anchors" for c in wide.columns]

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from semalign.experiments import stats
-from semalign.experiments.claims import replicate_key
+from semalign.experiments.claims import merged, record_replicate_key
 from semalign.experiments.parallel import sweep_map
 from semalign.method.align import Aligner, select_anchors, threads_for
 from semalign.method.asif import ASIF
@@ -106,9 +106,14 @@ def _unit(a: np.ndarray) -> np.ndarray:
 def prompt_scores(image_in_text_space: np.ndarray, positive: np.ndarray, negative: np.ndarray | None) -> np.ndarray:
     """s = mean cosine with the positive prompts − mean cosine with the negatives."""
     z = _unit(image_in_text_space)
-    score = (z @ _unit(positive).T).mean(axis=1)
+    return _contrast(lambda prompts: z @ _unit(prompts).T, positive, negative)
+
+
+def _contrast(similarity, positive: np.ndarray, negative: np.ndarray | None) -> np.ndarray:
+    """Mean ``similarity`` to the positive prompts minus mean ``similarity`` to the negative ones."""
+    score = similarity(positive).mean(axis=1)
     if negative is not None and len(negative):
-        score = score - (z @ _unit(negative).T).mean(axis=1)
+        score = score - similarity(negative).mean(axis=1)
     return score
 
 
@@ -269,7 +274,8 @@ class _Scorer:
         """Validation macro-AUROC of ``scores_of`` (rows of the image table → class scores)."""
         return macro_auroc(self.y_validation, scores_of(self.setup.validation))
 
-    def records(self, base: dict, scores_of, validate: bool = True) -> tuple[list[dict], np.ndarray]:
+    def records(self, base: dict, scores_of, validate: bool = True, keep: bool = True) -> tuple[list[dict], dict]:
+        """Records of the setting ``base`` and (when ``keep``) its test macro-AUROC replicates by key."""
         rows = []
         if validate and len(self.setup.validation):
             rows.append({**base, "task": "macro", "split": "validation", "metric": "auroc",
@@ -285,7 +291,7 @@ class _Scorer:
         low, high = stats.interval(replicates)
         rows.append({**base, "task": "macro", "split": "test", "metric": "auroc",
                      "value": macro_auroc(self.y_test, scores), "ci_low": low, "ci_high": high})
-        return rows, replicates
+        return rows, {record_replicate_key(base): replicates} if keep else {}
 
 
 def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
@@ -297,64 +303,57 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     validation), of each pretrained multimodal model and of a supervised linear
     probe on each vision encoder (the reference that uses labels). ``replicates``
     receives the test macro-AUROC replicates by :func:`semalign.experiments.claims.replicate_key`."""
-
-
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
     if max(setup.anchor_counts) > pool:
         raise SemalignError(f"anchor counts up to {max(setup.anchor_counts)} exceed the {pool} paired training items; lower them")
     scorer = _Scorer(setup)
-    records, kept = _reference_records(setup, scorer)
-    pair_records = partial(_pair_records, setup, scorer, anchor_images, anchor_reports, pool)
+    pair_records = partial(_pair_records, scorer, anchor_images, anchor_reports, pool)
     grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)
-    for rows, local in sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress):
-        records += rows
-        kept.update(local)
+    records, kept = merged([_reference_records(scorer),
+                            *sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress)])
     if replicates is not None:
         replicates.update(kept)
     return records
 
 
-def _reference_records(setup: ZeroShotSetup, scorer: _Scorer) -> tuple[list[dict], dict[str, np.ndarray]]:
+def _reference_records(scorer: _Scorer) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Records and replicates of the references that need no alignment: a
     supervised linear probe per vision encoder and class, and each pretrained
     multimodal model."""
-
-
+    setup = scorer.setup
+    classes = range(len(setup.classes))
 
     def probe(point: tuple[str, int]) -> LogisticRegression:
         vision, j = point
         image = setup.image_embeddings[vision]
         return LogisticRegression(max_iter=2000).fit(image[setup.train], setup.labels[setup.train, j])
 
-    models = sweep_map(probe, product(setup.image_embeddings, range(len(setup.classes))), jobs=setup.jobs)
-    records, kept = [], {}
-    for i, vision in enumerate(setup.image_embeddings):
-        heads = models[i * len(setup.classes):(i + 1) * len(setup.classes)]
-        image = setup.image_embeddings[vision]
-        rows, reps = scorer.records(dict(method="linear_probe", source=vision, target=vision),
-                                    lambda rows, h=heads, e=image: np.stack([m.predict_proba(e[rows])[:, 1] for m in h], 1))
-        records += rows
-        kept[replicate_key("linear_probe", vision, vision)] = reps
-    for name, (image, prompts) in (setup.multimodal or {}).items():
-        rows, reps = scorer.records(dict(method="pretrained_multimodal", source=name, target=name),
-                                    lambda rows, e=image, p=prompts: _scores(e[rows], p, setup.classes))
-        records += rows
-        kept[replicate_key("pretrained_multimodal", name, name)] = reps
-    return records, kept
+    models = sweep_map(probe, product(setup.image_embeddings, classes), jobs=setup.jobs)
+    heads = {vision: models[i * len(classes):(i + 1) * len(classes)] for i, vision in enumerate(setup.image_embeddings)}
+    scored = [(dict(method="linear_probe", source=vision, target=vision),
+               lambda rows, h=heads[vision], e=image: np.stack([m.predict_proba(e[rows])[:, 1] for m in h], 1))
+              for vision, image in setup.image_embeddings.items()]
+    scored += [(dict(method="pretrained_multimodal", source=name, target=name),
+                lambda rows, e=image, p=prompts: _scores(e[rows], p, setup.classes))
+               for name, (image, prompts) in (setup.multimodal or {}).items()]
+    return merged(scorer.records(base, scores_of) for base, scores_of in scored)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Pair:
     """One vision × text encoder pair and seed of the sweep, with its anchor pool."""
 
-    setup: ZeroShotSetup
     scorer: _Scorer
     vision: str
     text: str
     seed: int
     anchor_image: np.ndarray
     anchor_report: np.ndarray
+
+    @property
+    def setup(self) -> ZeroShotSetup:
+        return self.scorer.setup
 
     @property
     def image(self) -> np.ndarray:
@@ -365,21 +364,18 @@ class _Pair:
         return self.setup.prompt_embeddings[self.text]
 
 
-def _pair_records(setup: ZeroShotSetup, scorer: _Scorer, anchor_images: Mapping[str, np.ndarray],
-                  anchor_reports: Mapping[str, np.ndarray], pool: int,
-                  point: tuple[tuple[str, str], int]) -> tuple[list[dict], dict[str, np.ndarray]]:
+def _pair_records(scorer: _Scorer, anchor_images: Mapping[str, np.ndarray], anchor_reports: Mapping[str, np.ndarray],
+                  pool: int, point: tuple[tuple[str, str], int]) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Records and replicates of one pair and seed: the CLIP-style baseline, then
     per anchor count the aligned transforms and ASIF on the same anchors."""
 
     (vision, text), seed = point
-    pair = _Pair(setup, scorer, vision, text, seed, anchor_images[vision], anchor_reports[text])
-    rows, local = _clip_style_records(pair)
-    for n in setup.anchor_counts:
+    pair = _Pair(scorer, vision, text, seed, anchor_images[vision], anchor_reports[text])
+    parts = [_clip_style_records(pair)]
+    for n in scorer.setup.anchor_counts:
         anchors = select_anchors(n, strategy="random", seed=seed, pool_size=pool)
-        for more_rows, more_local in (_unimodal_records(pair, n, anchors), _asif_records(pair, n, anchors)):
-            rows += more_rows
-            local.update(more_local)
-    return rows, local
+        parts += [_unimodal_records(pair, n, anchors), _asif_records(pair, n, anchors)]
+    return merged(parts)
 
 
 def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -400,7 +396,7 @@ def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]
         if best is None or max(v for _, v in model.curve_) > max(v for _, v in best.curve_):
             best = model
     base = dict(method="clip_style", source=pair.vision, target=pair.text, seed=pair.seed, selected_on="validation")
-    rows, reps = scorer.records(base, lambda r: clip_scores(best, r), validate=False)
+    rows, kept = scorer.records(base, lambda r: clip_scores(best, r), validate=False)
     rows.append({**base, "task": "macro", "split": "validation", "metric": "auroc",
                  "value": max(v for _, v in best.curve_)})
     rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
@@ -409,7 +405,7 @@ def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]
     # the validation curve of the chosen settings, for the page's figure (the epoch is in n_anchors)
     rows += [{**base, "method": "clip_style_curve", "n_anchors": epoch, "task": "macro", "split": "validation",
               "metric": "auroc", "value": v, "selected_on": None} for epoch, v in best.curve_]
-    return rows, {replicate_key("clip_style", pair.vision, pair.text, None, None, pair.seed): reps}
+    return rows, kept
 
 
 def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -417,18 +413,16 @@ def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[di
     replicates kept at the largest anchor count."""
 
     setup = pair.setup
-    rows, local = [], {}
+    parts = []
     for kind in setup.transforms:
         aligner = Aligner(kind=kind, scaling=setup.scaling, seed=pair.seed, device=pick_device(setup.device))
         aligner.fit(pair.anchor_image[anchors], pair.anchor_report[anchors])
         base = dict(method="unimodal_zero_shot", transform=kind, source=pair.vision, target=pair.text, n_anchors=n,
                     seed=pair.seed)
-        scored, reps = pair.scorer.records(base, lambda r, a=aligner: _scores(a.transform(pair.image[r]), pair.prompts,
-                                                                               setup.classes))
-        rows += scored
-        if n == max(setup.anchor_counts):
-            local[replicate_key("unimodal_zero_shot", pair.vision, pair.text, kind, n, pair.seed)] = reps
-    return rows, local
+        parts.append(pair.scorer.records(base, lambda r, a=aligner: _scores(a.transform(pair.image[r]), pair.prompts,
+                                                                             setup.classes),
+                                         keep=n == max(setup.anchor_counts)))
+    return merged(parts)
 
 
 def _asif_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -444,25 +438,18 @@ def _asif_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict],
         fitted[(k, p)] = (asif, scorer.validation(lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes)))
     (k, p), (asif, _) = max(fitted.items(), key=lambda item: item[1][1])
     base = dict(method="asif", source=pair.vision, target=pair.text, n_anchors=n, seed=pair.seed, selected_on="validation")
-    rows, reps = scorer.records(base, lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes))
+    rows, kept = scorer.records(base, lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes),
+                                keep=n == max(setup.anchor_counts))
     rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
              for m, v in (("k", min(k, n)), ("exponent", p))]
-    if n == max(setup.anchor_counts):
-        return rows, {replicate_key("asif", pair.vision, pair.text, None, n, pair.seed): reps}
-    return rows, {}
+    return rows, kept
 
 
 def _asif_scores(asif, images: np.ndarray, prompts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes) -> np.ndarray:
     """Prompt scores of ASIF: the same positive-minus-negative rule on relative representations."""
     relative = asif.relative_images(images)
-    out = []
-    for c in classes:
-        positive, negative = prompts[c]
-        score = (relative @ asif.relative_texts(positive).T).mean(axis=1)
-        if negative is not None and len(negative):
-            score = score - (relative @ asif.relative_texts(negative).T).mean(axis=1)
-        out.append(score)
-    return np.stack(out, axis=1)
+    return np.stack([_contrast(lambda texts: relative @ asif.relative_texts(texts).T, *prompts[c]) for c in classes],
+                    axis=1)
 
 
 def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_anchors: int, seed: int = 0) -> pd.DataFrame:

@@ -30,8 +30,7 @@ REMOTE_LOAD = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|
 
 def check_executed(profile: str) -> list[runner.Run]:
     runs = runner.executed_runs(profile)
-    problems = [(run, runner.executed_status(run)) for run in runs]
-    problems = [(run, why) for run, why in problems if why]
+    problems = [(run, why) for run in runs if (why := runner.executed_status(run))]
     if problems:
         listing = "; ".join(f"{run.name}: {why}" for run, why in problems)
         names = " ".join(sorted({run.notebook for run, _ in problems}))

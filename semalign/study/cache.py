@@ -28,18 +28,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-_CHUNK = 1 << 20
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.~(?P<host>[A-Za-z0-9._-]+)~(?P<pid>\d+)~")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file, read in chunks."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -167,8 +163,6 @@ def read_checked_json(path: str | os.PathLike) -> Any | None:
     """The payload of a :func:`write_checked_json` entry; None when it is missing,
     or (with a one-line warning) when it does not parse or its content no longer
     matches its sha256 — the caller recomputes it."""
-    import warnings
-
     path = Path(path)
     if not path.is_file():
         return None

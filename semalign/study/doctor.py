@@ -11,7 +11,6 @@ Exit status 0 when everything is in order, else 1.
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import importlib.util
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from semalign.data.manifest import verify_sources
 from semalign.study.paths import PROJECT_ROOT, cache_dir, vendor_dir, work_dir
+from semalign.study.runner import installed_version
 
 PYTHON = (3, 11)
 LOCK_FILES = {
@@ -44,13 +44,6 @@ def pinned_versions(path: Path) -> dict[str, str]:
     return pins
 
 
-def _installed(dist: str) -> str | None:
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return None
-
-
 def _same_version(have: str | None, wanted: str) -> bool:
     return have is not None and have.split("+")[0] == wanted.split("+")[0]  # 2.13.0+cpu is 2.13.0
 
@@ -66,8 +59,8 @@ def version_checks(root: Path = PROJECT_ROOT) -> list[Check]:
             out.append((False, f"{name} not found in {root}", "run doctor from a full checkout of the project"))
             continue
         pins = pinned_versions(path)
-        wrong = [f"{dist} {_installed(dist) or 'missing'} (pinned {version})"
-                 for dist, version in pins.items() if not _same_version(_installed(dist), version)]
+        wrong = [f"{dist} {installed_version(dist) or 'missing'} (pinned {version})"
+                 for dist, version in pins.items() if not _same_version(installed_version(dist), version)]
         what = f"{len(pins)} packages pinned in {name}: " + (
             "all installed at their pinned versions" if not wrong else f"{len(wrong)} differ: {', '.join(wrong[:8])}"
             + (f" and {len(wrong) - 8} more" if len(wrong) > 8 else ""))

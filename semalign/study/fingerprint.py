@@ -82,11 +82,9 @@ def _reached_modules(package_dir: Path, notebooks_dir: Path, files: tuple) -> tu
 
 
 def notebook_modules() -> list[Path]:
-    """The package's modules that an executed notebook can depend on: the
-    runner, the package's ``__init__``, the modules the notebooks import, and
-    what those import in turn, at any depth of the package. The book-building
-    and command-line modules are not among them, so editing an appendix text
-    does not make every executed notebook stale."""
+    """The package's modules that an executed notebook can depend on (see the
+    module docstring): the runner, the package's ``__init__``, the modules the
+    notebooks import, and what those import in turn."""
     files = sorted([*PACKAGE_DIR.rglob("*.py"), *NOTEBOOKS_DIR.glob("*.py")])
     state = tuple((str(path), path.stat().st_mtime_ns, path.stat().st_size) for path in files)
     return list(_reached_modules(PACKAGE_DIR, NOTEBOOKS_DIR, state))

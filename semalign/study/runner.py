@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -205,25 +206,20 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
         if isinstance(default, int) and value < 0:  # counts, sizes and seeds: none is negative
             raise fail("a whole number ≥ 0")
         return type(default)(value)
-    if isinstance(default, str):
+    if isinstance(default, str):  # a value from runs.yaml (text from the command line is returned above)
         if value is None or isinstance(value, (list, dict)):
             raise fail()
-        return raw if isinstance(raw, str) else str(value)
-    if isinstance(default, list):
-        if not isinstance(value, list):
+        return str(value)
+    if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
+        raise fail()
+    if isinstance(default, list) and default and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                      for x in default):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
             raise fail()
-        if default and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in default):
-            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
-                raise fail()
-        if default and all(isinstance(x, int) and not isinstance(x, bool) for x in default):
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in default):
             # anchor counts, seeds: a non-empty list of whole numbers ≥ 0
             if not value or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
                 raise fail("a non-empty list of whole numbers ≥ 0")
-        return value
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise fail()
-        return value
     return value
 
 
@@ -348,17 +344,10 @@ def provenance() -> dict:
     of the libraries behind its numbers (stored in the executed notebook and shown
     on its page)."""
     import platform
-    from importlib import metadata
 
     import torch
 
     from semalign.models.base import available_cores
-
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "not installed"
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -370,8 +359,17 @@ def provenance() -> dict:
         "cpu": f"{cpu} ({available_cores()} cores)",
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "python": platform.python_version(),
-        **{package: version(package) for package in ("semalign", "torch", "transformers", "numpy", "scikit-learn")},
+        **{package: installed_version(package) or "not installed"
+           for package in ("semalign", "torch", "transformers", "numpy", "scikit-learn")},
     }
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of a distribution; None when it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _ipc_kernel(folder: Path):
@@ -463,6 +461,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     sockets = Path(tempfile.mkdtemp(prefix="semalign-kernel-"))
     started = time.time()
     inputs = input_files(run)  # hashed before executing: an edit during the run makes it stale
+    kept = "; its previous results are kept" if run.output.is_file() else ""  # replaced only by a complete run
     try:
         with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
                 _quiet_loggers("papermill", "nbclient", "traitlets", "asyncio"), \
@@ -474,7 +473,6 @@ def execute(run: Run, progress: bool = True) -> Path:
                     kernel_manager_class=_kernel_manager(run.output.with_name(f"{run.name}.kernel.log")),
                 )
             except DeadKernelError:
-                kept = "; its previous results are kept" if run.output.is_file() else ""
                 raise SemalignError(
                     f"the kernel running {run.name} died (out of memory? see {run.output.with_name(run.name + '.kernel.log')}); "
                     f"lower max_reports, n_images or batch_size, or free memory{kept}"
@@ -483,7 +481,6 @@ def execute(run: Run, progress: bool = True) -> Path:
                 if tmp.exists():
                     shutil.copyfile(tmp, failed)
                 first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
-                kept = "; its previous results are kept" if run.output.is_file() else ""
                 raise SemalignError(
                     f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
                     f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
