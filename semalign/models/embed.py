@@ -310,7 +310,9 @@ def _checked_shard_size(shard_size: Any) -> int:
         except ValueError:
             shard_size = 0
         if shard_size <= 0:
-            raise SemalignError(f"{SHARD_SIZE_ENV}={raw!r} is not a positive integer; unset it or set e.g. {SHARD_SIZE_ENV}=1024")
+            raise SemalignError(
+                f"{SHARD_SIZE_ENV}={raw!r} is not a positive integer; unset it or set e.g. {SHARD_SIZE_ENV}=1024"
+            )
     elif shard_size is None:
         shard_size = DEFAULT_SHARD_SIZE
     if not isinstance(shard_size, int) or shard_size <= 0:

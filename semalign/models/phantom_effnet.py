@@ -28,8 +28,8 @@ training image (per augmented view for ``phantom-ssl``), and a training step
 runs only the upper blocks at 1/32 of the input resolution.
 
 Both are cached as ``paths.cache_dir()/encoders/phantom-{ssl,effnet}-<key>/model.safetensors``
-(see :func:`semalign.models.radiology_minilm.build_cached`), the key hashing everything
-the weights depend on; randomness comes from explicit ``torch.Generator`` objects.
+(:func:`semalign.models.radiology_minilm.build_cached`), the key hashing everything the
+weights depend on; randomness comes from explicit ``torch.Generator`` objects.
 """
 
 from __future__ import annotations

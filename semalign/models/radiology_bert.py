@@ -43,15 +43,14 @@ from semalign.models.radiology_minilm import (
     _batches,
     _check_enough,
     _check_ranges,
-    _duplicate_mask,
     _optimizer,
+    _pad,
+    _pair_loss,
     _run_stage,
     _seeded_training,
     _sections,
     _stage_summary,
     build_cached,
-    contrastive_loss,
-    mean_pool,
     training_pairs,
 )
 from semalign.data.reports import ReportSet
@@ -215,12 +214,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, max_l
 # --------------------------------------------------------------------------- training
 
 
-def _pad(tokenizer, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (pad id 0, the first special token) and attention mask."""
-    batch = tokenizer.pad({"input_ids": token_ids}, return_tensors="pt")
-    return batch["input_ids"], batch["attention_mask"]
-
-
 def mask_tokens(
     ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int, probability: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,8 +290,6 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
     pretrained encoder. Returns the encoder, its losses and the stage's seconds."""
     from transformers import BertModel
 
-    f_tokens, i_tokens = pair_tokens
-    findings, impressions = pairs
     # A full BertModel (its pooler unused: the study pools by mean) so that
     # AutoModel loads the folder without missing weights.
     encoder = BertModel(_bert_config(config, tokenizer, config.contrastive_dropout))
@@ -306,19 +297,11 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
     if unexpected or any(not key.startswith("pooler.") for key in missing):
         raise SemalignError(f"the MLM encoder does not fit BertModel: missing {missing}, unexpected {unexpected}")
     encoder.train()
-
-    def contrastive_step(index: list[int]) -> torch.Tensor:
-        embedded = []
-        for tokens in (f_tokens, i_tokens):
-            ids, mask = _pad(tokenizer, [tokens[i] for i in index])
-            embedded.append(mean_pool(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
-        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
-        return contrastive_loss(*embedded, config.scale, duplicates)
-
+    contrastive_step = _pair_loss(encoder, tokenizer, pair_tokens, pairs, config.scale)
     parts = _optimizer(encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps,
                        config.warmup_fraction, ADAM_BETAS)
     batches = _batches(
-        [len(t) for t in f_tokens], config.contrastive_batch_size, config.contrastive_steps, generator,
+        [len(t) for t in pair_tokens[0]], config.contrastive_batch_size, config.contrastive_steps, generator,
         config.length_grouping,
     )
     losses, seconds = _run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar,

@@ -242,6 +242,30 @@ def _duplicate_mask(findings: list[str], impressions: list[str]) -> torch.Tensor
     return (same_f | same_i) & ~torch.eye(n, dtype=torch.bool)
 
 
+def _pad(tokenizer, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask of a batch of token ids."""
+    batch = tokenizer.pad({"input_ids": token_ids}, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def _pair_loss(model, tokenizer, pair_tokens: tuple[list[list[int]], list[list[int]]],
+               pairs: tuple[list[str], list[str]], scale: float) -> Callable[[list[int]], torch.Tensor]:
+    """``loss(index)``: the :func:`contrastive_loss` of the (findings, impression)
+    pairs ``index``, each side padded, run through ``model`` and mean-pooled; pairs
+    that share a text are not each other's negatives."""
+    findings, impressions = pairs
+
+    def loss(index: list[int]) -> torch.Tensor:
+        embedded = []
+        for tokens in pair_tokens:
+            ids, mask = _pad(tokenizer, [tokens[i] for i in index])
+            embedded.append(mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
+        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
+        return contrastive_loss(*embedded, scale, duplicates)
+
+    return loss
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / (warmup + 1)
@@ -368,15 +392,7 @@ def _train(
         return tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
 
     f_tokens, i_tokens = tokenize(findings), tokenize(impressions)
-
-    def encode(token_ids: list[list[int]]) -> torch.Tensor:
-        batch = tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt")
-        return mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
-
-    def step(index: list[int]) -> torch.Tensor:
-        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
-        return contrastive_loss(encode([f_tokens[i] for i in index]), encode([i_tokens[i] for i in index]),
-                                config.scale, duplicates)
+    step = _pair_loss(model, tokenizer, (f_tokens, i_tokens), (findings, impressions), config.scale)
 
     with _seeded_training(config.seed, config.threads, progress, total=config.steps,
                           desc="adapting MiniLM on radiology reports") as bar:

@@ -75,7 +75,8 @@ class _VisionEncoder(Encoder):
 
     def encode(self, batch: Any, batch_size: int | None = None, callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed uint8 images (N×H×W, N×H×W×3 or a list); returns float32 (N, dim)."""
-        return self._encode_in_batches(batch, batch_size, callback, lambda chunk: self._features(self.preprocess(chunk)))
+        return self._encode_in_batches(batch, batch_size, callback,
+                                       lambda chunk: self._features(self.preprocess(chunk)))
 
 
 def load_efficientnet(arch: str, image_size: int, path: Path) -> Any:
