@@ -78,6 +78,21 @@ class Encoder:
     def encode(self, batch: Any, batch_size: int | None = None, callback: Callable[[int], None] | None = None) -> np.ndarray:
         raise NotImplementedError
 
+    def _encode_in_batches(self, items: Any, batch_size: int | None, callback: Callable[[int], None] | None,
+                           forward: Callable[[Any], Any]) -> np.ndarray:
+        """float32 (len(items), dim): ``forward`` on consecutive slices of ``batch_size`` items."""
+        import torch
+
+        out = np.empty((len(items), self.dim), np.float32)
+        bs = int(batch_size or self.default_batch_size)
+        with torch.inference_mode(), self._numerics():
+            for start in range(0, len(items), bs):
+                chunk = items[start : start + bs]
+                out[start : start + len(chunk)] = forward(chunk).float().cpu().numpy()
+                if callback is not None:
+                    callback(len(chunk))
+        return out
+
 
 @contextlib.contextmanager
 def _full_fp32() -> Iterator[None]:
@@ -98,29 +113,33 @@ def _full_fp32() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No info logs or "Loading weights" bars while a model loads."""
+def no_transformers_bars() -> Iterator[None]:
+    """Hide transformers' loading and saving bars (its log messages stay); restore the setting after."""
     from transformers.utils import logging as hf_logging
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
+    before = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
+        if before:
             hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
 def transformers_loading(spec: EncoderSpec, folder: Any) -> Iterator[None]:
-    """Quiet transformers loads from ``folder``; a failure becomes one error naming the encoder."""
+    """Loads from ``folder`` without info logs or bars; a failure becomes one error naming the encoder."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        with _quiet_transformers():
+        with no_transformers_bars():
             yield
     except (OSError, ValueError) as exc:
         raise SemalignError(f"cannot load encoder {spec.name!r} from {folder}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def model_kwargs(spec: EncoderSpec) -> dict[str, Any]:

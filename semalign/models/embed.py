@@ -53,20 +53,6 @@ SHARD_SIZE_ENV = "SEMALIGN_SHARD_SIZE"
 _TENSOR = "embeddings"
 
 
-def default_shard_size() -> int:
-    """Rows per shard of a new entry: ``$SEMALIGN_SHARD_SIZE`` or 4096."""
-    raw = os.environ.get(SHARD_SIZE_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_SHARD_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if size <= 0:
-        raise SemalignError(f"{SHARD_SIZE_ENV}={raw!r} is not a positive integer; unset it or set e.g. {SHARD_SIZE_ENV}=1024")
-    return size
-
-
 def _check_ids(ids: Sequence[Any]) -> list[str]:
     ids = list(ids)
     bad = [i for i in ids if not isinstance(i, str)]
@@ -103,12 +89,6 @@ def _item_digest(item: Any, modality: str, index: int) -> bytes:
         raise SemalignError(f"image {index} has dtype {arr.dtype}; images must be uint8 arrays")
     head = f"{arr.dtype.str}{arr.shape}".encode()
     return hashlib.sha256(head + memoryview(arr).cast("B")).digest()
-
-
-def _describe(spec: Any) -> Any:
-    if hasattr(spec, "to_dict"):
-        return spec.to_dict()
-    return repr(spec)
 
 
 def entry_dir(key: str) -> Path:
@@ -160,13 +140,10 @@ def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | Non
     return None
 
 
-def _distinct(texts: list) -> tuple[list, np.ndarray]:
+def _distinct(texts: list[str]) -> tuple[list[str], np.ndarray]:
     """Each distinct text once, in order of first appearance, and the index of
     every input's text among them (repeated reports are common: 768 of IU's 3,927
-    repeat an earlier one). Non-string items are passed through for the encoder
-    to refuse."""
-    if not all(isinstance(t, str) for t in texts):
-        return texts, np.arange(len(texts))
+    repeat an earlier one). The texts are strings: the hashing pass checked them."""
     first: dict[str, int] = {}
     inverse = np.fromiter((first.setdefault(t, len(first)) for t in texts), np.int64, len(texts))
     return list(first), inverse
@@ -194,7 +171,7 @@ def embed(
     computed. ``items`` are texts (a list of str) or images: an ``N×H×W[×3]``
     uint8 array, a lazy sequence, or a callable ``items(i)`` returning image ``i``
     (so the images need not all be in memory). ``shard_size`` rows are written per
-    cache file (default :func:`default_shard_size`; an existing partial entry
+    cache file (default ``$SEMALIGN_SHARD_SIZE`` or 4096; an existing partial entry
     keeps its own shard size); ``batch_size``
     defaults to the encoder's. ``cache=False`` computes without touching the disk.
     Texts repeated within a block of :data:`BLOCK` items are encoded once, so
@@ -207,8 +184,7 @@ def embed(
     on a cold run and not at all on a warm one. Beyond the returned array,
     memory holds one shard. Any object with ``spec`` (``name``,
     ``modality``), ``fingerprint``, ``dim`` and ``encode(batch, batch_size=None,
-    callback=None)`` serves as a loaded encoder. NaN/inf output raises
-    :class:`SemalignError` and nothing of that shard is cached.
+    callback=None)`` serves as a loaded encoder.
 
     ``share=(rank, world)`` with ``world > 1`` is one of ``world`` processes
     filling the entry together (``semalign embed`` under ``accelerate launch``):
@@ -233,8 +209,9 @@ def embed(
         merge_parts(expect["key"])
     manifest = _read_manifest(folder, expect) if cache else None
     if manifest is None:
-        manifest = {**expect, "encoder": spec.name, "spec": _describe(spec), "modality": spec.modality,
-                    "dim": None, "dtype": "float32", "shard_size": shard_size, "shards": [], "complete": False}
+        manifest = {**expect, "encoder": spec.name, "modality": spec.modality, "dtype": "float32",
+                    "spec": spec.to_dict() if hasattr(spec, "to_dict") else repr(spec),
+                    "dim": None, "shard_size": shard_size, "shards": [], "complete": False}
     if not ids:
         return np.empty((0, manifest.get("dim") or getattr(loaded, "dim", 0)), np.float32)
     model = _lazy_model(encoder, loaded, spec.name, fingerprint,
@@ -325,8 +302,19 @@ class _Blocks:
 
 
 def _checked_shard_size(shard_size: Any) -> int:
-    if shard_size is None:
-        shard_size = default_shard_size()
+    """Rows per shard of a new entry: ``shard_size``, else ``$SEMALIGN_SHARD_SIZE``, else 4096."""
+    raw = os.environ.get(SHARD_SIZE_ENV, "")
+    if shard_size is None and raw.strip():
+        try:
+            shard_size = int(raw)
+        except ValueError:
+            shard_size = 0
+        if shard_size <= 0:
+            raise SemalignError(
+                f"{SHARD_SIZE_ENV}={raw!r} is not a positive integer; unset it or set e.g. {SHARD_SIZE_ENV}=1024"
+            )
+    elif shard_size is None:
+        shard_size = DEFAULT_SHARD_SIZE
     if not isinstance(shard_size, int) or shard_size <= 0:
         raise SemalignError(f"shard_size must be a positive integer, not {shard_size!r}")
     return shard_size

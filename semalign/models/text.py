@@ -55,10 +55,7 @@ class TextEncoder(Encoder):
         GPU waiting. The first chunk runs alone, so that it sets the tokenizer's
         truncation state before the threads read it. The ids are those of one call.
         """
-        texts = list(texts)
-        for t in texts:
-            if not isinstance(t, str):
-                raise SemalignError(f"encoder {self.spec.name!r} encodes strings; got {type(t).__name__}: {t!r:.80}")
+        texts = _checked_texts(self.spec, texts)
         chunks = [texts[i : i + TOKENIZE_CHUNK] for i in range(0, len(texts), TOKENIZE_CHUNK)] or [[]]
         first = self._token_ids(chunks[0])
         if len(chunks) == 1:
@@ -116,14 +113,28 @@ class TextEncoder(Encoder):
         else:
             hidden = getattr(result, "last_hidden_state", None)
             hidden = (result[0] if hidden is None else hidden).float()
-            if self.spec.pooling == "cls":
-                emb = hidden[:, 0]
-            else:
-                m = am.unsqueeze(-1).to(hidden.dtype)
-                emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            emb = hidden[:, 0] if self.spec.pooling == "cls" else mean_pool(hidden, am, normalize=False)
         if self.spec.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
         return emb
+
+
+def _checked_texts(spec: EncoderSpec, texts: Sequence[str]) -> list[str]:
+    texts = list(texts)
+    for t in texts:
+        if not isinstance(t, str):
+            raise SemalignError(f"encoder {spec.name!r} encodes strings; got {type(t).__name__}: {t!r:.80}")
+    return texts
+
+
+def mean_pool(hidden: Any, mask: Any, normalize: bool = True) -> Any:
+    """Mean of the token vectors under the attention mask (fp32), L2-normalised unless ``normalize`` is False."""
+    import torch.nn.functional as F
+
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    pooled = pooled.float()
+    return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
 class OpenClipTextEncoder(Encoder):
@@ -138,18 +149,5 @@ class OpenClipTextEncoder(Encoder):
         self.dim = int(cfg["model_cfg"]["embed_dim"])
 
     def encode(self, batch: Sequence[str], batch_size: int | None = None, callback: Callable[[int], None] | None = None) -> np.ndarray:
-        import torch
-
-        texts = list(batch)
-        for t in texts:
-            if not isinstance(t, str):
-                raise SemalignError(f"encoder {self.spec.name!r} encodes strings; got {type(t).__name__}")
-        out = np.empty((len(texts), self.dim), np.float32)
-        bs = int(batch_size or self.default_batch_size)
-        with torch.inference_mode(), self._numerics():
-            for start in range(0, len(texts), bs):
-                tokens = self.tokenizer(texts[start : start + bs]).to(self.device)
-                out[start : start + len(tokens)] = self.model.encode_text(tokens).float().cpu().numpy()
-                if callback is not None:
-                    callback(len(tokens))
-        return out
+        return self._encode_in_batches(_checked_texts(self.spec, batch), batch_size, callback,
+                                       lambda chunk: self.model.encode_text(self.tokenizer(chunk).to(self.device)))

