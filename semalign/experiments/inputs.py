@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
+from sklearn.metrics import roc_auc_score
 
 from semalign.data import reports as data
 
@@ -35,7 +36,9 @@ from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
 from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
 from semalign.errors import SemalignError
-from semalign.data.images import load_image
+from semalign.data.images import load_image, real_sample_images
+from semalign.experiments.zeroshot import prompt_scores
+from semalign.method.align import Aligner, select_anchors
 from semalign.study import results
 from semalign.study.paths import cache_dir
 
@@ -343,11 +346,6 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     pairs, seed 0) applied to the 16 real pediatric radiographs and scored with
     one class's prompts against their NORMAL / PNEUMONIA labels. Returns the
     per-image table, the AUROC and a 95% bootstrap interval (2,000 draws)."""
-    from semalign.method.align import Aligner, select_anchors
-    from semalign.data.images import real_sample_images
-    from semalign.experiments.zeroshot import prompt_scores
-    from sklearn.metrics import roc_auc_score
-
     real = real_sample_images(cohorts=("pediatric",))
     images = np.stack([load_image(r.path, size=image_size) for r in real])
     labels = np.array([r.label == "pneumonia" for r in real], dtype=int)
