@@ -39,7 +39,6 @@ text_column = "text"  # text column of a table dataset
 text_label_columns = []  # text_stitching's label_columns
 max_reports = 0  # 0 means all reports, else a seeded random subset of this size
 split_seed = 0  # seed of the report subset and split
-adapt_steps = 50  # training steps of the study-made radiology-minilm
 medical_scale = 1.0  # share of the default training steps of the study-made radiology-bert and phantom-ssl
 allow_remote_code = []  # text encoders allowed to run code shipped with their weights, by name
 vision_dataset = "phantom"  # vision_stitching's dataset: phantom or a paper dataset under data_root
@@ -49,7 +48,6 @@ n_images = 2000  # phantom images rendered
 image_size = 256  # phantom image side in pixels (paper datasets: loaded at this size)
 phantom_seed = 0  # seed of the phantom, of the image subset and of the image split
 normal_fraction = 0.3  # share of phantom images with no finding
-vision_adapt_steps = 300  # training steps of the study-made phantom-effnet-supervised
 data_root = ""  # folder holding the paper datasets (paper profile)
 uncertain = "zeros"  # uncertain (-1) labels of the paper datasets: zeros, ones or ignore
 split = "seeded"  # seeded or official (the dataset's own split, where it has one)
@@ -82,11 +80,11 @@ from semalign.experiments.plots import METRIC_LABELS
 text_data = dict(dataset=text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column,
                  label_columns=text_label_columns, max_reports=max_reports, test_fraction=test_fraction,
                  split_seed=split_seed, split=split, precision=precision, allow_remote_code=allow_remote_code,
-                 adapt_steps=adapt_steps, medical_scale=medical_scale)
+                 medical_scale=medical_scale)
 vision_data = dict(dataset=vision_dataset, data_root=data_root, label_columns=vision_label_columns, uncertain=uncertain,
                    max_images=max_images, split=split, n_images=n_images, image_size=image_size,
                    phantom_seed=phantom_seed, normal_fraction=normal_fraction, test_fraction=test_fraction,
-                   precision=precision, vision_adapt_steps=vision_adapt_steps, medical_scale=medical_scale)
+                   precision=precision, medical_scale=medical_scale)
 
 # Parameters of the stitching notebooks that do not change which items are embedded, or how.
 SWEEP_PARAMETERS = {"profile", "run_name", "transform", "encoders", "anchor_counts", "anchor_strategy", "seeds",
@@ -128,15 +126,14 @@ reports, text_train, text_test = experiments.report_dataset(
     text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=text_label_columns,
     max_reports=max_reports, test_fraction=test_fraction, seed=split_seed, split=split)
 text = experiments.text_embeddings(reports, text_encoders, test_index=text_test, precision=precision, device=device,
-                                   adapt_steps=adapt_steps, medical_scale=medical_scale,
-                                   allow_remote_code=allow_remote_code, progress=False)
+                                   medical_scale=medical_scale, allow_remote_code=allow_remote_code, progress=False)
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)
 images = experiments.image_dataset(
     vision_dataset, spec=spec, data_root=data_root, label_columns=vision_label_columns, uncertain=uncertain,
     max_images=max_images, test_fraction=test_fraction, seed=phantom_seed, split=split, image_size=image_size,
     workers=workers, progress=False)
-vision = experiments.image_embeddings(images, vision_encoders, adapt_steps=vision_adapt_steps,
-                                      medical_scale=medical_scale, precision=precision, device=device, progress=False)
+vision = experiments.image_embeddings(images, vision_encoders, medical_scale=medical_scale, precision=precision,
+                                      device=device, progress=False)
 
 rows = []
 for experiment, embeddings, test in (("text_stitching", text, text_test), ("vision_stitching", vision, images.test)):

@@ -80,8 +80,7 @@ table
 #
 # The transform is chosen on the validation reports or images (the highest
 # validation macro-AUROC at the largest anchor count); the test items then
-# give the estimate and its interval. Only pairs of unrelated encoders (neither
-# derived from the other) count.
+# give the estimate and its interval, over every encoder pair and seed.
 
 # %%
 claim_records = claims.stitching_claims(rows, results.load_replicates(profile, experiment, variant=variant), modality)

@@ -51,7 +51,6 @@ precision = "fp32"  # fp32 or bf16 for embedding extraction
 batch_size = 0  # embedding batch size; 0 means the encoder's own (32 texts, 128 on a GPU)
 device = "auto"  # auto, cpu or cuda
 allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
-adapt_steps = 50  # training steps of the study-made radiology-minilm (a MiniLM adaptation, not in the default grid)
 medical_scale = 1.0  # share of the default training steps of the study-made radiology-bert (smaller for quick runs)
 
 # %%
@@ -91,7 +90,7 @@ print(f"{len(reports):,} reports ({len(fit):,} fit / {len(validation):,} validat
 # %%
 embeddings = experiments.text_embeddings(
     reports, encoders, test_index=test, precision=precision, batch_size=batch_size,
-    device=device, adapt_steps=adapt_steps, medical_scale=medical_scale, allow_remote_code=allow_remote_code,
+    device=device, medical_scale=medical_scale, allow_remote_code=allow_remote_code,
 )
 pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}).T
 

@@ -63,7 +63,6 @@ test_fraction = 0.3  # share of images held out for testing
 precision = "fp32"  # fp32 or bf16 for embedding extraction
 batch_size = 0  # embedding batch size; 0 means the encoder's own (8 images for EfficientNet-Lite on a CPU, the fastest there)
 device = "auto"  # auto, cpu or cuda
-vision_adapt_steps = 300  # training steps of the label-supervised phantom-effnet-supervised (not in the default grid)
 medical_scale = 1.0  # share of the default training steps of the self-supervised phantom-ssl (smaller for quick runs)
 
 # %%
@@ -95,8 +94,8 @@ print(f"{len(images):,} images of {images.items.name} ({len(fit):,} fit / {len(v
       f"{len(test):,} test), task {task!r}: {list(labels.columns)}")
 
 # %%
-embeddings = experiments.image_embeddings(images, encoders, adapt_steps=vision_adapt_steps, medical_scale=medical_scale,
-                                          precision=precision, batch_size=batch_size, device=device)
+embeddings = experiments.image_embeddings(images, encoders, medical_scale=medical_scale, precision=precision,
+                                          batch_size=batch_size, device=device)
 pd.DataFrame({name: {"dimension": e.shape[1]} for name, e in embeddings.items()}).T
 
 # %% [markdown]

@@ -69,8 +69,6 @@ precision = "fp32"  # fp32 or bf16 for embedding extraction
 batch_size = 0  # embedding batch size; 0 means the encoder's own (8 images for EfficientNet-Lite on a CPU, the fastest there)
 device = "auto"  # auto, cpu or cuda
 allow_remote_code = []  # encoders allowed to run code shipped with their weights (trust_remote_code), by name
-adapt_steps = 50  # training steps of the study-made radiology-minilm (not in the default grid)
-vision_adapt_steps = 300  # training steps of the label-supervised phantom-effnet-supervised (not in the default grid)
 medical_scale = 1.0  # share of the default training steps of the study-made radiology-bert and phantom-ssl
 
 # %%
@@ -115,11 +113,9 @@ print(f"{len(evaluation):,} images of {evaluation.items.name} ({len(fit):,} fit 
 
 # %%
 options = dict(precision=precision, batch_size=batch_size, device=device)
-image_embeddings = experiments.image_embeddings(evaluation, vision_encoders, adapt_steps=vision_adapt_steps,
-                                                medical_scale=medical_scale, **options)
+image_embeddings = experiments.image_embeddings(evaluation, vision_encoders, medical_scale=medical_scale, **options)
 anchor_images = None if anchor_pairs is None else experiments.image_embeddings(anchor_pairs, vision_encoders, **options)
-experiments.register_medical_text_encoders(text_encoders, adapt_steps=adapt_steps,
-                                           medical_scale=medical_scale)
+experiments.register_medical_text_encoders(text_encoders, medical_scale=medical_scale)
 report_embeddings = experiments.encode_all(pairs.items.ids, pairs.items.texts, text_encoders, precision=precision,
                                            device=device, allow_remote_code=allow_remote_code)
 prompt_embeddings = experiments.prompt_embeddings(prompt_set, classes, text_encoders, precision="fp32", device=device,

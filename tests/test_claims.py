@@ -84,12 +84,6 @@ def test_the_transform_is_chosen_on_validation_not_on_test():
     assert judged["aligned_vs_naive"]["selected_on"] == "validation"
 
 
-def test_related_pairs_are_left_out_of_the_claims():
-    frame, replicates = _stitching_frame(aligned={"affine": 0.86}, validation={"affine": 0.85}, spread={"affine": 0.01})
-    assert claims.related("radiology-minilm", "minilm") and not claims.related("radiology-bert", "minilm")
-    assert claims.stitching_claims(frame, replicates, "text", derived_from={"x": "y"}) == []
-
-
 def test_verdict_table_states_every_claim_with_its_interval():
     frame, replicates = _stitching_frame(aligned={"affine": 0.86, "ortho": 0.76},
                                          validation={"affine": 0.85, "ortho": 0.80},

@@ -141,7 +141,7 @@ def test_zero_shot_anchors_come_from_another_dataset(study_root):
     (lambda root: experiments.report_dataset("mimic_cxr", data_root=""), r"data_root is not set"),
     (lambda root: experiments.report_dataset("mimic_cxr", data_root=root / "nowhere"), r"paper dataset 'mimic_cxr' .* is missing"),
     (lambda root: experiments.image_embeddings(experiments.image_dataset("rsna_pneumonia", data_root=root),
-                                               ["phantom-ssl"]), r"phantom-ssl are trained on the phantom"),
+                                               ["phantom-ssl"]), r"phantom-ssl is trained on the phantom"),
 ])
 def test_dataset_errors_are_one_line(study_root, call, message):
     with pytest.raises(SemalignError, match=message) as info:

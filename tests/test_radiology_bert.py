@@ -19,7 +19,7 @@ from semalign.models import encoders
 from semalign.models import registry as encoder_registry
 
 from semalign.models import radiology_bert
-from semalign.models.radiology_minilm import ENCODER_FILE, encoder_folder
+from semalign.models.training import ENCODER_FILE, encoder_folder, length_grouped_batches
 from semalign.study.cache import folder_is_intact
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
@@ -44,6 +44,7 @@ TINY = RadiologyBertConfig(
 def cache_dir(reports: ReportSet, config: RadiologyBertConfig):
     """Where build_radiology_bert keeps the encoder of these reports and config."""
     return encoder_folder(radiology_bert.FOLDER_PREFIX, radiology_bert.cache_inputs(reports, config))
+
 
 _ORGANS = ["heart", "lungs", "mediastinum", "pleural space", "bony thorax", "diaphragm", "hilum", "trachea"]
 _STATES = ["normal in size", "clear", "within normal limits", "enlarged", "opacified", "unremarkable", "shifted", "calcified"]
@@ -239,3 +240,31 @@ def test_inputs_it_cannot_train_on_are_errors_naming_the_fix(tmp_path, monkeypat
         RadiologyBertConfig(hidden_size=30, heads=4)
     with pytest.raises(SemalignError, match="mask_probability"):
         RadiologyBertConfig(mask_probability=0)
+
+
+def test_training_pairs_need_both_sections_and_are_sorted():
+    reports = make_reports(10, with_impression=6)
+    shuffled = reports.subset(np.arange(10)[::-1])
+    ids, findings, impressions = radiology_bert.training_pairs(shuffled)
+    assert ids == sorted(f"CXR{i}" for i in range(6))
+    assert all(f and i for f, i in zip(findings, impressions))
+
+
+def test_batches_are_full_seeded_and_without_repeats_within_an_epoch():
+    lengths = list(np.random.default_rng(0).integers(5, 100, size=50))
+    draw = lambda seed, group: list(length_grouped_batches(lengths, 8, 6, torch.Generator().manual_seed(seed), group))  # noqa: E731
+    batches = draw(0, 4)
+    assert len(batches) == 6 and all(len(b) == 8 for b in batches)
+    assert len({i for b in batches for i in b}) == 48  # one epoch of 6 full batches, no index twice
+    assert batches == draw(0, 4) and batches != draw(1, 4)
+    spread = lambda bs: np.mean([np.ptp([lengths[i] for i in b]) for b in bs])  # noqa: E731
+    assert spread(batches) < spread(draw(0, 0))  # grouping by length narrows each batch
+
+
+def test_contrastive_loss_and_duplicate_mask():
+    a = torch.eye(3)[[0, 1, 2, 2]]  # pairs 2 and 3 share one findings text
+    loss = radiology_bert.contrastive_loss(a, a, scale=20.0)
+    assert loss > 0.3  # unmasked, each of the duplicate pair is the other's hardest negative
+    mask = radiology_bert._duplicate_mask(["f0", "f1", "f2", "f2"], ["i0", "i1", "i2", "i3"])
+    assert mask.tolist()[2] == [False, False, False, True] and not mask.diagonal().any()
+    assert radiology_bert.contrastive_loss(a, a, 20.0, mask) < 0.01

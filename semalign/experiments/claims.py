@@ -46,12 +46,6 @@ CLAIMS = {
                                         0.0, "above"),
 }
 
-#: The encoder each study-made encoder was made from. A pair is "related" when
-#: one encoder is derived from the other (or both from the same parent); naive
-#: stitching between related encoders is not evidence about unrelated ones.
-DERIVED_FROM = {"radiology-minilm": "minilm", "phantom-effnet-supervised": "effnet-lite0"}
-
-
 def replicate_key(method: str, source: str, target: str, transform: str | None = None,
                   n_anchors: int | None = None, seed: int | None = None) -> str:
     """The key under which a record's test replicates are stored."""
@@ -73,12 +67,6 @@ def merged(parts: Iterable[tuple[list[dict], dict[str, np.ndarray]]]) -> tuple[l
         records += rows
         replicates.update(kept)
     return records, replicates
-
-
-def related(a: str, b: str, derived_from: Mapping[str, str] | None = None) -> bool:
-    """Whether one encoder is derived from the other (or both from one parent)."""
-    parent = {**DERIVED_FROM, **(derived_from or {})}
-    return parent.get(a, a) == parent.get(b, b)
 
 
 def claim_record(claim: str, modality: str, points: Sequence[float], per_unit: Sequence[np.ndarray], seed: int,
@@ -108,8 +96,8 @@ def best_on_validation(records: pd.DataFrame, by: str | list[str], metric: str =
 
 
 def stitching_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray], modality: str,
-                     derived_from: Mapping[str, str] | None = None, seed: int = 0) -> list[dict]:
-    """The three stitching claims at the largest anchor count, over the unrelated
+                     seed: int = 0) -> list[dict]:
+    """The three stitching claims at the largest anchor count, over the encoder
     pairs and the seeds, with the transform chosen on validation for the
     upper-bound and naive claims. Claims whose records are missing are left out."""
     auroc = records[records["metric"] == "macro_auroc"]
@@ -118,8 +106,7 @@ def stitching_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
     at_n = aligned[aligned["n_anchors"] == n]
     best = best_on_validation(at_n, "transform")
     test = at_n[(at_n["split"] == "test")]
-    units = [(s, t, int(seed)) for s, t, seed in test[["source", "target", "seed"]].drop_duplicates().itertuples(index=False)
-             if not related(s, t, derived_from)]
+    units = [(s, t, int(seed)) for s, t, seed in test[["source", "target", "seed"]].drop_duplicates().itertuples(index=False)]
     if not units:
         return []
     point = test.set_index(["transform", "source", "target", "seed"])["value"]

@@ -29,12 +29,10 @@ from semalign.data import reports as data
 from semalign.data import paper as paper_data
 
 from semalign import phantom
-from semalign.models.radiology_minilm import AdaptConfig, adapt_text_encoder
-from semalign.models.phantom_effnet import VisionAdaptConfig, adapt_vision_encoder
 from semalign.study.cache import build_folder, hash_key, sha256_file
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
-from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, register_encoder, resolve_encoder
+from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, resolve_encoder
 from semalign.errors import SemalignError
 from semalign.data.images import load_image, real_sample_images
 from semalign.experiments.zeroshot import prompt_scores
@@ -42,9 +40,7 @@ from semalign.method.align import Aligner, select_anchors
 from semalign.study import results
 from semalign.study.paths import cache_dir
 
-RADIOLOGY_TEXT_ENCODER = "radiology-minilm"  # MiniLM adapted on the reports: a near-copy of MiniLM
 MEDICAL_TEXT_ENCODER = "radiology-bert"  # a compact BERT pretrained from scratch: the study's medical text encoder
-PHANTOM_VISION_ENCODER = "phantom-effnet-supervised"  # Lite0 fine-tuned with the finding labels
 MEDICAL_VISION_ENCODER = "phantom-ssl"  # Lite1 trained without labels: the study's medical vision encoder
 PHANTOM = "phantom"
 SPLITS = ("seeded", "official")
@@ -244,41 +240,26 @@ def scaled_steps(config, scale: float):
     return dataclasses.replace(config, **fields)
 
 
-def register_phantom_encoders(images: ImageData, encoders: Sequence[str], *,
-                              adapt_steps: int = VisionAdaptConfig.steps, medical_scale: float = 1.0,
+def register_phantom_encoders(images: ImageData, encoders: Sequence[str], *, medical_scale: float = 1.0,
                               progress: bool = True) -> None:
-    """Build (cached) and register the study-made phantom encoders among
-    ``encoders``, trained on the phantom's training split: ``phantom-ssl``
-    without labels, ``phantom-effnet-supervised`` with them."""
+    """Build (cached) and register ``phantom-ssl`` if it is among ``encoders``,
+    trained without labels on the phantom's training split."""
     from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder
 
-    made = [name for name in (PHANTOM_VISION_ENCODER, MEDICAL_VISION_ENCODER) if name in encoders]
-    if made and images.phantom is None:
-        raise SemalignError(f"{', '.join(made)} are trained on the phantom; use them with dataset=phantom, "
-                            "or list other vision encoders")
-    if PHANTOM_VISION_ENCODER in encoders:
-        findings = images.phantom.labels[list(phantom.FINDINGS)].to_numpy().astype(np.uint8)
-        weights = adapt_vision_encoder(images.phantom.images[images.train], findings[images.train],
-                                       VisionAdaptConfig(steps=adapt_steps), progress=progress)
-        register_encoder({
-            "name": PHANTOM_VISION_ENCODER, "modality": "vision", "domain": "medical", "family": "efficientnet-lite",
-            "source": f"efficientnet-lite0:{weights}", "pooling": "gap", "image_size": 224,
-            "description": "EfficientNet-Lite0 fine-tuned by the study on the phantom's training images with the "
-                           "six finding labels (later blocks trained); a supervised variant, never used for "
-                           "zero-shot claims",
-        }, replace=True)
     if MEDICAL_VISION_ENCODER in encoders:
+        if images.phantom is None:
+            raise SemalignError(f"{MEDICAL_VISION_ENCODER} is trained on the phantom; use it with dataset=phantom, "
+                                "or list other vision encoders")
         register_phantom_ssl_encoder(images.phantom.images[images.train], scaled_steps(SSLConfig(), medical_scale),
                                      progress=progress)
 
 
-def image_embeddings(images: ImageData, encoders: Sequence[str], *, adapt_steps: int = VisionAdaptConfig.steps,
-                     medical_scale: float = 1.0, **options) -> dict[str, np.ndarray]:
+def image_embeddings(images: ImageData, encoders: Sequence[str], *, medical_scale: float = 1.0,
+                     **options) -> dict[str, np.ndarray]:
     """Embeddings of every image. The study-made phantom encoders are first
     trained (cached) by :func:`register_phantom_encoders`. Other entries are
     registry names or references such as ``hf-vision:/folder``."""
-    register_phantom_encoders(images, encoders, adapt_steps=adapt_steps, medical_scale=medical_scale,
-                              progress=options.get("progress", True))
+    register_phantom_encoders(images, encoders, medical_scale=medical_scale, progress=options.get("progress", True))
     return encode_all(images.items.ids, images.images, encoders, **options)
 
 
@@ -385,35 +366,24 @@ def medical_training_reports(evaluated: ReportSet | None = None, test_index: np.
 
 
 def register_medical_text_encoders(encoders: Sequence[str], evaluated: ReportSet | None = None,
-                                   test_index: np.ndarray | None = None, *, adapt_steps: int = AdaptConfig.steps,
-                                   medical_scale: float = 1.0, progress: bool = True) -> None:
-    """Build (cached) and register the study-made text encoders among ``encoders``
-    (``radiology-bert``, ``radiology-minilm``), trained on
-    :func:`medical_training_reports` of the data being evaluated."""
+                                   test_index: np.ndarray | None = None, *, medical_scale: float = 1.0,
+                                   progress: bool = True) -> None:
+    """Build (cached) and register ``radiology-bert`` if it is among ``encoders``,
+    trained on :func:`medical_training_reports` of the data being evaluated."""
     from semalign.models.radiology_bert import RadiologyBertConfig, register_radiology_bert
 
-    wanted = [name for name in (RADIOLOGY_TEXT_ENCODER, MEDICAL_TEXT_ENCODER) if name in encoders]
-    train_reports = medical_training_reports(evaluated, test_index) if wanted else None
-    if RADIOLOGY_TEXT_ENCODER in wanted:  # MiniLM adapted on the training reports
-        folder = adapt_text_encoder(train_reports, AdaptConfig(steps=adapt_steps), progress=progress)
-        register_encoder({
-            "name": RADIOLOGY_TEXT_ENCODER, "modality": "text", "domain": "medical", "family": "hf-text",
-            "source": str(folder), "pooling": "mean", "normalize": True, "max_length": 128,
-            "description": "all-MiniLM-L6-v2 adapted by the study on the training-split reports "
-                           "(contrastive findings ↔ impression); stand-in for CXR-BERT",
-        }, replace=True)
-    if MEDICAL_TEXT_ENCODER in wanted:
+    if MEDICAL_TEXT_ENCODER in encoders:
+        train_reports = medical_training_reports(evaluated, test_index)
         register_radiology_bert(train_reports, scaled_steps(RadiologyBertConfig(), medical_scale), progress=progress)
 
 
 def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, test_index: np.ndarray,
-                    adapt_steps: int = AdaptConfig.steps, medical_scale: float = 1.0, progress: bool = True,
+                    medical_scale: float = 1.0, progress: bool = True,
                     **options) -> dict[str, np.ndarray]:
     """Embeddings of every report; the study-made encoders are first built
     (cached) from :func:`medical_training_reports`, never from ``reports``' test
     items. Other entries are registry names or references such as ``hf-text:/folder``."""
-    register_medical_text_encoders(encoders, reports, test_index, adapt_steps=adapt_steps,
-                                   medical_scale=medical_scale, progress=progress)
+    register_medical_text_encoders(encoders, reports, test_index, medical_scale=medical_scale, progress=progress)
     return encode_all(reports.ids, reports.texts, encoders, progress=progress, **options)
 
 

@@ -5,9 +5,20 @@ RAD-DINO is self-supervised: SimCLR's NT-Xent loss pulls together two augmented
 views of the same training image and pushes apart the views of the other images
 of the batch. It derives from neither of the study's general vision encoders
 (Lite0 and Lite2), and it never sees a finding label, so the zero-shot
-experiment that uses it stays zero-shot. What it shares with the supervised
-variant (frozen lower blocks, trained upper blocks, caching) is described in
-:mod:`semalign.models.phantom_effnet`.
+experiment that uses it stays zero-shot.
+
+Only the last ``train_blocks`` MBConv blocks and the 1×1 head convolution are
+trained; the stem and the earlier blocks keep their ImageNet weights, and every
+BatchNorm keeps its ImageNet statistics (eval mode), so the graph the encoder
+registry loads computes the trained function. The projection head is thrown
+away: the encoder is the 1280-d pooled feature, like the other EfficientNets of
+the study, and the saved weights keep the ImageNet classifier so the file loads
+as a plain ``efficientnet-lite1`` checkpoint. Because the lower part is frozen,
+its output is computed once per augmented view, and a training step runs only
+the upper blocks at 1/32 of the input resolution. The weights are cached as
+``paths.cache_dir()/encoders/phantom-ssl-<key>/model.safetensors``
+(:func:`semalign.models.training.build_cached`), the key hashing everything they
+depend on; randomness comes from explicit ``torch.Generator`` objects.
 
 The augmentations (:func:`augment_views`) act in image space and cover the
 phantom's own nuisance variation — in-plane rotation, scale and aspect
@@ -28,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +47,16 @@ import numpy as np
 import torch
 
 from semalign.errors import SemalignError
+from semalign.models.training import build_cached, check_ranges, lr_factor, torch_threads
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
-from semalign.models.phantom_effnet import (
-    _base_weights,
-    _cached_build,
-    _check_images,
-    _epoch_batches,
-    _fit,
-    _first_last_means,
-    _images_sha256,
-    _load_base,
-    _lower_part,
-    _state,
-    _upper_part,
-)
-from semalign.models.radiology_minilm import _check_ranges, _torch_threads
+from semalign.study import cache
 
 #: Bumped when the training procedure changes in a way the config does not show.
 FORMAT_VERSION = 1
 FOLDER_PREFIX = "phantom-ssl-"
 ARCH = "efficientnet-lite1"
 ENCODER_NAME = "phantom-ssl"
+WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +117,7 @@ class SSLConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {
+        check_ranges(self, {
             "steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "views": 2 <= self.views <= 64,
             "lr": self.lr > 0, "head_lr": self.head_lr > 0, "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "weight_decay": self.weight_decay >= 0, "temperature": self.temperature > 0,
@@ -126,6 +127,59 @@ class SSLConfig:
             "gamma": 0 <= self.gamma <= 2, "contrast": 0 <= self.contrast <= 2,
             "brightness": 0 <= self.brightness < 1, "noise": 0 <= self.noise < 1, "threads": self.threads >= 0,
         })
+
+
+def _base_weights() -> Path:
+    from semalign.models.registry import resolve_encoder
+    from semalign.models.weights import locate
+
+    return locate(resolve_encoder("effnet-lite1")).weights[0]
+
+
+def _images_sha256(images: np.ndarray) -> str:
+    return cache.sha256_bytes(np.ascontiguousarray(images).tobytes() + str(images.shape).encode())
+
+
+def _load_base(image_size: int) -> Any:
+    """The ImageNet EfficientNet, frozen, in eval mode (no dropout, no drop-connect, BatchNorm keeps its
+    ImageNet statistics)."""
+    from semalign.models.vision import load_efficientnet
+
+    return load_efficientnet(ARCH, image_size, _base_weights()).requires_grad_(False)
+
+
+def _lower_part(model: Any, x: torch.Tensor, first: int) -> torch.Tensor:
+    """The frozen stem and blocks ``[:first]`` on normalised pixels."""
+    h = model._swish(model._bn0(model._conv_stem(x)))
+    for block in model._blocks[:first]:
+        h = block(h)
+    return h
+
+
+def _upper_part(model: Any, h: torch.Tensor, first: int) -> torch.Tensor:
+    """Blocks ``[first:]``, the head convolution and global average pooling: the 1280-d encoder output."""
+    for block in model._blocks[first:]:
+        h = block(h)
+    return model._swish(model._bn1(model._conv_head(h))).mean(dim=(2, 3))
+
+
+def _trainable_upper_part(model: Any, first: int) -> list[torch.nn.Parameter]:
+    """Unfreeze blocks ``[first:]`` and the head convolution (channels-last, where
+    oneDNN's depthwise-convolution backward is fastest); their parameters."""
+    trained = [*model._blocks[first:], model._conv_head, model._bn1]
+    for m in trained:
+        m.to(memory_format=torch.channels_last)
+    body = [p for m in trained for p in m.parameters()]
+    for p in body:
+        p.requires_grad_(True)
+    return body
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise SemalignError(f"training images must be a uint8 (N, H, W) array, got {images.dtype} {images.shape}")
+    return images
 
 
 _N_DRAWS = 8  # uniform draws per view: rotation, zoom, aspect, shift x, shift y, gamma, contrast, brightness (+ noise level)
@@ -180,8 +234,9 @@ def _frozen_views(model: Any, images: np.ndarray, first: int, config: SSLConfig,
                   progress: bool) -> torch.Tensor:
     """The frozen lower part's output for ``config.views`` augmented views of every
     image, (N, V, C, h, w), computed once. One image's views form a batch: small
-    batches keep the activations of the early high-resolution blocks in cache
-    (see :func:`semalign.models.phantom_effnet._frozen_features`)."""
+    batches keep the activations of the early high-resolution blocks in the CPU
+    cache, which is much faster than large batches, and the features are the same
+    (a convolution's output does not depend on the batch it is in)."""
     from semalign.study.progress import progress_bar
 
     from semalign.models.vision import images_to_tensor
@@ -220,10 +275,10 @@ def _projection_head(width: int, dim: int, generator: torch.Generator) -> torch.
 
 def _train(images: np.ndarray, config: SSLConfig, progress: bool) -> tuple[dict, dict]:
     views_seed, train_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(config.seed).spawn(2))
-    model = _load_base(config.image_size, ARCH)
+    model = _load_base(config.image_size)
     first = len(model._blocks) - config.train_blocks
     start = time.perf_counter()
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         frozen = _frozen_views(model, images, first, config, torch.Generator().manual_seed(views_seed), progress)
         frozen_seconds = time.perf_counter() - start
         metrics = _fit_ssl(model, first, frozen, config, torch.Generator().manual_seed(train_seed), progress)
@@ -268,13 +323,61 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
     return summary
 
 
+def _fit(model: Any, first: int, head: torch.nn.Module, config: Any, batch_loss: Callable[[], torch.Tensor],
+         desc: str, progress: bool) -> list[float]:
+    """``config.steps`` AdamW steps on ``batch_loss()`` (the loss of the next batch) over blocks
+    ``[first:]``, the head convolution (peak rate ``config.lr``) and the fresh ``head``
+    (``config.head_lr``), with linear warm-up then decay; the losses."""
+    from semalign.study.progress import progress_bar
+
+    optimizer = torch.optim.AdamW(
+        [{"params": _trainable_upper_part(model, first), "lr": config.lr, "peak": config.lr},
+         {"params": head.parameters(), "lr": config.head_lr, "peak": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    warmup = int(config.warmup_fraction * config.steps)
+    losses: list[float] = []
+    bar = progress_bar(range(config.steps), desc=desc, unit="step", disable=not progress)
+    for step in bar:
+        loss = batch_loss()
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak"] * lr_factor(step, config.steps, warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def _epoch_batches(n_items: int, batch: int, generator: torch.Generator):
+    """Endless batches of item indices, epoch by epoch: each item once per epoch, in a seeded order."""
+    order = torch.empty(0, dtype=torch.long)
+    while True:
+        if len(order) < batch:
+            order = torch.cat([order, torch.randperm(n_items, generator=generator)])
+        idx, order = order[:batch], order[batch:]
+        yield idx
+
+
+def _first_last_means(name: str, values: list[float]) -> dict[str, float]:
+    """The mean of the first and of the last ten ``values``, as ``<name>_first_10`` and ``<name>_last_10``."""
+    return {f"{name}_first_10": round(float(np.mean(values[:10])), 4),
+            f"{name}_last_10": round(float(np.mean(values[-10:])), 4)}
+
+
+def _state(model: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+
+
 def ssl_cache_inputs(images: np.ndarray, config: SSLConfig) -> dict[str, Any]:
     """Everything the self-supervised weights depend on, as recorded and hashed (no labels)."""
     return {
         "format_version": FORMAT_VERSION,
         "objective": "simclr-nt-xent",
         "base_model": ARCH,
-        "base_model_sha256": file_sha256(_base_weights(ARCH)),
+        "base_model_sha256": file_sha256(_base_weights()),
         "n_training_images": int(len(images)),
         "images_sha256": _images_sha256(images),
         "config": dataclasses.asdict(config),
@@ -293,7 +396,16 @@ def ssl_vision_encoder(images: np.ndarray, config: SSLConfig | None = None, prog
     if len(images) < 2:
         raise SemalignError(f"self-supervised training needs at least 2 training images, got {len(images)}")
     inputs = ssl_cache_inputs(images, config)
-    return _cached_build(FOLDER_PREFIX, ENCODER_NAME, inputs, lambda: _train(images, config, progress))
+
+    def write(folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        with torch.random.fork_rng():  # the caller's global RNG state is left unchanged
+            state, metrics = _train(images, config, progress)
+        save_file(state, str(folder / WEIGHTS_FILE))
+        return {"kind": ENCODER_NAME, **inputs, "training": metrics}
+
+    return build_cached(FOLDER_PREFIX, inputs, (), write) / WEIGHTS_FILE
 
 
 def register_phantom_ssl_encoder(images: np.ndarray, config: SSLConfig | None = None, progress: bool = True) -> str:

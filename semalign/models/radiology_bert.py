@@ -15,16 +15,16 @@ stages, all on the *training split* only:
    ``BertForMaskedLM`` (BERT's masking, :func:`mask_tokens`);
 3. contrastive training of the encoder on (findings, impression) pairs: symmetric
    InfoNCE on mean-pooled, L2-normalised embeddings, with pairs that share a text
-   removed from each other's negatives (the loss of :mod:`semalign.models.radiology_minilm`).
+   removed from each other's negatives (:func:`contrastive_loss`).
 
 The result is a Hugging Face folder (``model.safetensors`` of the ``BertModel``,
 ``config.json``, tokenizer files) that the ``hf-text`` encoder family loads with
 mean pooling, plus a ``semalign_encoder.json`` with the inputs and the training
 losses. It is cached under ``paths.cache_dir()/encoders/radiology-bert-<key>/``
-(:func:`~semalign.models.radiology_minilm.build_cached`), the key hashing the
+(:func:`~semalign.models.training.build_cached`), the key hashing the
 training ids and texts, the configuration and :data:`FORMAT_VERSION`. Randomness
-is local and seeded from :attr:`RadiologyBertConfig.seed`, as in
-:mod:`semalign.models.radiology_minilm`.
+is local and seeded from :attr:`RadiologyBertConfig.seed`
+(:func:`~semalign.models.training.seeded_training`).
 """
 
 from __future__ import annotations
@@ -32,30 +32,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from semalign.study import cache
-from semalign.models.radiology_minilm import (
-    _batches,
-    _check_enough,
-    _check_ranges,
-    _optimizer,
-    _pad,
-    _pair_loss,
-    _run_stage,
-    _seeded_training,
-    _sections,
-    _stage_summary,
-    build_cached,
-    training_pairs,
-)
 from semalign.data.reports import ReportSet
 from semalign.models.base import no_transformers_bars
 from semalign.models.encoders import register_encoder
+from semalign.models.text import mean_pool
+from semalign.models.training import (
+    build_cached,
+    check_ranges,
+    length_grouped_batches,
+    run_stage,
+    seeded_training,
+    stage_summary,
+    warmup_adamw,
+)
+from semalign.study import cache
 from semalign.errors import SemalignError
 
 #: Bumped when the build changes in a way the config does not show.
@@ -96,14 +93,15 @@ class RadiologyBertConfig:
     ``contrastive_steps`` (200) steps of ``contrastive_batch_size`` (16)
     (findings, impression) pairs at peak rate ``contrastive_lr`` (1e-3) with
     ``contrastive_dropout`` (0.1, as in BERT), cosine similarities times
-    ``scale`` (20) as in ``MultipleNegativesRankingLoss``; as in
-    :class:`semalign.models.radiology_minilm.AdaptConfig`, more updates of a smaller batch beat
-    fewer of a larger one at equal pairs seen.
+    ``scale`` (20) as in ``MultipleNegativesRankingLoss``. On a CPU the pairs
+    per second hardly depend on the batch size, so more updates of a smaller
+    batch beat fewer of a larger one at equal pairs seen.
     Each stage warms up linearly over ``warmup_fraction`` (0.1) of its steps, then
     decays linearly to 0; AdamW with ``weight_decay`` (0.01, not on biases and
     LayerNorm) and gradient norm clipped at ``max_grad_norm`` (1.0).
     ``length_grouping`` (16): batches are cut from runs of 16 batches' worth of
-    shuffled texts sorted by length (less padding), see :func:`semalign.models.radiology_minilm._batches`.
+    shuffled texts sorted by length (less padding), see
+    :func:`semalign.models.training.length_grouped_batches`.
     ``threads`` (1) torch threads while training: the thread count changes the
     float reduction order, so fixing it fixes the weights on every machine.
     ``seed`` (0) drives initialisation, batch order, masking and dropout.
@@ -134,7 +132,7 @@ class RadiologyBertConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {
+        check_ranges(self, {
             "vocab_size": self.vocab_size > len(SPECIAL_TOKENS), "min_frequency": self.min_frequency >= 1,
             "hidden_size": self.hidden_size >= 8, "layers": self.layers >= 1,
             "heads": self.heads >= 1 and self.hidden_size % self.heads == 0,
@@ -152,16 +150,51 @@ class RadiologyBertConfig:
 # --------------------------------------------------------------------------- inputs
 
 
+def _check_enough(reports: ReportSet, count: int, what: str, config: Any, field: str) -> None:
+    """Raise when fewer than ``config.<field>`` (a batch size) of the training reports have ``what``."""
+    needed = getattr(config, field)
+    if count < needed:
+        raise SemalignError(
+            f"only {count} of the {len(reports)} training reports have {what}, fewer than "
+            f"{type(config).__name__}.{field}={needed}; pass more training reports or lower {field} to at most {count}"
+        )
+
+
+def _sections(reports: ReportSet) -> list[tuple[str, str, str]]:
+    """(id, findings, impression) of every report, stripped and sorted by id.
+
+    Sorting makes the training independent of the order the reports come in, as
+    the cache key is.
+    """
+    extra = reports.extra
+    if extra is None or not {"findings", "impression"} <= set(extra.columns):
+        raise SemalignError(
+            f"{reports.name} has no 'findings' and 'impression' columns; {ENCODER_NAME} is trained on "
+            "IU X-ray reports: pass semalign.data.reports.load_iu_reports().subset(train_index)"
+        )
+    return sorted(
+        (str(i), str(f).strip(), str(m).strip())
+        for i, f, m in zip(reports.ids, extra["findings"].fillna(""), extra["impression"].fillna(""))
+    )
+
+
+def training_pairs(reports: ReportSet) -> tuple[list[str], list[str], list[str]]:
+    """(ids, findings, impressions) of the reports with both sections, sorted by id."""
+    rows = [r for r in _sections(reports) if r[1] and r[2]]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+
 def training_texts(reports: ReportSet) -> list[str]:
     """The masked-language-model corpus: findings and impression of each report
     joined, for every report with either, in id order."""
-    texts = (" ".join(part for part in (f, m) if part) for _, f, m in _sections(reports, ENCODER_NAME))
+    texts = (" ".join(part for part in (f, m) if part) for _, f, m in _sections(reports))
     return [t for t in texts if t]
 
 
 def cache_inputs(reports: ReportSet, config: RadiologyBertConfig) -> dict[str, Any]:
     """Everything the trained weights depend on, as recorded and hashed."""
-    sections = _sections(reports, ENCODER_NAME)
+    sections = _sections(reports)
     blob = json.dumps(sections, ensure_ascii=False, separators=(",", ":"))
     return {
         "format_version": FORMAT_VERSION,
@@ -212,6 +245,52 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int, max_l
 
 
 # --------------------------------------------------------------------------- training
+
+
+def contrastive_loss(
+    a: torch.Tensor, b: torch.Tensor, scale: float, negatives_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Symmetric InfoNCE on unit vectors: row i of ``a`` matches row i of ``b``.
+
+    ``negatives_mask[i, j]`` True removes pair (i, j) (i != j) from the negatives.
+    """
+    scores = scale * (a @ b.T)
+    if negatives_mask is not None:
+        scores = scores.masked_fill(negatives_mask, float("-inf"))
+    target = torch.arange(len(scores))
+    return (F.cross_entropy(scores, target) + F.cross_entropy(scores.T, target)) / 2
+
+
+def _duplicate_mask(findings: list[str], impressions: list[str]) -> torch.Tensor:
+    n = len(findings)
+    same_f = torch.tensor([[findings[i] == findings[j] for j in range(n)] for i in range(n)])
+    same_i = torch.tensor([[impressions[i] == impressions[j] for j in range(n)] for i in range(n)])
+    return (same_f | same_i) & ~torch.eye(n, dtype=torch.bool)
+
+
+def _pad(tokenizer, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask of a batch of token ids."""
+    batch = tokenizer.pad({"input_ids": token_ids}, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def _pair_loss(model, tokenizer, pair_tokens: tuple[list[list[int]], list[list[int]]],
+               pairs: tuple[list[str], list[str]], scale: float) -> Callable[[list[int]], torch.Tensor]:
+    """``loss(index)``: the :func:`contrastive_loss` of the (findings, impression)
+    pairs ``index``, each side padded, run through ``model`` and mean-pooled; pairs
+    that share a text are not each other's negatives."""
+    findings, impressions = pairs
+
+    def loss(index: list[int]) -> torch.Tensor:
+        embedded = []
+        for tokens in pair_tokens:
+            ids, mask = _pad(tokenizer, [tokens[i] for i in index])
+            embedded.append(mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
+        duplicates = _duplicate_mask([findings[i] for i in index], [impressions[i] for i in index])
+        return contrastive_loss(*embedded, scale, duplicates)
+
+    return loss
+
 
 
 def mask_tokens(
@@ -274,11 +353,11 @@ def _pretrain(tokenizer, text_tokens: list[list[int]], config: RadiologyBertConf
         # the vocabulary projection only where a token is predicted
         return F.cross_entropy(mlm.cls(hidden[chosen]), ids[chosen])
 
-    parts = _optimizer(mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction, ADAM_BETAS)
-    batches = _batches(
+    parts = warmup_adamw(mlm, config.mlm_lr, config.weight_decay, config.mlm_steps, config.warmup_fraction, ADAM_BETAS)
+    batches = length_grouped_batches(
         [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
     )
-    losses, seconds = _run_stage(mlm_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's MLM",
+    losses, seconds = run_stage(mlm_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's MLM",
                                  "lower the learning rate", stage="MLM")
     return mlm, losses, seconds
 
@@ -298,13 +377,13 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
         raise SemalignError(f"the MLM encoder does not fit BertModel: missing {missing}, unexpected {unexpected}")
     encoder.train()
     contrastive_step = _pair_loss(encoder, tokenizer, pair_tokens, pairs, config.scale)
-    parts = _optimizer(encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps,
+    parts = warmup_adamw(encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps,
                        config.warmup_fraction, ADAM_BETAS)
-    batches = _batches(
+    batches = length_grouped_batches(
         [len(t) for t in pair_tokens[0]], config.contrastive_batch_size, config.contrastive_steps, generator,
         config.length_grouping,
     )
-    losses, seconds = _run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar,
+    losses, seconds = run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar,
                                  "radiology-bert's contrastive", "lower the learning rate", stage="contrastive")
     return encoder, losses, seconds
 
@@ -324,7 +403,7 @@ def _train(
     pair_tokens = tokenize(findings), tokenize(impressions)
     generator = torch.Generator().manual_seed(config.seed)
 
-    with _seeded_training(config.seed, config.threads, progress, total=config.mlm_steps + config.contrastive_steps,
+    with seeded_training(config.seed, config.threads, progress, total=config.mlm_steps + config.contrastive_steps,
                           desc="training radiology-bert (MLM, then contrastive)") as bar, no_transformers_bars():
         mlm, mlm_losses, mlm_seconds = _pretrain(tokenizer, text_tokens, config, generator, bar)
         encoder, contrastive_losses, contrastive_seconds = _train_contrastive(
@@ -336,8 +415,8 @@ def _train(
     return {
         "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in encoder.parameters()),
-        "mlm": _stage_summary(mlm_losses, config.mlm_batch_size, len(texts), mlm_seconds),
-        "contrastive": _stage_summary(contrastive_losses, config.contrastive_batch_size, len(findings), contrastive_seconds),
+        "mlm": stage_summary(mlm_losses, config.mlm_batch_size, len(texts), mlm_seconds),
+        "contrastive": stage_summary(contrastive_losses, config.contrastive_batch_size, len(findings), contrastive_seconds),
         "seconds": round(time.perf_counter() - started, 2),
     }
 

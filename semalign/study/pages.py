@@ -60,12 +60,10 @@ def data_models_page(profile: str) -> str:
 def study_made_encoders() -> str:
     """How each encoder the study trains itself is made, and from which data
     (from the configurations the code trains them with)."""
-    from semalign.models.radiology_minilm import AdaptConfig
-    from semalign.models.phantom_effnet import VisionAdaptConfig
     from semalign.models.phantom_ssl import SSLConfig
     from semalign.models.radiology_bert import RadiologyBertConfig
 
-    bert, ssl, supervised, minilm = RadiologyBertConfig(), SSLConfig(), VisionAdaptConfig(), AdaptConfig()
+    bert, ssl = RadiologyBertConfig(), SSLConfig()
     rows = [
         ["`radiology-bert`", "the medical text encoder of the text and zero-shot experiments",
          f"a BERT built from scratch: WordPiece vocabulary of at most {bert.vocab_size:,} tokens, "
@@ -78,21 +76,13 @@ def study_made_encoders() -> str:
          f"self-supervised (SimCLR's NT-Xent at temperature {ssl.temperature}), {ssl.steps} steps of "
          f"{ssl.batch_size} images, {ssl.views} augmented views each; no labels",
          "the phantom's training images"],
-        ["`radiology-minilm`", "not in the default grids: a near-copy of MiniLM (see {ref}`limitations`)",
-         "all-MiniLM-L6-v2 (`minilm`)",
-         f"contrastive fine-tuning on (findings, impression) pairs, {minilm.steps} steps of {minilm.batch_size}",
-         "the training split of the evaluated reports"],
-        ["`phantom-effnet-supervised`", "not in the default grids: it saw the finding labels",
-         f"EfficientNet-Lite0 (`effnet-lite0`), its last {supervised.train_blocks} blocks fine-tuned",
-         f"supervised on the six finding labels, {supervised.steps} steps of {supervised.batch_size} images",
-         "the phantom's training images and labels"],
     ]
     return "\n".join([
         "## Encoders the study makes\n",
         "The offline profile's medical encoders are trained by the study itself, from training-split data only "
         "(never a test item), and cached; the step counts are the offline profile's (`medical_scale` scales them: "
-        "the smoke profile's are a fiftieth). The code is in `semalign.models.radiology_bert`, `semalign.models.phantom_ssl`, "
-        "`semalign.models.phantom_effnet` and `semalign.models.radiology_minilm`.\n",
+        "the smoke profile's are a fiftieth). The code is in `semalign.models.radiology_bert` and `semalign.models.phantom_ssl`, "
+        "with what they share in `semalign.models.training`.\n",
         table(["encoder", "role", "made from", "training", "data"], rows),
     ])
 

@@ -1,5 +1,5 @@
-"""The study-made phantom vision encoders (label-supervised and self-supervised): train only
-what they say, cache, load in the registry."""
+"""The study-made phantom vision encoder ``phantom-ssl``: trains only what it says,
+without labels, caches, loads in the registry; and the rendered phantom's cache."""
 
 from __future__ import annotations
 
@@ -11,111 +11,12 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from semalign.models import phantom_effnet as adapt_vision
 from semalign.models import phantom_ssl
-from semalign.models.phantom_effnet import VisionAdaptConfig, adapt_vision_encoder
-from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder, ssl_vision_encoder
 from semalign.models.encoders import load_encoder
+from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder, ssl_vision_encoder
+from semalign.models.training import ENCODER_FILE
 from semalign.errors import SemalignError
 
-TINY = VisionAdaptConfig(steps=2, batch_size=4, image_size=64, train_blocks=2)
-
-
-@pytest.fixture(scope="module")
-def training_set():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (12, 48, 48), dtype=np.uint8)
-    labels = rng.integers(0, 2, (12, 6))
-    return images, labels
-
-
-@pytest.fixture(scope="module")
-def trained(training_set, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SEMALIGN_CACHE", str(tmp_path_factory.mktemp("cache")))
-    path = adapt_vision_encoder(*training_set, TINY, progress=False)
-    yield path
-    mp.undo()
-
-
-def test_only_the_last_blocks_change(trained):
-    import torch
-
-    base = torch.load(str(adapt_vision._base_weights()), map_location="cpu", weights_only=True)
-    tuned = load_file(str(trained))
-    assert set(tuned) == set(base)
-    changed = {k.split(".")[0] + "." + k.split(".")[1] if k.startswith("_blocks") else k.split(".")[0]
-               for k in base if not torch.equal(base[k].float(), tuned[k].float())}
-    assert changed, "fine-tuning changed no weight"
-    assert changed <= {"_blocks.14", "_blocks.15", "_conv_head", "_bn1"}, changed
-    assert torch.equal(base["_fc.weight"], tuned["_fc.weight"])  # ImageNet head kept
-
-
-def test_cached_and_described(training_set, trained, monkeypatch):
-    monkeypatch.setenv("SEMALIGN_CACHE", str(trained.parents[2]))
-    before = trained.stat().st_mtime_ns
-    monkeypatch.setattr(adapt_vision, "_train", lambda *a, **k: pytest.fail("retrained a cached encoder"))
-    assert adapt_vision_encoder(*training_set, TINY, progress=False) == trained
-    assert trained.stat().st_mtime_ns == before
-    description = (trained.parent / adapt_vision.ENCODER_FILE).read_text()
-    assert '"n_training_images": 12' in description and "loss_last_10" in description
-    assert not list(trained.parents[1].glob(".*partial"))
-
-
-def test_registered_encoder_embeds(trained):
-    encoder = load_encoder({"name": "tuned", "modality": "vision", "family": "efficientnet-lite",
-                            "source": f"efficientnet-lite0:{trained}", "pooling": "gap", "image_size": 64})
-    out = encoder.encode(np.zeros((2, 40, 40), np.uint8))
-    assert out.shape == (2, 1280) and np.isfinite(out).all()
-
-
-@pytest.mark.parametrize(
-    "images, labels, message",
-    [
-        (np.zeros((12, 8, 8), np.float32), np.zeros((12, 6)), "uint8"),
-        (np.zeros((12, 8, 8), np.uint8), np.full((12, 6), 2), "0/1"),
-        (np.zeros((3, 8, 8), np.uint8), np.zeros((3, 6)), "fewer than"),
-    ],
-)
-def test_bad_training_input(images, labels, message):
-    with pytest.raises(SemalignError, match=message):
-        adapt_vision_encoder(images, labels, TINY, progress=False)
-
-
-def test_config_range_checked():
-    with pytest.raises(SemalignError, match="train_blocks"):
-        VisionAdaptConfig(train_blocks=40)
-
-
-def test_damaged_weights_are_detected_and_rebuilt(training_set, trained, monkeypatch):
-    monkeypatch.setenv("SEMALIGN_CACHE", str(trained.parents[2]))
-    original = trained.read_bytes()
-    data = bytearray(original)
-    data[-100] ^= 0xFF  # one flipped byte in the tensor data
-    trained.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="damaged"):
-        rebuilt = adapt_vision_encoder(*training_set, TINY, progress=False)
-    assert rebuilt == trained and trained.read_bytes() == original  # same training, same bytes
-
-
-def test_damaged_phantom_cache_is_rendered_again(tmp_path, monkeypatch):
-    from semalign.experiments import inputs as experiments
-    from semalign.phantom import PhantomSpec
-
-    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
-    spec = PhantomSpec(n_images=4, seed=0, image_size=64)
-    first = experiments.phantom_dataset(spec, progress=False)
-    (images,) = tmp_path.glob("phantom/*/images.safetensors")
-    assert images.stat().st_mode & 0o044  # readable by others as the umask allows, not mkstemp's 0600
-    data = bytearray(images.read_bytes())
-    data[-10] ^= 0xFF
-    images.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="damaged"):
-        again = experiments.phantom_dataset(spec, progress=False)
-    assert np.array_equal(first.images, again.images)
-
-
-# --------------------------------------------------------------------------- phantom-ssl
 
 TINY_SSL = SSLConfig(steps=2, batch_size=4, views=3, image_size=64, train_blocks=2, projection_dim=8, threads=1)
 
@@ -142,7 +43,7 @@ def test_ssl_takes_no_labels():
 def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
     import torch
 
-    base = torch.load(str(adapt_vision._base_weights(phantom_ssl.ARCH)), map_location="cpu", weights_only=True)
+    base = torch.load(str(phantom_ssl._base_weights()), map_location="cpu", weights_only=True)
     tuned = load_file(str(ssl_trained))
     assert set(tuned) == set(base)
     changed = {".".join(k.split(".")[:2]) if k.startswith("_blocks") else k.split(".")[0]
@@ -177,10 +78,21 @@ def test_ssl_cached_and_described(ssl_images, ssl_trained, monkeypatch):
     assert ssl_vision_encoder(ssl_images, TINY_SSL, progress=False) == ssl_trained
     assert ssl_trained.stat().st_mtime_ns == before
     assert ssl_trained.parent.name.startswith(phantom_ssl.FOLDER_PREFIX)
-    description = json.loads((ssl_trained.parent / adapt_vision.ENCODER_FILE).read_text())
+    description = json.loads((ssl_trained.parent / ENCODER_FILE).read_text())
     assert description["n_training_images"] == len(ssl_images) and description["base_model"] == "efficientnet-lite1"
     assert "labels_sha256" not in description and np.isfinite(description["training"]["loss_last_10"])
     assert not list(ssl_trained.parents[1].glob(".*partial"))
+
+
+def test_ssl_damaged_weights_are_detected_and_rebuilt(ssl_images, ssl_trained, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
+    original = ssl_trained.read_bytes()
+    data = bytearray(original)
+    data[-100] ^= 0xFF  # one flipped byte in the tensor data
+    ssl_trained.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged"):
+        rebuilt = ssl_vision_encoder(ssl_images, TINY_SSL, progress=False)
+    assert rebuilt == ssl_trained and ssl_trained.read_bytes() == original  # same training, same bytes
 
 
 def test_ssl_key_follows_images_and_config(ssl_images):
@@ -232,3 +144,20 @@ def test_medical_scale_shortens_training_stages_and_leaves_switched_off_ones_off
 
     assert scaled_steps(Stages(), 0.02) == Stages(steps=2, warm_steps=0, tiny_steps=1)
     assert scaled_steps(Stages(), 1.0) == Stages()
+
+
+def test_damaged_phantom_cache_is_rendered_again(tmp_path, monkeypatch):
+    from semalign.experiments import inputs as experiments
+    from semalign.phantom import PhantomSpec
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    spec = PhantomSpec(n_images=4, seed=0, image_size=64)
+    first = experiments.phantom_dataset(spec, progress=False)
+    (images,) = tmp_path.glob("phantom/*/images.safetensors")
+    assert images.stat().st_mode & 0o044  # readable by others as the umask allows, not mkstemp's 0600
+    data = bytearray(images.read_bytes())
+    data[-10] ^= 0xFF
+    images.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged"):
+        again = experiments.phantom_dataset(spec, progress=False)
+    assert np.array_equal(first.images, again.images)
