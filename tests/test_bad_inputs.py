@@ -243,6 +243,18 @@ def test_missing_label_column(record_property, table):
     one_line(info.value, str(table), "label_columns is empty", "-p label_columns=")
 
 
+def test_table_columns_named_for_a_dataset_that_has_its_own(record_property):
+    record_property("bad_input", "text_column or label_columns given for iu_xray or mimic_cxr (they would be ignored)")
+    from semalign.experiments.inputs import report_dataset
+
+    with pytest.raises(SemalignError) as info:
+        report_dataset("iu_xray", label_columns=["Nodule"], max_reports=50)
+    one_line(info.value, "label_columns", "dataset=iu_xray", "leave label_columns at the default")
+    with pytest.raises(SemalignError) as info:
+        report_dataset("mimic_cxr", data_root="/nowhere", text_column="impression")
+    one_line(info.value, "text_column", "dataset=mimic_cxr", "leave text_column at the default")
+
+
 @pytest.mark.slow
 def test_missing_label_column_through_a_notebook_run(record_property, table, tmp_path):
     """The same mistake made on the command line reaches the user through papermill as one line."""

@@ -79,6 +79,11 @@ def report_dataset(dataset: str, *, data_root: str = "", uncertain: str = "zeros
     ``split="official"`` the dataset's own split (train + validate / test).
     """
     _check_split(split)
+    ignored = {"text_column": text_column != "text", "label_columns": dataset == "iu_xray" and bool(label_columns)}
+    if dataset in ("iu_xray", "mimic_cxr") and any(ignored.values()):
+        names = " and ".join(name for name, set_ in ignored.items() if set_)
+        raise SemalignError(f"{names} choose the columns of a .csv/.parquet table, but dataset={dataset} brings its own "
+                            f"report text{' and labels' if dataset == 'iu_xray' else ''}: leave {names} at the default")
     if dataset == "mimic_cxr":
         reports = paper_data.load_reports(dataset, data_root, uncertain=uncertain, labels=list(label_columns) or None)
         reports = data.subsample(reports, max_reports, seed)
