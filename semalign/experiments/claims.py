@@ -46,6 +46,7 @@ CLAIMS = {
                                         0.0, "above"),
 }
 
+
 def replicate_key(method: str, source: str, target: str, transform: str | None = None,
                   n_anchors: int | None = None, seed: int | None = None) -> str:
     """The key under which a record's test replicates are stored."""

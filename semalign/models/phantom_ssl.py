@@ -313,7 +313,7 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
         hits.append(hit.float().mean().item())
         return loss
 
-    losses = _fit(model, first, head, config, batch_loss, "training phantom-ssl", progress)
+    losses = _fit(model, first, head, config, batch_loss, progress)
     summary = {
         **_first_last_means("loss", losses),
         **_first_last_means("partner_top1", hits),
@@ -323,8 +323,8 @@ def _fit_ssl(model: Any, first: int, frozen: torch.Tensor, config: SSLConfig, ge
     return summary
 
 
-def _fit(model: Any, first: int, head: torch.nn.Module, config: Any, batch_loss: Callable[[], torch.Tensor],
-         desc: str, progress: bool) -> list[float]:
+def _fit(model: Any, first: int, head: torch.nn.Module, config: SSLConfig, batch_loss: Callable[[], torch.Tensor],
+         progress: bool) -> list[float]:
     """``config.steps`` AdamW steps on ``batch_loss()`` (the loss of the next batch) over blocks
     ``[first:]``, the head convolution (peak rate ``config.lr``) and the fresh ``head``
     (``config.head_lr``), with linear warm-up then decay; the losses."""
@@ -337,7 +337,7 @@ def _fit(model: Any, first: int, head: torch.nn.Module, config: Any, batch_loss:
     )
     warmup = int(config.warmup_fraction * config.steps)
     losses: list[float] = []
-    bar = progress_bar(range(config.steps), desc=desc, unit="step", disable=not progress)
+    bar = progress_bar(range(config.steps), desc="training phantom-ssl", unit="step", disable=not progress)
     for step in bar:
         loss = batch_loss()
         for group in optimizer.param_groups:
@@ -368,7 +368,6 @@ def _first_last_means(name: str, values: list[float]) -> dict[str, float]:
 
 def _state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-
 
 
 def ssl_cache_inputs(images: np.ndarray, config: SSLConfig) -> dict[str, Any]:

@@ -184,7 +184,6 @@ def training_pairs(reports: ReportSet) -> tuple[list[str], list[str], list[str]]
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
-
 def training_texts(reports: ReportSet) -> list[str]:
     """The masked-language-model corpus: findings and impression of each report
     joined, for every report with either, in id order."""
@@ -292,7 +291,6 @@ def _pair_loss(model, tokenizer, pair_tokens: tuple[list[list[int]], list[list[i
     return loss
 
 
-
 def mask_tokens(
     ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int, probability: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,7 +356,7 @@ def _pretrain(tokenizer, text_tokens: list[list[int]], config: RadiologyBertConf
         [len(t) for t in text_tokens], config.mlm_batch_size, config.mlm_steps, generator, config.length_grouping
     )
     losses, seconds = run_stage(mlm_step, batches, parts, config.max_grad_norm, bar, "radiology-bert's MLM",
-                                 "lower the learning rate", stage="MLM")
+                                "lower the learning rate", stage="MLM")
     return mlm, losses, seconds
 
 
@@ -378,13 +376,13 @@ def _train_contrastive(mlm, tokenizer, pair_tokens: tuple[list[list[int]], list[
     encoder.train()
     contrastive_step = _pair_loss(encoder, tokenizer, pair_tokens, pairs, config.scale)
     parts = warmup_adamw(encoder, config.contrastive_lr, config.weight_decay, config.contrastive_steps,
-                       config.warmup_fraction, ADAM_BETAS)
+                         config.warmup_fraction, ADAM_BETAS)
     batches = length_grouped_batches(
         [len(t) for t in pair_tokens[0]], config.contrastive_batch_size, config.contrastive_steps, generator,
         config.length_grouping,
     )
     losses, seconds = run_stage(contrastive_step, batches, parts, config.max_grad_norm, bar,
-                                 "radiology-bert's contrastive", "lower the learning rate", stage="contrastive")
+                                "radiology-bert's contrastive", "lower the learning rate", stage="contrastive")
     return encoder, losses, seconds
 
 
@@ -404,7 +402,7 @@ def _train(
     generator = torch.Generator().manual_seed(config.seed)
 
     with seeded_training(config.seed, config.threads, progress, total=config.mlm_steps + config.contrastive_steps,
-                          desc="training radiology-bert (MLM, then contrastive)") as bar, no_transformers_bars():
+                         desc="training radiology-bert (MLM, then contrastive)") as bar, no_transformers_bars():
         mlm, mlm_losses, mlm_seconds = _pretrain(tokenizer, text_tokens, config, generator, bar)
         encoder, contrastive_losses, contrastive_seconds = _train_contrastive(
             mlm, tokenizer, pair_tokens, (findings, impressions), config, generator, bar
