@@ -89,7 +89,7 @@ vision_data = dict(dataset=vision_dataset, data_root=data_root, label_columns=vi
 # Parameters of the stitching notebooks that do not change which items are embedded, or how.
 SWEEP_PARAMETERS = {"profile", "run_name", "transform", "encoders", "anchor_counts", "anchor_strategy", "seeds",
                     "task", "decoder", "scaling", "jobs", "batch_size", "device", "workers",
-                    "targets", "validation_fraction"}
+                    "targets", "validation_fraction", "claim_anchor_counts"}
 
 
 def check_stitching_runs(notebook: str, ours: dict, encoders: list[str]) -> None:
@@ -250,6 +250,8 @@ def verdict(rho: float, p: float, name: str) -> str:
     return f"For {name}, Spearman's ρ with the gap is {rho:.2f} (p = {p:.3f}): {finding}."
 
 
+# Fewer pairs than this make any rank correlation an anecdote: no conclusion is drawn from them.
+MIN_PAIRS = 10
 overall = correlations.xs("all pairs", level="pairs of")
 sentences = {column: verdict(overall.loc[column, "rho"], overall.loc[column, "p"], name) for column, name in MEASURES.items()}
 means = pairs.groupby("modality")[["linear_cka", "gap"]].mean()
@@ -259,7 +261,12 @@ modality_means = "; ".join(f"the {m} pairs have a mean linear CKA of {row['linea
 within = {column: correlations.loc[column].drop("all pairs")["rho"] for column in MEASURES}
 significant = overall[overall["p"] < 0.05]
 predictive = list(significant.index[significant["rho"] < 0])
-if predictive and all((within[c] < 0).all() for c in predictive):
+if len(pairs) < MIN_PAIRS:
+    answer = (f"Too few pairs to conclude: {len(pairs)} ordered pairs, and at least {MIN_PAIRS} are needed before a rank "
+              "correlation says anything; run every ordered pair (-p targets=[] on both stitching notebooks, then "
+              "semalign run all) to ask the question properly.")
+    sentences = {column: f"The table's ρ for {name} is shown, not read." for column, name in MEASURES.items()}
+elif predictive and all((within[c] < 0).all() for c in predictive):
     answer = ("On these encoders representational similarity does predict stitchability: more similar pairs lose less, "
               "over all pairs and within each modality.")
 elif predictive:

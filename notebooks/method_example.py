@@ -53,6 +53,7 @@ import seaborn as sns
 from myst_nb import glue
 
 from semalign.study import results
+from semalign.experiments import plots
 from semalign.method.align import Aligner, default_ridge_alpha, scaling_stats, select_anchors
 from semalign.method.similarity import anchor_residual
 from semalign.experiments.parallel import sweep_map
@@ -246,7 +247,7 @@ residual_curve.loc[[quarter, half, d, peak, 2 * d, four]].style.format("{:.2f}")
 ticks = [d * 2 ** k for k in range(-3, 4)]
 top = 2.0  # the linear peak runs off the left panel; its height is annotated
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-colors = dict(zip(SWEEP_KINDS, sns.color_palette(n_colors=len(SWEEP_KINDS))))
+colors = plots.TRANSFORM_COLORS  # the transforms' colours of every figure in the book
 for kind in SWEEP_KINDS:
     left.plot(residual_curve.index, residual_curve[kind].clip(upper=top), marker=".", color=colors[kind], label=kind)
 left.annotate(f"linear: {residual_curve.loc[peak, 'linear']:.1f} at $n$ = {peak}", xy=(peak, top),

@@ -26,7 +26,7 @@ profile = "offline"  # set by the runner
 run_name = "stitching_summary"  # set by the runner
 experiment = "text_stitching"  # text_stitching or vision_stitching
 metric = "macro_auroc"  # macro_auroc, macro_f1 or accuracy
-table_anchor_counts = [8, 32, 128, 512, 2048]  # columns of the summary table
+table_anchor_counts = [8, 32, 128, 512]  # columns of the summary table, besides the claim budgets and the largest count
 variant = ""  # "" summarises runs on the profile's own data; runs on other data: the code after "__data-" in their names
 
 # %%
@@ -62,13 +62,16 @@ plt.close(fig)
 # Analogue of the paper's Figure 3. Test metric of $Y$'s decoder on $T(X)$
 # against the number of anchors, one line per transform; the band is ± one
 # standard deviation over encoder pairs and seeds. Dashed: a decoder trained on
-# $X$ with the same anchors *and their labels*. Black: the mean upper bound
-# (each encoder with its own decoder); dotted grey: naive stitching.
+# $X$ with the same anchors *and their labels*. Black: the upper bound, the
+# target encoder with its own decoder; dotted grey: naive stitching.
 # ```
 
 # %%
-counts = sorted(rows["n_anchors"].dropna().unique())
-table = summary.anchor_table(rows, [n for n in table_anchor_counts if n in counts] or counts[-3:], metric)
+budgets = claims.claim_budgets(rows)
+fit_items = rows.loc[(rows["method"] == "split") & (rows["metric"] == "fit_items"), "value"]
+fit_items = int(fit_items.iloc[0]) if len(fit_items) else None
+counts = sorted(int(n) for n in rows["n_anchors"].dropna().unique())
+table = summary.anchor_table(rows, summary.table_anchor_counts(counts, budgets, table_anchor_counts), metric)
 glue("table", table, display=False)
 table
 
@@ -78,34 +81,43 @@ table
 #
 # ## The paper's claims, on these data
 #
-# The transform is chosen on the validation reports or images (the highest
-# validation macro-AUROC at the largest anchor count); the test items then
-# give the estimate and its interval, over every encoder pair and seed.
+# Each claim is judged at anchor budgets fixed before the study ran
+# ({glue:text}`budgets`): the method is meant for *a few* anchors, so the
+# small and medium budgets are where it must earn its keep, and the largest
+# count is close to labelling the whole fit split. At each budget the
+# transform is chosen on the validation split (the highest validation
+# macro-AUROC); the test items then give the estimate and its interval, over
+# every encoder pair and seed.
 
 # %%
-claim_records = claims.stitching_claims(rows, results.load_replicates(profile, experiment, variant=variant), modality)
-verdicts = claims.verdict_table(pd.DataFrame(claim_records, columns=list(results.RECORD_KEYS)))
+replicates = results.load_replicates(profile, experiment, variant=variant)
+claim_records = claims.stitching_claims(rows, replicates, modality, budgets=budgets)
+gap_records = claims.few_shot_gaps(rows, replicates, modality)
+judged = pd.DataFrame(claim_records + gap_records, columns=list(results.RECORD_KEYS))
+verdicts = claims.verdict_table(judged)
+largest = budgets[-1]
 for record in claim_records:
-    glue(f"claim_{record['claim']}",
-         f"{record['verdict']}: {record['estimate']:.3f} (95% interval {record['ci_low']:.3f} to {record['ci_high']:.3f})",
-         display=False)
-best = claim_records[0]["transform"] if claim_records else "none"
-glue("best_transform", best, display=False)
-few = summary.with_upper_bound(rows, metric)
-largest = few["n_anchors"].max()
-few_mean = few[(few["method"] == "few_shot") & (few["n_anchors"] == largest)]["value"].mean()
-aligned_mean = few[(few["method"] == "aligned") & (few["transform"] == best) & (few["n_anchors"] == largest)]["value"].mean()
-glue("few_shot_comparison", f"{best} {aligned_mean:.3f} against the few-shot probe's {few_mean:.3f} "
-     f"at {int(largest)} labelled anchors", display=False)
-results.save_records(claim_records, profile=profile, run=run_name, experiment="stitching_summary",
+    if record["n_anchors"] == largest:  # the prose quotes the largest budget; the table has them all
+        glue(f"claim_{record['metric']}", claims.claim_sentence(record), display=False)
+share = (lambda n: f" ({n / fit_items:.0%} of the {fit_items:,} fit items)") if fit_items else (lambda n: "")
+glue("budgets", ", ".join(f"{n}{share(n)}" for n in budgets), display=False)
+glue("largest_budget", f"{largest}{share(largest)}", display=False)
+glue("crossover", claims.crossover_sentence(judged, modality, fit_items), display=False)
+results.save_records(claim_records + gap_records, profile=profile, run=run_name, experiment="stitching_summary",
                      parameters=dict(experiment=experiment, metric=metric, variant=variant))
 verdicts.style.hide(axis="index")  # whole statements (a plain DataFrame cuts long cells), no row numbers
 
 # %% [markdown]
+# At the largest budget, {glue:text}`largest_budget` anchors:
+#
 # - Aligned vs naive: {glue:text}`claim_aligned_vs_naive`.
 # - Aligned vs upper bound (chance-corrected ratio): {glue:text}`claim_aligned_vs_upper_bound`.
 # - Affine minus orthogonal: {glue:text}`claim_ortho_vs_affine`.
+# - Stitched into the medical decoder minus the general encoder with its own
+#   decoder: {glue:text}`claim_improves_on_general`.
 #
-# The transform chosen on validation is {glue:text}`best_transform`. Not a claim
-# of the paper, but the fair question for a user: aligned stitching gives
-# {glue:text}`few_shot_comparison`.
+# ## Stitching or labelling the anchors?
+#
+# Not a claim of the paper, but the fair question for a user who holds $n$
+# paired items: would labelling them and training a probe on $X$ do better?
+# {glue:text}`crossover`

@@ -6,9 +6,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from semalign.experiments.summary import TRANSFORM_ORDER, test_rows
+from semalign.experiments.summary import TRANSFORM_ORDER, test_rows, upper_bounds
 
 METRIC_LABELS = {"macro_auroc": "macro-AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
+#: One colour per transform (and per baseline drawn beside them) in every figure of the book.
+TRANSFORM_COLORS = dict(zip((*TRANSFORM_ORDER, "ridge", "naive", "few-shot"), sns.color_palette("colorblind", 7)))
 
 
 def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str | None = None, ax=None):
@@ -22,7 +24,7 @@ def anchor_curves(records: pd.DataFrame, metric: str = "macro_auroc", title: str
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=curves, x="n_anchors", y="value", hue="line", hue_order=order, style="line",
+    sns.lineplot(data=curves, x="n_anchors", y="value", hue="line", hue_order=order, palette=TRANSFORM_COLORS, style="line",
                  style_order=order, dashes={k: (4, 2) if k == "few-shot" else "" for k in order},
                  errorbar="sd", marker="o", ax=ax)
     _references(ax, rows, metric)
@@ -49,8 +51,10 @@ def pair_curves(records: pd.DataFrame, transform: str, metric: str = "macro_auro
 
 
 def _references(ax, rows: pd.DataFrame, metric: str) -> None:
-    """The mean upper bound and naive stitching as horizontal lines, over a log axis of anchors."""
-    ax.axhline(rows[rows["method"] == "upper_bound"]["value"].mean(), color="black", lw=1.2, label="upper bound (mean)")
+    """The upper bound of each target (the target encoder with its own decoder)
+    and naive stitching (mean over pairs) as horizontal lines, over a log axis of anchors."""
+    for target, value in upper_bounds(rows, metric).items():
+        ax.axhline(value, color="black", lw=1.2, label=f"upper bound: {target}")
     ax.axhline(rows[rows["method"] == "naive"]["value"].mean(), color="grey", lw=1.2, ls=":", label="naive (mean)")
     ax.set_xscale("log")
     ax.set(xlabel="number of anchors", ylabel=METRIC_LABELS.get(metric, metric))

@@ -17,8 +17,8 @@ scored on the validation rows (``split="validation"``, what later choices such
 as the best transform read) and once on the test rows, with a 95% bootstrap
 interval over test items (:mod:`semalign.experiments.stats`).
 
-At the largest anchor count each aligned setting also gets a ``rounding_delta``
-record: how far its test macro-AUROC moves when the anchors' source embeddings
+At each claim budget (``claim_anchor_counts`` and the largest anchor count)
+each aligned setting also gets a ``rounding_delta`` record: how far its test macro-AUROC moves when the anchors' source embeddings
 change by a relative :data:`ROUNDING`, about what separates two machines' fp32
 embeddings. It is ~0 where the anchors determine the transform, and large for
 ``ortho`` and ``l-ortho`` with fewer anchors than dimensions, where the SVD
@@ -54,7 +54,7 @@ from semalign.experiments.parallel import sweep_map
 from semalign.study.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
-FEW_SHOT_VERSION = 3  # bump when the few-shot computation or its cache entry changes
+FEW_SHOT_VERSION = 4  # bump when the few-shot computation or its cache entry changes
 DECODER_VERSION = 2  # bump when the decoders' training changes
 #: Inverse regularisation strengths (scikit-learn's C) a logreg decoder chooses from on the validation rows.
 DECODER_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -166,6 +166,9 @@ class StitchingSetup:
     jobs: int = 0  # fits at once, each on one thread; results do not depend on it (semalign.experiments.parallel); 0: one per core
     # Encoders Y whose decoder is reused: only pairs X → Y into them are run. Empty: every ordered pair.
     targets: Sequence[str] = ()
+    # Anchor counts fixed in advance at which the claims are judged (with the largest): their aligned
+    # records get a rounding_delta (an extra fit each). Counts not among anchor_counts are not run.
+    claim_anchor_counts: Sequence[int] = ()
     n_boot: int = N_BOOT
     # Where the transforms are fitted: cpu, cuda, or auto (cuda when torch sees one), as the notebook's device.
     device: str = "cpu"
@@ -219,8 +222,9 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
     """Every record of the sweep (see the module docstring).
 
     When ``replicates`` is given, it receives the test macro-AUROC bootstrap
-    replicates of the records the claims are judged on: naive, upper bound, and
-    aligned and few-shot at the largest anchor count.
+    replicates of the naive, upper-bound, aligned and few-shot records, from
+    which the claims and the few-shot crossover are judged. A ``split`` record
+    says how many items the fit split holds (the anchor pool).
     """
     names = list(setup.embeddings)
     pool = len(setup.train)
@@ -230,9 +234,9 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
                             f"use anchor counts ≤ {pool} or more items")
     scorer = _Scorer(setup)
     setup = dataclasses.replace(setup, device=pick_device(setup.device))
-    largest = max(setup.anchor_counts)
+    budgets = {n for n in setup.claim_anchor_counts if n in setup.anchor_counts} | {max(setup.anchor_counts)}
     decoders = {name: trained_decoder(setup, name) for name in names}
-    parts = []
+    parts = [([dict(method="split", metric="fit_items", value=len(setup.train), task=setup.task)], {})]
     for name in names:
         base = dict(method="upper_bound", source=name, target=name, task=setup.task)
         parts.append(scorer.records(base, setup.embeddings[name], decoders[name].predict_proba, keep=True))
@@ -258,8 +262,8 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
                         source=source, target=target)
             rows, kept = scorer.records(base, setup.embeddings[source],
                                         lambda x, t=target, a=aligner: decoders[t].predict_proba(a.transform(x)),
-                                        keep=n == largest)
-            if n == largest:
+                                        keep=True)
+            if n in budgets:
                 reference = next(r["value"] for r in rows if r["split"] == "test" and r["metric"] == "macro_auroc")
                 delta = rounding_delta(setup, source, target, chosen, seed, decoders[target], reference)
                 rows.append({**base, "split": "test", "metric": "rounding_delta", "value": delta})
@@ -359,8 +363,7 @@ def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | Non
     """The few-shot baseline: per source encoder (:meth:`StitchingSetup.sources`),
     seed and anchor count, a decoder trained on the anchors *with their labels*
     (at the strength chosen on validation for that encoder's own decoder,
-    ``strengths``), scored as every record is; and the test replicates of its
-    records at the largest anchor count.
+    ``strengths``), scored as every record is; and the test replicates of its records.
 
     It does not depend on the transform, so the four transform runs of a sweep
     share it through a content-keyed cache entry (JSON under ``<cache>/records/``):
@@ -379,7 +382,6 @@ def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | Non
     if cached is not None:
         return cached["records"], {k: np.asarray(v) for k, v in cached["replicates"].items()}
     scorer = _Scorer(setup)
-    largest = max(setup.anchor_counts)
 
     def few_shot(point: tuple[int, int, str]) -> tuple[list[dict], dict]:
         seed, n, source = point
@@ -387,7 +389,7 @@ def few_shot_records(setup: StitchingSetup, strengths: Mapping[str, float] | Non
         few = Decoder(setup.decoder, seed=seed, strength=strengths[source]).fit(
             setup.embeddings[source][chosen], setup.labels[chosen])
         return scorer.records(dict(n_anchors=n, seed=seed, task=setup.task, method="few_shot", source=source,
-                                   target=source), setup.embeddings[source], few.predict_proba, keep=n == largest)
+                                   target=source), setup.embeddings[source], few.predict_proba, keep=True)
 
     with _quiet_convergence():
         records, replicates = merged(sweep_map(few_shot, itertools.product(setup.seeds, setup.anchor_counts, sources),

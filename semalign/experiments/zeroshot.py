@@ -301,7 +301,8 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     validation), of the CLIP-style baseline (every pair and seed; trained on the
     whole fit pool, its learning rate, temperature and epochs chosen on
     validation), of each pretrained multimodal model and of a supervised linear
-    probe on each vision encoder (the reference that uses labels). ``replicates``
+    probe on each vision encoder (the reference that uses labels), and a ``split``
+    record of the anchor pool's size. ``replicates``
     receives the test macro-AUROC replicates by :func:`semalign.experiments.claims.replicate_key`."""
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
@@ -310,7 +311,8 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     scorer = _Scorer(setup)
     pair_records = partial(_pair_records, scorer, anchor_images, anchor_reports, pool)
     grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)
-    records, kept = merged([_reference_records(scorer),
+    pool_size = ([dict(method="split", metric="fit_items", value=pool, task="pool")], {})  # the anchor pool
+    records, kept = merged([pool_size, _reference_records(scorer),
                             *sweep_map(pair_records, grid, jobs=setup.jobs, desc="zero-shot", progress=progress)])
     if replicates is not None:
         replicates.update(kept)
@@ -409,8 +411,7 @@ def _clip_style_records(pair: _Pair) -> tuple[list[dict], dict[str, np.ndarray]]
 
 
 def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Unimodal zero-shot with each transform fitted on ``anchors`` (``n`` of them);
-    replicates kept at the largest anchor count."""
+    """Unimodal zero-shot with each transform fitted on ``anchors`` (``n`` of them), and its replicates."""
 
     setup = pair.setup
     parts = []
@@ -421,13 +422,12 @@ def _unimodal_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[di
                     seed=pair.seed)
         parts.append(pair.scorer.records(base, lambda r, a=aligner: _scores(a.transform(pair.image[r]), pair.prompts,
                                                                              setup.classes),
-                                         keep=n == max(setup.anchor_counts)))
+                                         keep=True))
     return merged(parts)
 
 
 def _asif_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """ASIF on ``anchors`` (``n`` of them), its k and exponent chosen on validation;
-    replicates kept at the largest anchor count."""
+    """ASIF on ``anchors`` (``n`` of them), its k and exponent chosen on validation, and its replicates."""
 
     setup, scorer, image, prompts = pair.setup, pair.scorer, pair.image, pair.prompts
     fitted = {}
@@ -439,7 +439,7 @@ def _asif_records(pair: _Pair, n: int, anchors: np.ndarray) -> tuple[list[dict],
     (k, p), (asif, _) = max(fitted.items(), key=lambda item: item[1][1])
     base = dict(method="asif", source=pair.vision, target=pair.text, n_anchors=n, seed=pair.seed, selected_on="validation")
     rows, kept = scorer.records(base, lambda r, a=asif: _asif_scores(a, image[r], prompts, setup.classes),
-                                keep=n == max(setup.anchor_counts))
+                                keep=True)
     rows += [{**base, "task": "setting", "metric": m, "value": v, "split": "validation"}
              for m, v in (("k", min(k, n)), ("exponent", p))]
     return rows, kept
@@ -450,6 +450,19 @@ def _asif_scores(asif, images: np.ndarray, prompts: Mapping[str, tuple[np.ndarra
     relative = asif.relative_images(images)
     return np.stack([_contrast(lambda texts: relative @ asif.relative_texts(texts).T, *prompts[c]) for c in classes],
                     axis=1)
+
+
+def anecdote_reading(ci_low: float, ci_high: float) -> str:
+    """What an AUROC interval on a handful of images says: inverted scores when
+    it lies wholly below chance, some transfer when wholly above, nothing otherwise."""
+    if ci_high < 0.5:
+        return ("The whole interval lies below chance: on these films the scores are inverted — pneumonia scores "
+                "lower on the opacity prompts than normal — so what the route learned on the phantom points the wrong "
+                "way on real children's radiographs.")
+    if ci_low > 0.5:
+        return ("The whole interval lies above chance, a sign that something transfers; on so few images from "
+                "another population it says nothing about how well.")
+    return "The interval includes chance: these few images cannot tell whether anything transfers to real films."
 
 
 def template_spread(setup: ZeroShotSetup, vision: str, text: str, kind: str, n_anchors: int, seed: int = 0) -> pd.DataFrame:

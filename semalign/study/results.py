@@ -34,15 +34,17 @@ RECORD_KEYS = (
     # a setting chosen on held-out data says so (e.g. "validation")
     "selected_on",
     # claim records (experiment "claims"): the claim's id, the modality it is judged on,
-    # its verdict, the estimate the verdict is read from and the rounding spread its interval is widened by
-    "claim", "modality", "verdict", "estimate", "rounding_delta",
+    # its verdict, the estimate the verdict is read from, the rounding spread its interval is widened by,
+    # and why the records cannot test it (verdict "not testable here")
+    "claim", "modality", "verdict", "estimate", "rounding_delta", "reason",
 )
 # The keys whose values are numbers (a missing one is None).
 _NUMERIC_KEYS = ("value", "ci_low", "ci_high", "estimate", "rounding_delta")
 
 
 def make_record(**fields) -> dict:
-    """A record with every key of :data:`RECORD_KEYS`; unknown keys are an error."""
+    """A record with every key of :data:`RECORD_KEYS`; unknown keys are an error.
+    Only a record that gives the ``reason`` it has no number may have no ``value``."""
     unknown = set(fields) - set(RECORD_KEYS)
     if unknown:
         raise ValueError(f"unknown record keys {sorted(unknown)}; valid keys: {', '.join(RECORD_KEYS)}")
@@ -50,7 +52,7 @@ def make_record(**fields) -> dict:
         raise ValueError("a record needs at least 'metric' and 'value'")
     record = {key: fields.get(key) for key in RECORD_KEYS}
     for key in _NUMERIC_KEYS:
-        if record[key] is None and key != "value":
+        if record[key] is None and (key != "value" or record["reason"]):
             continue
         number = float(record[key])
         if not math.isfinite(number):
