@@ -136,6 +136,43 @@ def test_benchmarks_page_without_measurements_says_once_what_fills_it(tmp_path, 
     assert "not measured" not in page.lower()
 
 
+def test_reproduce_timings_come_from_the_executed_notebooks(isolated_work):
+    import nbformat
+
+    from semalign.study import runner
+
+    runs = runner.plan(["all"], "smoke")
+    timed = {"method_example": ("2026-12-07 11:23 UTC", 30.0), "text_stitching__transform-affine": ("2026-12-07 11:30 UTC", 90.0),
+             "text_stitching__transform-linear": ("2026-12-07 11:40 UTC", 150.0)}
+    for run in runs:
+        if run.name in timed:
+            started, wall_s = timed[run.name]
+            run.output.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nbformat.v4.new_notebook(metadata={"semalign": {"provenance": {
+                "cpu": "Test CPU (2 cores)", "gpu": "none", "started": started, "wall_s": wall_s}}}), run.output)
+    text = pages.run_times("smoke", runs)
+    assert "| Method | 1 | 30\u00a0s |" in text and "| Text | 2 | 4.0\u00a0min |" in text and "| Images |" not in text
+    assert "| **all chapters** | 3 | **4.5\u00a0min** |" in text
+    assert "between 2026-12-07 11:23 UTC and 2026-12-07 11:40 UTC on Test CPU (2 cores), GPU: none." in text
+    assert f"{len(runs) - 3} of the {len(runs)} runs recorded no time" in text
+    listing = pages.runs_page("smoke", runs)
+    assert "| Text | 2026-12-07 11:40 UTC | 2.5\u00a0min |" in listing and "| not recorded | — |" in listing
+    assert "recorded its execution time" in pages.run_times("smoke", [run for run in runs if run.name not in timed])
+
+
+def test_book_pages_type_no_timings():
+    """Timings come from the runs' provenance (the Reproduce page includes them)
+    or from the benchmarks' reports; the precision appendix's dated measurements
+    are the one place a page states them."""
+    from semalign.study.paths import BOOK_SOURCE_DIR
+
+    timing = re.compile(r"\b\d[\d.,]*\s?(?:minutes?|min|seconds?|hours?|h|s)\b")
+    typed = {page.name: timing.findall(page.read_text()) for page in BOOK_SOURCE_DIR.glob("*.md")
+             if page.name != "precision.md"}
+    assert not any(typed.values()), typed
+    assert f"```{{include}} {pages.RUN_TIMES_FILE}" in (BOOK_SOURCE_DIR / "reproduce.md").read_text()
+
+
 def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeypatch):
     bench = load_bench()
     (tmp_path / "test_sample.py").write_text(textwrap.dedent("""

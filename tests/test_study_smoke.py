@@ -127,7 +127,7 @@ def test_pages_say_what_they_were_executed_with_and_hide_the_parameter_cells(smo
     assert "Executed with profile smoke" in text and "dropdown" in page
     assert re.search(r"anchor_counts \[16, ?64, ?200\] profile", text)  # value and who set it
     assert re.search(r"transform \"ortho\" grid", text)
-    assert re.search(r"Executed on \d{4}-\d\d-\d\d .* min on .*torch \d", text)
+    assert re.search(r"Executed on \d{4}-\d\d-\d\d .*\s(?:min|s) on .*torch \d", text)
     assert "# Parameters" not in text and "set by the runner" not in text  # no parameter cells in the page
 
 

@@ -103,7 +103,7 @@ def executed_with(meta: dict) -> str:
     facts = meta.get("provenance")
     if facts:
         libraries = ", ".join(f"{name} {facts[name]}" for name in ("semalign", "torch", "transformers", "numpy", "scikit-learn"))
-        ran = (f"Executed on {facts['started']} in {facts['wall_s'] / 60:.1f} min on {facts['cpu']}, GPU: "
+        ran = (f"Executed on {facts['started']} in {pages.duration(facts['wall_s'])} on {facts['cpu']}, GPU: "
                f"{facts['gpu']}; Python {facts['python']}, {libraries}.")
     else:
         ran = "Where and with which library versions it ran was not recorded (executed before the runner recorded it)."

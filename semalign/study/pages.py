@@ -1,6 +1,8 @@
 """Book pages generated at build time from the study's own records, so they can
 never drift from what the code uses: the data-and-models page (from
-``data_manifest.yaml`` and the encoder registry) and the list of runs."""
+``data_manifest.yaml`` and the encoder registry), the list of runs, the
+timings the Reproduce page includes (from each executed notebook's
+provenance) and the benchmarks appendix (from the benchmark scripts' reports)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from pathlib import Path
 
 from semalign.data.manifest import load_manifest, verify_sources
 from semalign.study.paths import work_dir
+
+
+#: The generated timings that the Reproduce page includes (not a page of its own).
+RUN_TIMES_FILE = "run_times.md"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -87,19 +93,60 @@ def study_made_encoders() -> str:
     ])
 
 
+def duration(seconds: float) -> str:
+    """A wall time as the pages show it: seconds below a minute, else minutes
+    (joined to the number by a no-break space, so a table cell never splits them)."""
+    return f"{seconds:.0f}\u00a0s" if seconds < 59.5 else f"{seconds / 60:.1f}\u00a0min"
+
+
+def _executed(run) -> dict:
+    """What the runner recorded of where and when ``run`` executed (``{}`` when nothing was recorded)."""
+    return run.executed_metadata.get("provenance") or {}
+
+
 def runs_page(profile: str, runs) -> str:
     rows = []
     for run in runs:
         shown = {k: v for k, v in run.parameters.items() if k not in ("profile", "run_name")}
         params = "<br>".join(f"`{k}={v!r}`" for k, v in shown.items()) or "—"
-        rows.append([f"{{doc}}`experiments/{run.name}`", run.chapter, params])
+        facts = _executed(run)
+        executed = [facts["started"], duration(facts["wall_s"])] if "wall_s" in facts else ["not recorded", "—"]
+        rows.append([f"{{doc}}`experiments/{run.name}`", run.chapter, *executed, params])
     return "\n".join([
         "(runs)=",
         f"# Runs of this book (profile `{profile}`)\n",
-        "Every page under *Experiments* is an executed notebook. This table lists the parameters each was "
-        "executed with; re-run one with other values with `semalign run NOTEBOOK --profile PROFILE -p KEY=VALUE` "
-        "(see {ref}`reproduce`).\n",
-        table(["page", "chapter", "parameters"], rows),
+        "Every page under *Experiments* is an executed notebook. This table lists when each was executed, "
+        "how long it ran and the parameters it was executed with; re-run one with other values with "
+        "`semalign run NOTEBOOK --profile PROFILE -p KEY=VALUE` (see {ref}`reproduce`).\n",
+        table(["page", "chapter", "executed", "wall time", "parameters"], rows),
+    ])
+
+
+def run_times(profile: str, runs) -> str:
+    """How long this book's runs took, summed per chapter, and on which machines:
+    the Reproduce page's timings, from each executed notebook's own provenance."""
+    timed = [(run, facts) for run in runs if "wall_s" in (facts := _executed(run))]
+    if not timed:
+        return "No run of this book recorded its execution time.\n"
+    chapters: dict[str, list[float]] = {}
+    for run, facts in timed:
+        chapters.setdefault(run.chapter, []).append(facts["wall_s"])
+    rows = [[chapter, str(len(seconds)), duration(sum(seconds))] for chapter, seconds in chapters.items()]
+    rows.append(["**all chapters**", str(len(timed)), f"**{duration(sum(f['wall_s'] for _, f in timed))}**"])
+    machines = "; ".join(sorted({f"{facts['cpu']}, GPU: {facts['gpu']}" for _, facts in timed}))
+    started = sorted(facts["started"] for _, facts in timed)
+    when = f"on {started[0]}" if started[0] == started[-1] else f"between {started[0]} and {started[-1]}"
+    untimed = len(runs) - len(timed)
+    return "\n".join([
+        f"The runs of this book (profile `{profile}`) took, by chapter (the wall time each executed notebook "
+        "records; {ref}`runs` lists every run's):\n",
+        table(["chapter", "runs", "execution time"], rows),
+        f"They were executed {when} on {machines}."
+        + (f" {untimed} of the {len(runs)} runs recorded no time." if untimed else "")
+        + " A run that was up to date at the last `semalign run` keeps the time of its own last execution, and "
+        "a run that found its embeddings and study-made encoders in the cache took less than one that made "
+        "them, so these are not the times of a run from an empty cache: `python benchmarks/bench_study.py` "
+        "measures those ({ref}`benchmarks`).\n",
     ])
 
 
@@ -161,7 +208,7 @@ def study_section() -> str:
             out += ["From the empty cache, each chapter's runs took (papermill's execution times, summed; "
                     "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
                     table(["chapter", "execution time"],
-                          [[chapter, f"{seconds / 60:.1f} min"] for chapter, seconds in report["cold_chapters_s"].items()])]
+                          [[chapter, duration(seconds)] for chapter, seconds in report["cold_chapters_s"].items()])]
         return out
 
     return _report_section(["## Speed and memory\n"], "study", render)
@@ -334,4 +381,5 @@ def reliability_section() -> str:
 def write_generated_pages(src: Path, profile: str, runs) -> None:
     (src / "data_models.md").write_text(data_models_page(profile))
     (src / "runs.md").write_text(runs_page(profile, runs))
+    (src / RUN_TIMES_FILE).write_text(run_times(profile, runs))  # included by reproduce.md
     (src / "benchmarks.md").write_text(benchmarks_page())
