@@ -48,10 +48,11 @@ reports, train_index, test_index = inputs.report_dataset(dataset, text_column=te
 glue("n_reports", len(reports), display=False)
 glue("n_train", len(train_index), display=False)
 glue("n_test", len(test_index), display=False)
-print(f"{len(reports):,} reports from {reports.name}; dropped: {reports.dropped}")
+glue("dropped_rows", reports.dropped_summary(), display=False)
 
 # %% [markdown]
-# The collection holds {glue:text}`n_reports` reports. The seeded split keeps
+# The collection holds {glue:text}`n_reports` reports; rows dropped while
+# reading it: {glue:text}`dropped_rows`. The seeded split keeps
 # {glue:text}`n_train` for training (the anchors are drawn from these, without
 # their labels) and {glue:text}`n_test` for testing.
 #
@@ -111,7 +112,8 @@ plt.close(fig)
 # %%
 if dataset == "iu_xray":
     examples = reports.extra.assign(labels=reports.labels.apply(lambda r: ", ".join(r.index[r == 1]), axis=1))
-    display(examples.iloc[:3][["findings", "impression", "labels"]])  # noqa: F821 (IPython builtin)
+    with pd.option_context("display.max_colwidth", None):  # whole reports: pandas cuts long cells by default
+        display(examples.iloc[:3][["findings", "impression", "labels"]])  # noqa: F821 (IPython builtin)
 
 # %%
 records = [dict(method="dataset", metric="n_reports", value=len(reports)),

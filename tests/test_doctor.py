@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -127,10 +128,49 @@ def load_bench():
     return module
 
 
-def test_benchmarks_page_says_plainly_when_reliability_was_not_run(tmp_path, monkeypatch):
+def test_benchmarks_page_without_measurements_says_once_what_fills_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
     page = pages.benchmarks_page()
-    assert "## Reliability" in page and "have not been run in this work folder yet" in page
+    assert page.startswith("(benchmarks)=\n# Appendix") and "\n## " not in page  # no section without figures
+    assert page.count("None of them has been run") == 1 and "`python benchmarks/bench_study.py`" in page
+    assert "not measured" not in page.lower()
+
+
+def test_reproduce_timings_come_from_the_executed_notebooks(isolated_work):
+    import nbformat
+
+    from semalign.study import runner
+
+    runs = runner.plan(["all"], "smoke")
+    timed = {"method_example": ("2026-12-07 11:23 UTC", 30.0), "text_stitching__transform-affine": ("2026-12-07 11:30 UTC", 90.0),
+             "text_stitching__transform-linear": ("2026-12-07 11:40 UTC", 150.0)}
+    for run in runs:
+        if run.name in timed:
+            started, wall_s = timed[run.name]
+            run.output.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nbformat.v4.new_notebook(metadata={"semalign": {"provenance": {
+                "cpu": "Test CPU (2 cores)", "gpu": "none", "started": started, "wall_s": wall_s}}}), run.output)
+    text = pages.run_times("smoke", runs)
+    assert "| Method | 1 | 30\u00a0s |" in text and "| Text | 2 | 4.0\u00a0min |" in text and "| Images |" not in text
+    assert "| **all chapters** | 3 | **4.5\u00a0min** |" in text
+    assert "between 2026-12-07 11:23 UTC and 2026-12-07 11:40 UTC on Test CPU (2 cores), GPU: none." in text
+    assert f"{len(runs) - 3} of the {len(runs)} runs recorded no time" in text
+    listing = pages.runs_page("smoke", runs)
+    assert "| Text | 2026-12-07 11:40 UTC | 2.5\u00a0min |" in listing and "| not recorded | — |" in listing
+    assert "recorded its execution time" in pages.run_times("smoke", [run for run in runs if run.name not in timed])
+
+
+def test_book_pages_type_no_timings():
+    """Timings come from the runs' provenance (the Reproduce page includes them)
+    or from the benchmarks' reports; the precision appendix's dated measurements
+    are the one place a page states them."""
+    from semalign.study.paths import BOOK_SOURCE_DIR
+
+    timing = re.compile(r"\b\d[\d.,]*\s?(?:minutes?|min|seconds?|hours?|h|s)\b")
+    typed = {page.name: timing.findall(page.read_text()) for page in BOOK_SOURCE_DIR.glob("*.md")
+             if page.name != "precision.md"}
+    assert not any(typed.values()), typed
+    assert f"```{{include}} {pages.RUN_TIMES_FILE}" in (BOOK_SOURCE_DIR / "reproduce.md").read_text()
 
 
 def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeypatch):
@@ -177,7 +217,7 @@ def test_reliability_report_goes_from_the_test_run_to_the_page(tmp_path, monkeyp
 
 def test_scale_benchmark_reaches_the_appendix(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
-    assert "Not measured in this work folder yet" in pages.benchmarks_page()
+    assert "## Embedding at scale" not in pages.benchmarks_page()
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "scale.json").write_text(json.dumps({
         "n_texts": 50000, "model": "minilm", "precision": "bf16", "items_per_s": 371.0,
@@ -186,7 +226,8 @@ def test_scale_benchmark_reaches_the_appendix(tmp_path, monkeypatch):
     page = pages.benchmarks_page()
     assert "| throughput | 371.0 texts/s (last quarter / first quarter: 1.126×) |" in page
     assert "698 MB after the first shard, 840 MB peak (1.203×)" in page
-    assert "Not measured in this work folder yet: run `python benchmarks/bench_scale.py`" not in page
+    # only what was measured: no other section, and no word of what was not
+    assert re.findall(r"^## .*", page, re.M) == ["## Embedding at scale"] and "None of them" not in page
 
 
 def test_paper_scale_benchmark_shows_gpu_columns_only_where_a_gpu_was_sampled(tmp_path, monkeypatch):
@@ -240,7 +281,7 @@ def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkey
     context = bench.judged(best, "sentence-transformers fp32", "w", 3, "reports/s", context=("ours fp32",))[1]
     assert "target_met" not in context and context["max_abs_diff"] > 1e-5 and context["ratio"] == 1.25
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
-    assert "Not measured in this work folder yet: run `python benchmarks/bench_embed.py`" in pages.benchmarks_page()
+    assert "## Embedding throughput" not in pages.benchmarks_page()
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "embed.json").write_text(json.dumps({
         "date": "2026-11-23", "machine": "x86_64, 2 cores", "command": "python benchmarks/bench_embed.py",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,24 @@ def test_book_refuses_missing_executed_notebooks(isolated_work):
     from semalign.study import book
     with pytest.raises(SemalignError, match=r"cannot publish the smoke book: method_example: missing"):
         book.build("smoke")
+
+
+def test_the_reader_s_copy_keeps_warnings_without_the_machine_s_folders(tmp_path):
+    import nbformat
+
+    from semalign.study import book
+    from semalign.study.paths import PACKAGE_DIR
+
+    printed = (f"{PACKAGE_DIR}/data/reports.py:180: UserWarning: dataset file mine.csv: dropped 3 of 80 rows\n"
+               "  warnings.warn(\n"
+               "/opt/env/lib/python3.11/site-packages/sklearn/base.py:12: FutureWarning: renamed\n")
+    cell = nbformat.v4.new_code_cell("reports = load()", outputs=[nbformat.v4.new_output("stream", name="stderr", text=printed)])
+    executed = tmp_path / "executed.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A page"), cell]), executed)
+    book.present(executed, tmp_path / "copy.ipynb")
+    (shown,) = nbformat.read(tmp_path / "copy.ipynb", as_version=4).cells[1].outputs
+    assert shown.text == ("semalign/data/reports.py:180: UserWarning: dataset file mine.csv: dropped 3 of 80 rows\n"
+                          "  warnings.warn(\nsklearn/base.py:12: FutureWarning: renamed\n")
 
 
 def test_code_change_makes_executed_notebook_stale(isolated_work, monkeypatch):
@@ -220,6 +239,33 @@ def test_kernels_talk_over_private_unix_sockets_and_runs_record_their_provenance
     facts = meta["provenance"]
     assert {"cpu", "gpu", "python", "semalign", "torch", "transformers", "numpy", "scikit-learn", "started"} <= set(facts)
     assert facts["torch"].split("+")[0] == runner.provenance()["torch"].split("+")[0] and facts["wall_s"] > 0
+    # papermill's own record stays, less its copy of the source and its temporary output path
+    kept = json.loads(run.output.read_text())["metadata"]["papermill"]
+    assert kept["duration"] > 0 and not {"input_path", "output_path"} & set(kept)
+
+
+def test_kernels_start_without_tqdm_s_widget_warning_and_keep_other_warnings():
+    """huggingface_hub imports tqdm.auto, which in a kernel without ipywidgets
+    warns from (and names) a file in site-packages; the study's warnings stay."""
+    import shutil
+    import tempfile
+
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import warnings\nimport tqdm.auto\nwarnings.warn('a warning of the study')")])
+    nb.cells[0].metadata["tags"] = []
+    folder = Path(tempfile.mkdtemp(prefix="semalign-test-"))  # short: the kernel's sockets live here
+    try:
+        papermill.execute_notebook(nb, str(folder / "out.ipynb"), kernel_name=runner.ensure_kernel(), progress_bar=False,
+                                   config=runner._ipc_kernel(folder),
+                                   kernel_manager_class=runner._kernel_manager(folder / "kernel.log"))
+        outputs = nbformat.read(folder / "out.ipynb", as_version=4).cells[0].outputs
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    stderr = "".join(out.get("text", "") for out in outputs if out.get("name") == "stderr")
+    assert "a warning of the study" in stderr and "IProgress" not in stderr and "site-packages" not in stderr
 
 
 def test_grid_runs_have_their_own_titles_and_know_who_set_each_parameter():

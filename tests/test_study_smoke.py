@@ -161,13 +161,52 @@ def test_every_page_has_its_own_title_and_no_machine_paths(smoke_book, smoke_stu
         assert "PosixPath(" not in text and str(smoke_study) not in text, f"{page.name} shows a path of the build machine"
 
 
+def machine_paths(work) -> re.Pattern:
+    """An absolute path of the machine that builds the book: in the work tree,
+    the temporary folder, the work folder ``work`` or the home folder, or in any
+    environment's site-packages (a warning's file name, say)."""
+    import site
+    import sys
+    import sysconfig
+    import tempfile
+    from pathlib import Path
+
+    from semalign.study.paths import PROJECT_ROOT
+
+    roots = {PROJECT_ROOT, Path(tempfile.gettempdir()), Path(work), Path.home(), Path(sys.prefix),
+             *map(Path, site.getsitepackages()), Path(sysconfig.get_paths()["purelib"])}
+    spelled = {str(root) for root in roots} | {str(root.resolve()) for root in roots}
+    folders = "|".join(re.escape(root) for root in sorted(spelled, key=len, reverse=True))
+    return re.compile(rf"(?<![\w.-])(?:{folders})(?![\w.-])|/[\w.+-]+(?:/[\w.+-]+)*/site-packages\b")
+
+
+def machine_paths_in_book(html, work) -> list[str]:
+    """Every built HTML page and downloadable notebook of the book at ``html``
+    that holds a machine path (:func:`machine_paths`), with the first one found."""
+    found = machine_paths(work)
+    hits = []
+    for path in sorted([*html.rglob("*.html"), *html.rglob("*.ipynb")]):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        match = found.search(html_module.unescape(text) if path.suffix == ".html" else text)
+        if match:
+            hits.append(f"{path.relative_to(html)}: {match.group(0)}")
+    return hits
+
+
+def test_no_page_or_downloadable_notebook_holds_a_path_of_the_building_machine(smoke_book, smoke_study):
+    notebooks = list(smoke_book.rglob("*.ipynb"))
+    assert len(notebooks) >= 10  # the reader's copies of the executed notebooks are in the book
+    assert machine_paths(smoke_study).search(f"warning at {smoke_study / 'x.py'}:3")  # the check sees a path
+    assert machine_paths_in_book(smoke_book, smoke_study) == []
+
+
 def test_pages_say_what_they_were_executed_with_and_hide_the_parameter_cells(smoke_book):
     page = (smoke_book / "experiments" / "text_stitching__transform-ortho.html").read_text(encoding="utf-8")
     text = page_text(smoke_book / "experiments" / "text_stitching__transform-ortho.html")
     assert "Executed with profile smoke" in text and "dropdown" in page
     assert re.search(r"anchor_counts \[16, ?64, ?200\] profile", text)  # value and who set it
     assert re.search(r"transform \"ortho\" grid", text)
-    assert re.search(r"Executed on \d{4}-\d\d-\d\d .* min on .*torch \d", text)
+    assert re.search(r"Executed on \d{4}-\d\d-\d\d .*\s(?:min|s) on .*torch \d", text)
     assert "# Parameters" not in text and "set by the runner" not in text  # no parameter cells in the page
 
 

@@ -22,10 +22,13 @@ from semalign.study import pages
 
 from semalign.study import runner
 from semalign.errors import SemalignError
-from semalign.study.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
+from semalign.study.paths import BOOK_SOURCE_DIR, PROJECT_ROOT, book_build_dir, vendor_dir
 
 # Any attribute that makes a browser fetch from another host when a page opens.
 REMOTE_LOAD = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
+# The folder of the file a warning names, as Python prints it ("/…/semalign/x.py:12: UserWarning: …"):
+# the project's or an environment's site-packages, a path of the machine that ran the notebook.
+WARNING_FOLDER = re.compile(rf"^(?:{re.escape(str(PROJECT_ROOT))}/|/\S*?/site-packages/)(?=\S+\.py:\d+: \w*Warning: )", re.M)
 
 
 def check_executed(profile: str) -> list[runner.Run]:
@@ -70,13 +73,19 @@ def present(executed: Path, destination: Path) -> None:
     parameters cell and papermill's injected one are removed, and what the run
     was executed with — parameters, who set each, and the provenance the runner
     recorded — sits in one collapsed box under the introduction. Figure code is
-    folded behind a toggle, except in the teaching notebooks.
+    folded behind a toggle, except in the teaching notebooks. A warning a cell
+    printed stays, naming its file from the package's or site-packages' folder
+    (``semalign/data/reports.py:180: UserWarning: …``), not by a path of the
+    machine that ran it.
     """
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.get("semalign", {})
     for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                out.text = WARNING_FOLDER.sub("", "".join(out.text))
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags or "injected-parameters" in tags:
             tags.append("remove-cell")
@@ -103,7 +112,7 @@ def executed_with(meta: dict) -> str:
     facts = meta.get("provenance")
     if facts:
         libraries = ", ".join(f"{name} {facts[name]}" for name in ("semalign", "torch", "transformers", "numpy", "scikit-learn"))
-        ran = (f"Executed on {facts['started']} in {facts['wall_s'] / 60:.1f} min on {facts['cpu']}, GPU: "
+        ran = (f"Executed on {facts['started']} in {pages.duration(facts['wall_s'])} on {facts['cpu']}, GPU: "
                f"{facts['gpu']}; Python {facts['python']}, {libraries}.")
     else:
         ran = "Where and with which library versions it ran was not recorded (executed before the runner recorded it)."

@@ -1,6 +1,8 @@
 """Book pages generated at build time from the study's own records, so they can
 never drift from what the code uses: the data-and-models page (from
-``data_manifest.yaml`` and the encoder registry) and the list of runs."""
+``data_manifest.yaml`` and the encoder registry), the list of runs, the
+timings the Reproduce page includes (from each executed notebook's
+provenance) and the benchmarks appendix (from the benchmark scripts' reports)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from pathlib import Path
 
 from semalign.data.manifest import load_manifest, verify_sources
 from semalign.study.paths import work_dir
+
+
+#: The generated timings that the Reproduce page includes (not a page of its own).
+RUN_TIMES_FILE = "run_times.md"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -87,19 +93,60 @@ def study_made_encoders() -> str:
     ])
 
 
+def duration(seconds: float) -> str:
+    """A wall time as the pages show it: seconds below a minute, else minutes
+    (joined to the number by a no-break space, so a table cell never splits them)."""
+    return f"{seconds:.0f}\u00a0s" if seconds < 59.5 else f"{seconds / 60:.1f}\u00a0min"
+
+
+def _executed(run) -> dict:
+    """What the runner recorded of where and when ``run`` executed (``{}`` when nothing was recorded)."""
+    return run.executed_metadata.get("provenance") or {}
+
+
 def runs_page(profile: str, runs) -> str:
     rows = []
     for run in runs:
         shown = {k: v for k, v in run.parameters.items() if k not in ("profile", "run_name")}
         params = "<br>".join(f"`{k}={v!r}`" for k, v in shown.items()) or "—"
-        rows.append([f"{{doc}}`experiments/{run.name}`", run.chapter, params])
+        facts = _executed(run)
+        executed = [facts["started"], duration(facts["wall_s"])] if "wall_s" in facts else ["not recorded", "—"]
+        rows.append([f"{{doc}}`experiments/{run.name}`", run.chapter, *executed, params])
     return "\n".join([
         "(runs)=",
         f"# Runs of this book (profile `{profile}`)\n",
-        "Every page under *Experiments* is an executed notebook. This table lists the parameters each was "
-        "executed with; re-run one with other values with `semalign run NOTEBOOK --profile PROFILE -p KEY=VALUE` "
-        "(see {ref}`reproduce`).\n",
-        table(["page", "chapter", "parameters"], rows),
+        "Every page under *Experiments* is an executed notebook. This table lists when each was executed, "
+        "how long it ran and the parameters it was executed with; re-run one with other values with "
+        "`semalign run NOTEBOOK --profile PROFILE -p KEY=VALUE` (see {ref}`reproduce`).\n",
+        table(["page", "chapter", "executed", "wall time", "parameters"], rows),
+    ])
+
+
+def run_times(profile: str, runs) -> str:
+    """How long this book's runs took, summed per chapter, and on which machines:
+    the Reproduce page's timings, from each executed notebook's own provenance."""
+    timed = [(run, facts) for run in runs if "wall_s" in (facts := _executed(run))]
+    if not timed:
+        return "No run of this book recorded its execution time.\n"
+    chapters: dict[str, list[float]] = {}
+    for run, facts in timed:
+        chapters.setdefault(run.chapter, []).append(facts["wall_s"])
+    rows = [[chapter, str(len(seconds)), duration(sum(seconds))] for chapter, seconds in chapters.items()]
+    rows.append(["**all chapters**", str(len(timed)), f"**{duration(sum(f['wall_s'] for _, f in timed))}**"])
+    machines = "; ".join(sorted({f"{facts['cpu']}, GPU: {facts['gpu']}" for _, facts in timed}))
+    started = sorted(facts["started"] for _, facts in timed)
+    when = f"on {started[0]}" if started[0] == started[-1] else f"between {started[0]} and {started[-1]}"
+    untimed = len(runs) - len(timed)
+    return "\n".join([
+        f"The runs of this book (profile `{profile}`) took, by chapter (the wall time each executed notebook "
+        "records; {ref}`runs` lists every run's):\n",
+        table(["chapter", "runs", "execution time"], rows),
+        f"They were executed {when} on {machines}."
+        + (f" {untimed} of the {len(runs)} runs recorded no time." if untimed else "")
+        + " A run that was up to date at the last `semalign run` keeps the time of its own last execution, and "
+        "a run that found its embeddings and study-made encoders in the cache took less than one that made "
+        "them, so these are not the times of a run from an empty cache: `python benchmarks/bench_study.py` "
+        "measures those ({ref}`benchmarks`).\n",
     ])
 
 
@@ -109,21 +156,19 @@ def _benchmark_report(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _not_measured(script: str) -> str:
-    return f"Not measured in this work folder yet: run `python benchmarks/{script}.py`.\n"
-
-
 def _report_section(text: list[str], name: str, render: Callable[[dict], list[str]]) -> str:
-    """``text``, then ``render`` of ``bench_<name>``'s report, or how to make that report."""
+    """``text``, then ``render`` of ``bench_<name>``'s report; "" when that benchmark has not been run."""
     report = _benchmark_report(name)
-    return "\n".join(text + (render(report) if report is not None else [_not_measured(f"bench_{name}")]))
+    return "" if report is None else "\n".join(text + render(report))
 
 
 def benchmarks_page() -> str:
     """The appendix: measured speed and memory, and the reliability figures.
 
-    Both come from files the benchmark scripts write in the work folder; a part
-    that has not been measured says so.
+    Every section comes from a file a benchmark script writes in the work
+    folder, and a section appears only once its script has been run there; a
+    work folder with none says so once, with the commands that fill the page.
+    (The page itself is always built: other pages refer to it.)
     """
     text = [
         "(benchmarks)=",
@@ -131,14 +176,24 @@ def benchmarks_page() -> str:
         "Measured by the scripts in `benchmarks/`, which print ratios against a reference "
         "measured in the same run. `python benchmarks/bench_study.py` times the whole study from "
         "an empty cache and a warm one, and the book build, and records peak resident memory; "
-        "`bench_align.py`, `bench_embed.py` and `bench_phantom.py` measure the alignment fits, "
-        "embedding throughput (against sentence-transformers) and phantom rendering.\n",
-        "## Speed and memory\n",
+        "`bench_embed.py`, `bench_scale.py`, `bench_paper_scale.py` and `bench_reliability.py` measure "
+        "embedding throughput (against sentence-transformers), embedding at scale, the paper profile on "
+        "synthetic data and the study's reliability, and write a report into the work folder's "
+        "`benchmarks/` folder; `bench_align.py` and `bench_phantom.py` (the alignment fits, phantom rendering) "
+        "print theirs. A section of this page appears once its script has been run in the work folder the "
+        "book is built from.\n",
     ]
-    report = _benchmark_report("study")
-    if report is None:
-        text.append("No end-to-end measurement has been recorded in this work folder yet.\n")
-    else:
+    sections = [part for part in (study_section(), embed_section(), scale_section(), paper_scale_section(),
+                                  reliability_section()) if part]
+    if not sections:
+        text.append("None of them has been run in the work folder this book was built from: run "
+                    "`python benchmarks/bench_study.py` (and the others above), then `semalign book`.\n")
+    return "\n".join(text + sections)
+
+
+def study_section() -> str:
+    """``<work>/benchmarks/study.json`` (from ``benchmarks/bench_study.py``) as a section."""
+    def render(report: dict) -> list[str]:
         targets = report["targets"]
         rows = []
         for stage, key, label in (("cold", "cold_s", "study, empty cache"), ("warm", "warm_s", "study, warm cache"),
@@ -147,14 +202,16 @@ def benchmarks_page() -> str:
                 m = report[stage]
                 rows.append([label, f"{m['wall_s']:.0f} s", f"{targets[key]} s", f"{m['peak_rss_gb']:.2f} GB",
                              f"{targets['peak_rss_gb']} GB"])
-        text += [f"Profile `{report['profile']}` on {report['machine']}.\n",
-                 table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
+        out = [f"Profile `{report['profile']}` on {report['machine']}.\n",
+               table(["stage", "wall time", "target", "peak RSS", "target"], rows)]
         if report.get("cold_chapters_s"):
-            text += ["From the empty cache, each chapter's runs took (papermill's execution times, summed; "
-                     "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
-                     table(["chapter", "execution time"],
-                            [[chapter, f"{seconds / 60:.1f} min"] for chapter, seconds in report["cold_chapters_s"].items()])]
-    return "\n".join(text + [embed_section(), scale_section(), paper_scale_section(), reliability_section()])
+            out += ["From the empty cache, each chapter's runs took (papermill's execution times, summed; "
+                    "the work a chapter caches first, such as embeddings, is counted where it happens):\n",
+                    table(["chapter", "execution time"],
+                          [[chapter, duration(seconds)] for chapter, seconds in report["cold_chapters_s"].items()])]
+        return out
+
+    return _report_section(["## Speed and memory\n"], "study", render)
 
 
 def embed_verdict(row: dict) -> str:
@@ -193,15 +250,18 @@ def embed_section() -> str:
                 f"{r['rounds']} rounds, load average {r['load_average'][0]} at the start) with "
                 f"`{r['command'].strip()}`:\n", table(head, rows)]
 
-    section = _report_section(text, "embed", render)
-    gpu = _benchmark_report("embed-cuda")
-    if gpu is None:
-        return section
-    return "\n".join([section, "### On a GPU\n",
-                      "Every method on the GPU, the references too (TF32 off). The targets above are the CPU's, so "
-                      "these rows carry none; *agreement* adds each of our rows' distance to our CPU embeddings at "
-                      "the same precision (fp32 caches are shared between devices, bf16 ones are not).\n",
-                      *render(gpu)])
+    cpu, gpu = _benchmark_report("embed"), _benchmark_report("embed-cuda")
+    if cpu is None and gpu is None:
+        return ""
+    if cpu is not None:
+        text += render(cpu)
+    if gpu is not None:
+        text += ["### On a GPU\n",
+                 "Every method on the GPU, the references too (TF32 off). The targets above are the CPU's, so "
+                 "these rows carry none; *agreement* adds each of our rows' distance to our CPU embeddings at "
+                 "the same precision (fp32 caches are shared between devices, bf16 ones are not).\n",
+                 *render(gpu)]
+    return "\n".join(text)
 
 
 def scale_section() -> str:
@@ -235,7 +295,7 @@ def paper_scale_section() -> str:
             "The target is at least half of the limit.\n"]
     found = [(scale, r) for scale in ("tiny", "small", "full") if (r := _benchmark_report(f"paper-scale-{scale}"))]
     if not found:
-        return "\n".join(text + [_not_measured("bench_paper_scale")])
+        return ""
     for scale, r in found:
         m, d, rates = r["machine"], r["data"], r["rates"]
         text += [f"Scale `{scale}`, {r['date']}, {m['cpus']} CPU cores, {m['gpu'] or 'no GPU'} ({m['precision']}); "
@@ -286,8 +346,7 @@ def reliability_section() -> str:
     ]
     report = _benchmark_report("reliability")
     if report is None:
-        return "\n".join(text + ["The reliability tests have not been run in this work folder yet, so there are "
-                                 "no figures to show: run `python benchmarks/bench_reliability.py`.\n"])
+        return ""
     parts = (("bad_inputs", "bad inputs refused with a one-line error naming the input and the fix"),
              ("interruptions", "runs killed with SIGKILL, then completed with the uninterrupted result"),
              ("cache_damage", "damaged cache entries detected, reported and recomputed"),
@@ -322,4 +381,5 @@ def reliability_section() -> str:
 def write_generated_pages(src: Path, profile: str, runs) -> None:
     (src / "data_models.md").write_text(data_models_page(profile))
     (src / "runs.md").write_text(runs_page(profile, runs))
+    (src / RUN_TIMES_FILE).write_text(run_times(profile, runs))  # included by reproduce.md
     (src / "benchmarks.md").write_text(benchmarks_page())

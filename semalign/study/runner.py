@@ -381,17 +381,28 @@ def _ipc_kernel(folder: Path):
     return Config({"KernelManager": {"transport": "ipc", "ip": str(folder / "kernel")}})
 
 
+#: Warning filters the kernel's interpreter starts with. tqdm.auto, imported by
+#: huggingface_hub and transformers, sees a Jupyter kernel and, without
+#: ipywidgets, warns that it cannot draw widget bars, naming the file of the
+#: environment's site-packages it warns from. The runner's kernels draw no
+#: widgets (bars go to the runner's terminal), so the advice does not apply.
+KERNEL_WARNING_FILTERS = ("ignore:IProgress not found",)
+
+
 def _kernel_manager(log: Path):
     """A kernel manager whose kernel writes its own stderr (its log, not a cell's
     output: e.g. the shutdown noise of a kernel stopped by Ctrl-C) to ``log``
-    rather than to the user's terminal."""
+    rather than to the user's terminal, and starts with
+    :data:`KERNEL_WARNING_FILTERS`."""
     from jupyter_client import AsyncKernelManager
 
     class KernelWithLog(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             log.parent.mkdir(parents=True, exist_ok=True)
+            # kernel_cmd[0] is the interpreter (the semalign kernelspec's, see ensure_kernel)
+            command = [kernel_cmd[0], *(f"-W{spec}" for spec in KERNEL_WARNING_FILTERS), *kernel_cmd[1:]]
             with open(log, "wb") as stream:  # the kernel keeps its own copy of the descriptor
-                return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": stream})
+                return await super()._async_launch_kernel(command, **{**kw, "stderr": stream})
 
     return KernelWithLog
 
@@ -486,6 +497,8 @@ def execute(run: Run, progress: bool = True) -> Path:
                     f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
+            for where in ("input_path", "output_path"):  # papermill's: the in-memory source, a temporary path
+                executed.metadata.get("papermill", {}).pop(where, None)
             facts = {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
                      "wall_s": round(time.time() - started, 1)}
             code_sha256 = code_fingerprint()
