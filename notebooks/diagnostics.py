@@ -184,16 +184,16 @@ glue("pairs_table", table.style.format("{:.3f}"), display=False)
 glue("metric_name", METRIC_LABELS.get(metric, metric), display=False)
 
 # %% [markdown]
-# ```{glue:figure} pairs_table
-# :name: tbl-diagnostics
+# (tbl-diagnostics)=
+# ```{glue} pairs_table
+# ```
 #
-# Similarity of each ordered pair of encoders on the test split, and its
-# stitching gap in test {glue:text}`metric_name`: *naive* feeds the source's
-# raw embeddings to the target's decoder (near chance for encoders that share
-# no coordinates, as the study's medical encoders and the general ones should),
+# *Table D1.* Similarity of each ordered pair of encoders on the test split, and
+# its stitching gap in test {glue:text}`metric_name`: *naive* feeds the source's
+# raw embeddings to the target's decoder (near chance for encoders that share no
+# coordinates, as the study's medical encoders and the general ones should),
 # *aligned* is the mean over seeds and transforms at the largest anchor count,
 # *upper bound* the target encoder with its own decoder.
-# ```
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.5), sharey=True)

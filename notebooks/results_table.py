@@ -26,7 +26,7 @@ run_name = "results_table"  # set by the runner
 text_label = "text (IU X-ray reports)"  # column title of the text stitching results
 vision_label = "vision (CT phantom)"  # column title of the vision stitching results
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from myst_nb import glue
 
@@ -83,24 +83,24 @@ def stitching_table(experiment: str) -> pd.DataFrame:
 
 
 for experiment, (modality, label) in MODALITIES.items():
-    glue(f"table1_{modality}", stitching_table(experiment), display=False)  # shown once, by the glue figures below
+    glue(f"table1_{modality}", stitching_table(experiment), display=False)  # shown once, by the glue directives below
     glue(f"label_{modality}", label, display=False)
 
 # %% [markdown]
-# ```{glue:figure} table1_text
-# :name: tbl-results-text
-#
-# Cross-encoder stitching on {glue:text}`label_text`, test macro-AUROC (mean
-# over encoder pairs and seeds; in brackets, the mean of the per-record 95%
-# bootstrap intervals over test items), at each anchor budget the claims are
-# judged at. Naive and upper-bound rows do not depend on the anchors.
+# (tbl-results-text)=
+# ```{glue} table1_text
 # ```
 #
-# ```{glue:figure} table1_vision
-# :name: tbl-results-vision
+# *Table 1a.* Cross-encoder stitching on {glue:text}`label_text`, test
+# macro-AUROC (mean over encoder pairs and seeds; in brackets, the mean of the
+# per-record 95% bootstrap intervals over test items), at each anchor budget the
+# claims are judged at. Naive and upper-bound rows do not depend on the anchors.
 #
-# The same for {glue:text}`label_vision`.
+# (tbl-results-vision)=
+# ```{glue} table1_vision
 # ```
+#
+# *Table 1b.* The same for {glue:text}`label_vision`.
 #
 # ## Each encoder on its own task
 #
@@ -108,7 +108,7 @@ for experiment, (modality, label) in MODALITIES.items():
 # better than the general ones. The upper bounds say whether the study's
 # stand-ins do: {glue:text}`encoder_ranking` {glue:text}`standin_statement`
 
-# %%
+# %% tags=["hide-input"]
 def ranking(experiment: str) -> tuple[str, str | None]:
     """Encoders of an experiment ranked by their own decoder's test macro-AUROC,
     in words, and a sentence when a target (medical) encoder is not the best on validation."""
@@ -137,7 +137,7 @@ weaker = [sentence for _, sentence in ranked.values() if sentence]
 glue("standin_statement",
      ("; ".join(weaker) + ". A medical encoder that knows its task no better than a general one has no medical "
       "knowledge to pass on to it, so the paper's claim that stitching improves on the general encoder is judged only "
-      "on the pairs whose medical target beats its general source on validation, and is *not testable here* where "
+      "on the pairs whose medical target beats its general source on validation, and is not testable here where "
       "no pair does (the paper profile, with CXR-BERT and RAD-DINO, tests it); the other claims do not rest on that "
       "premise.") if weaker else
      "Every medical encoder is the best on its own task (validation), as the paper's premise requires.",
@@ -146,7 +146,7 @@ glue("standin_statement",
 # %% [markdown]
 # ## Zero-shot classification
 
-# %%
+# %% tags=["hide-input"]
 zs = records[(records["experiment"] == "zero_shot") & (records["task"] == "macro")]
 largest = int(zs[zs["method"] == "unimodal_zero_shot"]["n_anchors"].max())
 choices = claims.zero_shot_choices(zs, largest)
@@ -171,44 +171,53 @@ glue("table1_zero_shot", zero_shot, display=False)
 glue("zs_pair", pair, display=False)
 
 # %% [markdown]
-# ```{glue:figure} table1_zero_shot
-# :name: tbl-results-zero-shot
-#
-# Zero-shot classification, test macro-AUROC over the dataset's findings (the
-# six phantom findings in the offline profile), every method on the encoder
-# pair chosen on validation for unimodal zero-shot ({glue:text}`zs_pair`);
-# mean over seeds, with the mean 95% interval over test images.
+# (tbl-results-zero-shot)=
+# ```{glue} table1_zero_shot
 # ```
 #
+# *Table 1c.* Zero-shot classification, test macro-AUROC over the dataset's
+# findings (the six phantom findings in the offline profile), every method on
+# the encoder pair chosen on validation for unimodal zero-shot
+# ({glue:text}`zs_pair`); mean over seeds, with the mean 95% interval over test
+# images.
+#
 # ## Which of the paper's claims hold here
+#
+# The claims, with the short names the tables use:
+#
+# ```{glue} claim_statements
+# ```
 
-# %%
+# %% tags=["hide-input"]
 pools = {modality: fit_items(experiment) for experiment, (modality, _) in MODALITIES.items()}
 pools[claims.ZERO_SHOT] = fit_items("zero_shot")
-glue("claims_table", claims.budget_table(claim_rows, fit_items=pools), display=False)
+glue("claims_table", claims.budget_table(claim_rows, fit_items=pools).style, display=False)  # cells whole
 verdicts = claims.verdict_table(claim_rows)
-glue("claims_long", verdicts.style.hide(axis="index"), display=False)  # whole statements, no row numbers
+glue("claims_long", verdicts.style.hide(axis="index"), display=False)  # whole cells, no row numbers
+glue("untestable", claims.untestable_reasons(claim_rows), display=False)
 counts = verdicts["verdict"].str.split(":").str[0].value_counts()
-glue("verdict_counts", ", ".join(f"{counts.get(v, 0)} {v}" for v in claims.VERDICTS)
-     + f" over {len(verdicts)} judgements (each claim at each budget)", display=False)
-glue("claim_statements", " ".join(f"*{c.label}*: {c.statement}." for c in claims.CLAIMS.values()), display=False)
+glue("verdict_counts", " · ".join(f"{v}: {counts.get(v, 0)}" for v in claims.VERDICTS)
+     + f" ({len(verdicts)} judgements: each claim at each budget)", display=False)
+statements = pd.DataFrame({"claim": [c.label for c in claims.CLAIMS.values()],
+                           "statement and threshold": [c.statement for c in claims.CLAIMS.values()]})
+glue("claim_statements", statements.style.hide(axis="index"), display=False)
 results.save_records([dict(method="table1", metric="n_records", value=len(records))],
                      profile=profile, run=run_name, experiment="results_table", parameters={})
 
 # %% [markdown]
-# ```{glue:figure} claims_long
-# :name: tbl-claims
-#
-# The paper's claims judged on this profile's records, at each anchor budget:
-# {glue:text}`verdict_counts`. Estimates are differences of AUROC (naive,
-# ortho vs affine, improvement on the general encoder) or chance-corrected
-# ratios (upper bound, zero-shot against the trained multimodal model); a claim
-# *holds* when its whole 95% bootstrap interval (widened by "± rounding", see
-# {ref}`claims-rule`) is on the claim's side of the threshold, *fails* when it is
-# wholly on the other side, and is *inconclusive* otherwise. A claim is *not
-# testable here* when the records show its premise to be false (the reason is
-# given).
+# (tbl-claims)=
+# ```{glue} claims_long
 # ```
+#
+# *Table 2.* The paper's claims judged on this profile's records, at each anchor
+# budget: {glue:text}`verdict_counts`. Estimates are differences of AUROC
+# (naive, ortho vs affine, improvement on the general encoder) or
+# chance-corrected ratios (upper bound, zero-shot against the trained multimodal
+# model); a claim *holds* when its whole 95% bootstrap interval (widened by "±
+# rounding", see {ref}`claims-rule`) is on the claim's side of the threshold,
+# *fails* when it is wholly on the other side, and is *inconclusive* otherwise.
+# A claim is *not testable here* when the records show its premise to be
+# false: {glue:text}`untestable`
 #
 # %% [markdown]
 # ## How much room the references leave
@@ -218,7 +227,7 @@ results.save_records([dict(method="table1", metric="n_records", value=len(record
 # judge "approaches the upper bound" on the chance-corrected ratio for that
 # reason; here is how much room each experiment's references leave.
 
-# %%
+# %% tags=["hide-input"]
 def room(experiment: str, name: str) -> str:
     rows = test[(test["experiment"] == experiment) & (test["metric"] == "macro_auroc")]
     upper = rows[rows["method"] == "upper_bound"].drop_duplicates("source").set_index("source")

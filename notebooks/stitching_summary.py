@@ -94,20 +94,25 @@ replicates = results.load_replicates(profile, experiment, variant=variant)
 claim_records = claims.stitching_claims(rows, replicates, modality, budgets=budgets)
 gap_records = claims.few_shot_gaps(rows, replicates, modality)
 judged = pd.DataFrame(claim_records + gap_records, columns=list(results.RECORD_KEYS))
-verdicts = claims.verdict_table(judged)
 largest = budgets[-1]
 for record in claim_records:
     if record["n_anchors"] == largest:  # the prose quotes the largest budget; the table has them all
         glue(f"claim_{record['metric']}", claims.claim_sentence(record), display=False)
-share = (lambda n: f" ({n / fit_items:.0%} of the {fit_items:,} fit items)") if fit_items else (lambda n: "")
-glue("budgets", ", ".join(f"{n}{share(n)}" for n in budgets), display=False)
-glue("largest_budget", f"{largest}{share(largest)}", display=False)
+share = (lambda n: f" ({n / fit_items:.0%})") if fit_items else (lambda n: "")
+pool = f" of the {fit_items:,} fit items" if fit_items else ""
+glue("budgets", ", ".join(f"{n}{share(n)}" for n in budgets) + pool, display=False)
+glue("largest_budget", f"{largest}{share(largest)}{pool}", display=False)
 glue("crossover", claims.crossover_sentence(judged, modality, fit_items), display=False)
 results.save_records(claim_records + gap_records, profile=profile, run=run_name, experiment="stitching_summary",
                      parameters=dict(experiment=experiment, metric=metric, variant=variant))
-verdicts.style.hide(axis="index")  # whole statements (a plain DataFrame cuts long cells), no row numbers
+glue("untestable", claims.untestable_reasons(judged), display=False)
+claims.budget_table(judged, {modality: fit_items}).style  # a Styler shows whole cells; a DataFrame cuts them
 
 # %% [markdown]
+# Each cell: verdict · estimate [95% interval]; the results page states each
+# claim in full, with its threshold and the "± rounding" widening.
+# {glue:text}`untestable`
+#
 # At the largest budget, {glue:text}`largest_budget` anchors:
 #
 # - Aligned vs naive: {glue:text}`claim_aligned_vs_naive`.

@@ -178,7 +178,7 @@ series = {
 bars = pd.concat([rows.assign(series=name) for name, rows in series.items()])
 bars = bars.groupby(["series", "task"], sort=False)[["value", "ci_low", "ci_high"]].mean().reset_index()
 order = [*classes, "macro"]
-fig, ax = plt.subplots(figsize=(9, 5.6))
+fig, ax = plt.subplots(figsize=(8, 5.2))
 width = 0.8 / len(series)
 for i, name in enumerate(series):
     part = bars[bars["series"] == name].set_index("task").reindex(order)
@@ -189,8 +189,8 @@ for i, name in enumerate(series):
 ax.axhline(0.5, color="grey", ls=":", lw=1.2, label="chance")
 ax.set_xticks(np.arange(len(order)), order, rotation=30, ha="right")
 ax.set(ylabel="test AUROC", ylim=(0.3, 1.0), title=f"Zero-shot, {evaluation.items.name}: {pair_name}")
-fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=9, frameon=False)
-fig.tight_layout(rect=(0, 0.06 * (len(series) // 2 + 2), 1, 1))
+fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=10, frameon=False)
+fig.tight_layout(rect=(0, 0.045 * ((len(series) + 2) // 2), 1, 1))  # room below the axes for the legend's rows
 glue("figure4", fig, display=False)
 plt.close(fig)
 

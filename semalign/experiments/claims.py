@@ -289,50 +289,48 @@ def few_shot_gaps(records: pd.DataFrame, replicates: Mapping[str, np.ndarray], m
 
 
 def crossover_sentence(records: pd.DataFrame, modality: str, fit_items: int | None = None) -> str:
-    """One sentence on the few-shot crossover of ``modality`` from its
-    :func:`few_shot_gaps` records: where stitching beats labelling the anchors."""
+    """The few-shot crossover of ``modality`` in words, from its :func:`few_shot_gaps`
+    records: up to which anchor count stitching beats labelling the anchors, the
+    bootstrap interval of that count, and where the gain's interval excludes zero."""
     gaps = records[(records["method"] == "few_shot_gap") & (records["modality"] == modality)].sort_values("n_anchors")
     cross = records[(records["method"] == "few_shot_crossover") & (records["modality"] == modality)]
     if gaps.empty or cross.empty:
         return f"No few-shot comparison is recorded for {modality}."
     row = cross.iloc[0]
-
-    def count(n) -> str:
-        return f"{int(n)} anchors" + (f" ({n / fit_items:.0%} of the fit split)" if fit_items and n else "")
-
-    beats = gaps[gaps["verdict"] == "holds"]["n_anchors"].astype(int).tolist()
-    loses = gaps[gaps["verdict"] == "fails"]["n_anchors"].astype(int).tolist()
-    first = gaps.iloc[0]
+    share = f" ({row['estimate'] / fit_items:.0%} of the fit split)" if fit_items and row["estimate"] else ""
+    probe = "a probe trained on the same anchors with their labels"
     if int(row["estimate"]) == 0:
-        head = (f"On {modality}, stitching does not beat a probe trained on the same anchors with their labels even at "
-                f"the fewest anchors ({int(first['n_anchors'])}: gain {first['estimate']:.3f}, 95% interval "
-                f"{first['ci_low']:.3f} to {first['ci_high']:.3f})")
+        first = gaps.iloc[0]
+        head = (f"On {modality}, stitching is not ahead of {probe} even at the fewest anchors "
+                f"({int(first['n_anchors'])}: gain {first['estimate']:.3f}, 95% interval {first['ci_low']:.3f} to "
+                f"{first['ci_high']:.3f})")
     else:
-        at = gaps[gaps["n_anchors"] == row["estimate"]].iloc[0]
-        head = (f"On {modality}, stitching beats a probe trained on the same anchors with their labels up to "
-                f"{count(row['estimate'])} (gain there {at['estimate']:.3f}, 95% interval {at['ci_low']:.3f} to "
-                f"{at['ci_high']:.3f}); over the bootstrap the crossover lies between {int(row['ci_low'])} and "
-                f"{int(row['ci_high'])} anchors")
-    tail = (f"; the gain's interval is above zero at {', '.join(map(str, beats)) or 'no count'} anchors and below "
-            f"zero at {', '.join(map(str, loses)) or 'no count'}.")
-    return head + tail
+        head = (f"On {modality}, stitching is ahead of {probe} at every anchor count up to {int(row['estimate'])}"
+                f"{share} (95% bootstrap interval of that crossover: {int(row['ci_low'])} to {int(row['ci_high'])})")
+
+    def counts(verdict: str) -> str:
+        found = gaps[gaps["verdict"] == verdict]["n_anchors"].astype(int).tolist()
+        return f"{', '.join(map(str, found))} anchors" if found else "no anchor count"
+
+    return (f"{head}. The gain's 95% interval lies wholly above zero at {counts('holds')} and wholly below zero at "
+            f"{counts('fails')}; at the other counts it includes zero.")
 
 
 def verdict_table(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim record: the claim's statement, modality, anchor count,
-    estimate with its interval, the rounding spread, the verdict and (for a
-    claim the records cannot test) the reason — the long table of the results page."""
+    """One row per claim record: the claim (its short name, :attr:`Claim.label`),
+    modality, anchor count, estimate with its interval, the rounding spread, the
+    verdict and the setting chosen on validation — the long table of the results
+    page. :func:`untestable_reasons` gives the reasons behind "not testable here"."""
     rows = records[records["method"] == "claim"]
     rounding = rows["rounding_delta"] if "rounding_delta" in rows else pd.Series(0.0, index=rows.index)
-    reasons = rows["reason"] if "reason" in rows else pd.Series(None, index=rows.index, dtype=object)
     table = pd.DataFrame({
-        "claim": rows["metric"].map(lambda c: CLAIMS[c].statement),
+        "claim": rows["metric"].map(lambda c: CLAIMS[c].label),
         "modality": rows["modality"],
-        "anchors": [f"{int(n)}" if n == n and n is not None else "—" for n in rows["n_anchors"]],
+        "anchors": [f"{int(n)}" if pd.notna(n) else "—" for n in rows["n_anchors"]],
         "estimate (95% interval)": ["—" if pd.isna(e) else f"{e:.3f} ({lo:.3f} to {hi:.3f})"
                                     for e, lo, hi in zip(rows["estimate"], rows["ci_low"], rows["ci_high"])],
         "± rounding": [f"{r:.3f}" for r in rounding.fillna(0.0)],
-        "verdict": [f"{v}: {r}" if isinstance(r, str) and r else v for v, r in zip(rows["verdict"], reasons)],
+        "verdict": rows["verdict"],
         "chosen on validation": [f"{t}" if isinstance(t, str) else "—" for t in rows["transform"]],
     })
     order = {c: i for i, c in enumerate(CLAIMS)}
@@ -340,13 +338,22 @@ def verdict_table(records: pd.DataFrame) -> pd.DataFrame:
             .sort_values(["_o", "modality", "_n"]).drop(columns=["_o", "_n"]).reset_index(drop=True))
 
 
+def untestable_reasons(records: pd.DataFrame) -> str:
+    """Why each claim that is not testable here is not, once per claim and
+    modality, as sentences ("" when every claim could be judged)."""
+    rows = records[(records["method"] == "claim") & (records["verdict"] == NOT_TESTABLE)]
+    reasons = rows.drop_duplicates(["claim", "modality", "reason"])
+    return " ".join(f"“{CLAIMS[r['claim']].label}” ({r['modality']}) is not testable here because {r['reason']}."
+                    for _, r in reasons.iterrows())
+
+
 def budget_table(records: pd.DataFrame, fit_items: Mapping[str, int | None] | None = None) -> pd.DataFrame:
     """The claims side by side by anchor budget — the front page's table. A row
-    per claim and modality (with the size of the split its anchors are drawn
-    from, ``fit_items`` by modality), a column per budget ("small", "medium",
-    "largest": a modality's budgets in increasing order), each cell "verdict ·
-    estimate [95% interval]". A column whose anchor count differs between rows
-    gives the count, and its share of the split, in the cell."""
+    per claim and modality, a column per budget ("small", "medium", "largest":
+    a modality's budgets in increasing order), each cell "verdict · estimate
+    [95% interval]". A column whose anchor count differs between rows gives the
+    count in the cell, with its share of the split the anchors are drawn from
+    (``fit_items``, by modality)."""
     rows = records[records["method"] == "claim"].copy()
     rows["n_anchors"] = rows["n_anchors"].fillna(0).astype(int)
     names = ("small", "medium", "largest")
@@ -355,7 +362,7 @@ def budget_table(records: pd.DataFrame, fit_items: Mapping[str, int | None] | No
         budgets = sorted(group["n_anchors"].unique())
         named = [*names[:len(budgets) - 1], "largest"] if len(budgets) <= 3 else [f"{n} anchors" for n in budgets]
         pool = (fit_items or {}).get(modality)
-        key = (CLAIMS[claim].label, f"{modality} ({pool:,} to draw from)" if pool else modality)
+        key = (CLAIMS[claim].label, modality)
         for name, (_, r) in zip(named, group.sort_values("n_anchors").iterrows()):
             numbers = "" if pd.isna(r["estimate"]) else (
                 f" · {r['estimate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
