@@ -306,3 +306,16 @@ def test_embedding_benchmark_is_judged_and_reaches_the_appendix(tmp_path, monkey
     gpu_part = pages.benchmarks_page().split("### On a GPU", 1)[1]
     assert "NVIDIA H100 80GB HBM3" in gpu_part and "| × reference | agreement |\n" in gpu_part
     assert "| ours fp32 | 0.4 reports/s | 1.25× | max\\|Δ\\| 2.0e-06; vs CPU max\\|Δ\\| 5.6e-05 min cos 1.00000 |" in gpu_part
+
+
+def test_standins_benchmark_reaches_the_appendix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
+    assert "medical stand-in an expert" not in pages.benchmarks_page()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "standins.json").write_text(json.dumps({"date": "2026-12-07", "machine": "x86_64, 2 cores",
+        "rows": [{"encoder": "minilm", "validation": 0.98, "test": 0.97, "ratio_to_best_general": 1.0},
+                 {"encoder": "radiology-bert, steps ×4", "validation": 0.92, "test": 0.95,
+                  "ratio_to_best_general": 0.875, "build_s": 552.4}]}))
+    page = pages.benchmarks_page()
+    assert "## Does training longer make the medical stand-in an expert?" in page and "Measured on 2026-12-07" in page
+    assert "| radiology-bert, steps ×4 | 0.920 | 0.950 | 0.875 | 9.2\u00a0min |" in page

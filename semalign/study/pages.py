@@ -179,16 +179,31 @@ def benchmarks_page() -> str:
         "`bench_embed.py`, `bench_scale.py`, `bench_paper_scale.py` and `bench_reliability.py` measure "
         "embedding throughput (against sentence-transformers), embedding at scale, the paper profile on "
         "synthetic data and the study's reliability, and write a report into the work folder's "
-        "`benchmarks/` folder; `bench_align.py` and `bench_phantom.py` (the alignment fits, phantom rendering) "
+        "`benchmarks/` folder, as does `bench_standins.py` (the study-made radiology encoder at longer training "
+        "budgets against the general encoders); `bench_align.py` and `bench_phantom.py` (the alignment fits, phantom rendering) "
         "print theirs. A section of this page appears once its script has been run in the work folder the "
         "book is built from.\n",
     ]
     sections = [part for part in (study_section(), embed_section(), scale_section(), paper_scale_section(),
-                                  reliability_section()) if part]
+                                  standins_section(), reliability_section()) if part]
     if not sections:
         text.append("None of them has been run in the work folder this book was built from: run "
                     "`python benchmarks/bench_study.py` (and the others above), then `semalign book`.\n")
     return "\n".join(text + sections)
+
+
+def standins_section() -> str:
+    """``<work>/benchmarks/standins.json`` (from ``benchmarks/bench_standins.py``) as a section."""
+    def render(report: dict) -> list[str]:
+        rows = [[r["encoder"], f"{r['validation']:.3f}", f"{r['test']:.3f}", f"{r['ratio_to_best_general']:.3f}",
+                 duration(r["build_s"]) if "build_s" in r else "—"] for r in report["rows"]]
+        return [f"Measured on {report['date']} on {report['machine']}: each encoder with its own decoder on the IU "
+                "reports (the offline profile's split); the ratio is the chance-corrected validation score over "
+                "the best general encoder's (above 1: the stand-in knows the task better).\n",
+                table(["encoder", "validation macro-AUROC", "test macro-AUROC", "ratio to the best general",
+                       "build and embed"], rows)]
+
+    return _report_section(["## Does training longer make the medical stand-in an expert?\n"], "standins", render)
 
 
 def study_section() -> str:
