@@ -44,8 +44,23 @@ def auroc(frame, **where):
 def test_sweep_has_every_method_pair_count_and_seed(frame):
     aligned = frame[(frame["method"] == "aligned") & (frame["metric"] == "macro_auroc")]
     assert len(aligned) == 2 * 3 * 2 * 2  # ordered pairs × anchor counts × seeds × (validation, test)
-    assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot", "decoder"}
-    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength", "rounding_delta"}
+    assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot", "decoder", "split"}
+    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength", "rounding_delta", "fit_items"}
+    assert list(frame[frame["method"] == "split"]["value"]) == [400]  # the anchor pool, for shares of it
+
+
+def test_the_rounding_spread_is_measured_at_every_claim_budget(spaces):
+    """The claims are judged at the budgets fixed in advance and at the largest count: the
+    rounding spread is measured there (a budget the sweep does not run is not invented)."""
+    embeddings, labels = spaces
+    setup = StitchingSetup(embeddings, labels, np.arange(400), np.arange(500, 800), "ortho", anchor_counts=[4, 32, 400],
+                           seeds=[0], task="multilabel", validation=np.arange(400, 500), claim_anchor_counts=[32, 64])
+    replicates = {}
+    frame = pd.DataFrame(stitching_records(setup, progress=False, replicates=replicates))
+    assert sorted(frame[frame["metric"] == "rounding_delta"]["n_anchors"].unique()) == [32, 400]
+    # every aligned and few-shot record keeps its replicates: the few-shot crossover needs them all
+    kept = {key.split("|")[0] + "|" + key.split("|")[4] for key in replicates}
+    assert {f"{m}|{n}" for m in ("aligned", "few_shot") for n in (4, 32, 400)} <= kept
 
 
 def test_test_records_carry_intervals_around_their_value_and_validation_records_none(frame):

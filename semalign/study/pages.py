@@ -196,7 +196,8 @@ def standins_section() -> str:
     """``<work>/benchmarks/standins.json`` (from ``benchmarks/bench_standins.py``) as a section."""
     def render(report: dict) -> list[str]:
         rows = [[r["encoder"], f"{r['validation']:.3f}", f"{r['test']:.3f}", f"{r['ratio_to_best_general']:.3f}",
-                 duration(r["build_s"]) if "build_s" in r else "—"] for r in report["rows"]]
+                 ("from the cache" if r["build_s"] < 2 else duration(r["build_s"])) if "build_s" in r else "—"]
+                for r in report["rows"]]
         return [f"Measured on {report['date']} on {report['machine']}: each encoder with its own decoder on the IU "
                 "reports (the offline profile's split); the ratio is the chance-corrected validation score over "
                 "the best general encoder's (above 1: the stand-in knows the task better).\n",
