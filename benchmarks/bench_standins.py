@@ -36,7 +36,7 @@ from semalign.study.paths import work_dir  # noqa: E402
 GENERAL = ("minilm", "mpnet")
 
 
-def own_decoder_scores(embeddings: dict, labels, fit, validation, test) -> dict[str, dict[str, float]]:
+def decoder_scores(embeddings: dict, labels, fit, validation, test) -> dict[str, dict[str, float]]:
     """Each encoder's macro-AUROC with its own decoder (strength chosen on validation), as the sweeps train it."""
     setup = StitchingSetup(embeddings=embeddings, labels=labels, train=fit, validation=validation, test=test,
                            transform="ortho", anchor_counts=[1], seeds=[0])
@@ -58,7 +58,7 @@ def main() -> None:
     fit, validation = data.validation_split(train, 0.2, 0)
     labels = reports.task_labels("multilabel").to_numpy()
     general = inputs.encode_all(reports.ids, reports.texts, list(GENERAL), progress=False)
-    rows = [{"encoder": name, **scores} for name, scores in own_decoder_scores(general, labels, fit, validation,
+    rows = [{"encoder": name, **scores} for name, scores in decoder_scores(general, labels, fit, validation,
                                                                                test).items()]
     training = inputs.medical_training_reports(reports, test)
     default = RadiologyBertConfig()
@@ -69,7 +69,7 @@ def main() -> None:
         register_radiology_bert(training, config, progress=False)
         embedded = inputs.encode_all(reports.ids, reports.texts, ["radiology-bert"], progress=False)
         built = time.perf_counter() - start
-        scores = own_decoder_scores(embedded, labels, fit, validation, test)["radiology-bert"]
+        scores = decoder_scores(embedded, labels, fit, validation, test)["radiology-bert"]
         rows.append({"encoder": f"radiology-bert, steps ×{multiplier:g}", **scores, "build_s": round(built, 1),
                      "mlm_steps": config.mlm_steps, "contrastive_steps": config.contrastive_steps})
     best = max(r["validation"] for r in rows if r["encoder"] in GENERAL)

@@ -45,9 +45,8 @@ MODALITIES = {"text_stitching": ("text", text_label), "vision_stitching": ("visi
 
 
 def fit_items(experiment: str) -> int | None:
-    """Items in the fit split (the anchor pool) of an experiment, from its split record."""
-    rows = records[(records["experiment"] == experiment) & (records["method"] == "split")]
-    return int(rows["value"].iloc[0]) if len(rows) else None
+    """Items in the fit split (the anchor pool) of an experiment."""
+    return claims.fit_items(records[records["experiment"] == experiment])
 
 
 def cell(rows: pd.DataFrame) -> str:
@@ -154,8 +153,8 @@ largest = int(zs[zs["method"] == "unimodal_zero_shot"]["n_anchors"].max())
 choices = claims.zero_shot_choices(zs, largest)
 chosen = choices["unimodal_zero_shot"]
 zs_test = zs[zs["split"] == "test"]
-pool = records[(records["experiment"] == "zero_shot") & (records["method"] == "split")]["value"]
-share = f", {largest / int(pool.iloc[0]):.0%} of the training pairs" if len(pool) else ""
+pool = fit_items("zero_shot")
+share = f", {largest / pool:.0%} of the training pairs" if pool else ""
 pair = f"{chosen['source']} → {chosen['target']}"
 zero_shot = pd.Series({
     f"unimodal zero-shot ({chosen['transform']}, {largest} anchors{share})":

@@ -68,8 +68,7 @@ plt.close(fig)
 
 # %%
 budgets = claims.claim_budgets(rows)
-fit_items = rows.loc[(rows["method"] == "split") & (rows["metric"] == "fit_items"), "value"]
-fit_items = int(fit_items.iloc[0]) if len(fit_items) else None
+fit_items = claims.fit_items(rows)
 counts = sorted(int(n) for n in rows["n_anchors"].dropna().unique())
 table = summary.anchor_table(rows, summary.table_anchor_counts(counts, budgets, table_anchor_counts), metric)
 glue("table", table, display=False)

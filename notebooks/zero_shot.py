@@ -147,7 +147,7 @@ claim_records = claims.zero_shot_claims(frame, replicates, budgets=budgets, doma
 choices = claims.zero_shot_choices(frame, largest)
 chosen = choices["unimodal_zero_shot"]
 pair_name = f"{chosen['source']} → {chosen['target']}"
-pool_size = int(frame.loc[(frame["method"] == "split") & (frame["metric"] == "fit_items"), "value"].iloc[0])
+pool_size = claims.fit_items(frame)
 glue("zs_chosen", f"{pair_name} with {chosen['transform']}", display=False)
 glue("zs_largest", f"{largest:,} ({largest / pool_size:.0%} of the {pool_size:,} training pairs)", display=False)
 

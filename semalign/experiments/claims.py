@@ -157,6 +157,18 @@ def claim_budgets(records: pd.DataFrame) -> list[int]:
     return sorted({int(n) for n in measured} or {int(aligned["n_anchors"].max())})
 
 
+def _units(test: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """The (source, target, seed) units a claim averages over, in record order."""
+    return [(s, t, int(k)) for s, t, k in test[["source", "target", "seed"]].drop_duplicates().itertuples(index=False)]
+
+
+def fit_items(records: pd.DataFrame) -> int | None:
+    """The size of the fit split the anchors are drawn from, from a sweep's
+    ``split`` record (None in records made before sweeps wrote one)."""
+    rows = records[(records["method"] == "split") & (records["metric"] == "fit_items")]["value"]
+    return int(rows.iloc[0]) if len(rows) else None
+
+
 def own_decoder_scores(records: pd.DataFrame, split: str = "validation") -> pd.Series:
     """Each encoder's macro-AUROC with its own decoder (its upper bound) on ``split``, best first."""
     rows = records[(records["method"] == "upper_bound") & (records["metric"] == "macro_auroc")
@@ -197,7 +209,7 @@ def stitching_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
     for n in budgets or claim_budgets(records):
         at_n = aligned[aligned["n_anchors"] == n]
         test = at_n[at_n["split"] == "test"]
-        units = [(s, t, int(k)) for s, t, k in test[["source", "target", "seed"]].drop_duplicates().itertuples(index=False)]
+        units = _units(test)
         if not units:
             continue
         best = best_on_validation(at_n, "transform")
@@ -259,7 +271,7 @@ def few_shot_gaps(records: pd.DataFrame, replicates: Mapping[str, np.ndarray], m
     for n in sorted(int(n) for n in aligned["n_anchors"].dropna().unique()):
         at_n = aligned[aligned["n_anchors"] == n]
         test = at_n[at_n["split"] == "test"]
-        units = [(s, t, int(k)) for s, t, k in test[["source", "target", "seed"]].drop_duplicates().itertuples(index=False)]
+        units = _units(test)
         best = best_on_validation(at_n, "transform")
         keys = [(replicate_key("aligned", s, t, best, n, k), replicate_key("few_shot", s, s, None, n, k))
                 for s, t, k in units]
