@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup book study test test-fast lock clean clean-all doctor
+.PHONY: setup book study publish test test-fast lock clean clean-all doctor
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -45,6 +45,17 @@ study: setup
 
 book: study
 	$(BIN)/semalign book --profile $(PROFILE)
+
+# Publish the built book, Jupyter Book's way: ghp-import commits the HTML to the
+# gh-pages branch of this repository and pushes it to REMOTE. `semalign book`
+# first brings stale summaries up to date (or refuses a stale study), so what
+# is published is one consistent set of runs. Build it first (make book).
+REMOTE ?= origin
+publish: setup
+	$(BIN)/semalign book --profile $(PROFILE)
+	$(BIN)/ghp-import --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages \
+	  --message "book ($(PROFILE) profile) from $$(git rev-parse --short HEAD 2>/dev/null || echo an unversioned tree)" \
+	  $(WORK)/book/$(PROFILE)/_build/html
 
 test: setup
 	$(BIN)/python -m pytest

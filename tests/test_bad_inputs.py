@@ -293,7 +293,8 @@ def test_anchor_count_larger_than_the_pool(record_property):
     setup = StitchingSetup(embeddings, labels, np.arange(50), np.arange(50, 80), "ortho", [16, 64, 100], [0])
     with pytest.raises(SemalignError) as info:
         stitching_records(setup, progress=False)
-    one_line(info.value, "anchor counts [64, 100]", "pool", "of 50 items", "use anchor counts ≤ 50")
+    one_line(info.value, "anchor_counts=[16, 64, 100]", "asks for 64, 100 anchors", "leave 50 fit items (the anchor pool)",
+             "pass counts ≤ 50 (-p anchor_counts=[16])")
 
 
 def test_non_numeric_parameter(record_property, capsys, tmp_path):
@@ -447,3 +448,92 @@ def test_a_work_folder_that_cannot_be_written_is_one_line(tmp_path, blocked):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: ") and "SEMALIGN_WORKDIR" in line and str(blocker) in line
+
+
+def test_a_table_that_is_not_utf8_says_so_and_how_to_convert(record_property, tmp_path):
+    record_property("bad_input", "a report table that is not UTF-8")
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,finding\nÉpanchement pleural,1\nnormal,0\n".encode("latin-1"))
+    with pytest.raises(SemalignError) as info:
+        data.load_report_table(path, "text", ["finding"])
+    one_line(info.value, str(path), "is not UTF-8 text", "iconv -f latin1 -t utf-8 latin.csv > latin-utf8.csv")
+
+
+def test_a_label_of_one_class_is_named_and_more_of_the_same_data_is_not_the_advice(record_property, tmp_path):
+    record_property("bad_input", "a label column that is one class in every row")
+    path = tmp_path / "reports.csv"
+    pd.DataFrame({"text": [f"report {i}" for i in range(20)], "a": [0] * 20, "b": [i % 2 for i in range(20)]}
+                 ).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match="'a' is 0 in every row, so it is not scored"):
+        data.load_report_table(path, "text", ["a", "b"])
+    with pytest.raises(SemalignError) as info:
+        data.load_report_table(path, "text", ["a"])
+    one_line(info.value, "'a' is 0 in every row of 20 usable rows", "more rows of the same data cannot help",
+             "drop it from label_columns")
+
+
+class ConstantModel:
+    """A loaded text encoder with a fixed output: enough to fill an embedding cache entry."""
+
+    def __init__(self):
+        self.spec = EncoderSpec(name="constant-model", modality="text", family="hf-text", source="/nowhere")
+        self.fingerprint, self.dim = "constant-model-v1", 3
+
+    def encode(self, texts, batch_size=None, callback=None):
+        return np.tile(np.arange(self.dim, dtype=np.float32), (len(texts), 1)) + np.array(
+            [[len(t)] for t in texts], np.float32)
+
+
+def test_damaged_embedding_entries_of_the_wrong_kind_or_without_manifest_are_reported_and_recomputed(
+        record_property, tmp_path, monkeypatch):
+    record_property("cache_damage", "embedding manifest deleted, or replaced by a folder; a shard replaced by a folder")
+    import shutil
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
+    texts, ids = [f"report {i}" for i in range(12)], [f"r{i}" for i in range(12)]
+    first = embed(ConstantModel(), ids, texts, shard_size=5, progress=False)
+    (folder,) = (tmp_path / "embeddings").iterdir()
+    damage = [("manifest.json", "unlink", r"manifest .* is missing beside its shards"),
+              ("manifest.json", "folder", r"is damaged \(a folder where a file belongs\); recomputing it"),
+              ("shard-00001.safetensors", "folder", r"is damaged \(a folder where a file belongs\); recomputing it")]
+    for name, how, warning in damage:
+        (folder / name).unlink()
+        if how == "folder":
+            (folder / name).mkdir()
+        with pytest.warns(UserWarning, match=warning):
+            again = embed(ConstantModel(), ids, texts, shard_size=5, progress=False)
+        np.testing.assert_array_equal(again, first)
+        assert (folder / name).is_file()
+    shutil.rmtree(folder)
+
+
+def test_cache_files_and_folders_of_the_wrong_kind_are_damage_inside_the_cache_and_the_user_s_outside(
+        record_property, tmp_path, monkeypatch):
+    record_property("cache_damage", "a cache file replaced by a folder; a cache folder replaced by a file")
+    from semalign.study import cache
+
+    monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "few-shot" / "entry.json"
+    entry.mkdir(parents=True)
+    with pytest.warns(UserWarning, match=r"is damaged \(a folder where a file belongs\); recomputing it"):
+        assert cache.read_checked_json(entry) is None
+    cache.write_checked_json(entry, {"a": 1})
+    assert cache.read_checked_json(entry) == {"a": 1}
+    built = tmp_path / "cache" / "encoders" / "thing"
+    built.parent.mkdir(parents=True)
+    built.write_text("not a folder")
+    with pytest.warns(UserWarning, match=r"is damaged \(a file where a folder belongs\)"):
+        cache.build_folder(built, lambda tmp: (tmp / "w.bin").write_bytes(b"1") and {}, description="d.json",
+                           checked="w.bin")
+    assert (built / "w.bin").read_bytes() == b"1"
+    (built / "d.json").unlink()  # a description deleted: said, and built again
+    with pytest.warns(UserWarning, match=r"is damaged \(d.json missing or not a file\); building it again"):
+        cache.build_folder(built, lambda tmp: (tmp / "w.bin").write_bytes(b"1") and {}, description="d.json",
+                           checked="w.bin")
+    mine = tmp_path / "work" / "notebook.ipynb"  # outside the cache a folder in the way is the user's
+    mine.mkdir(parents=True)
+    with pytest.raises(SemalignError) as info:
+        with cache.atomic_path(mine):
+            pass
+    one_line(info.value, str(mine), "is a folder where the study writes a file; move it away")
+    assert mine.is_dir()

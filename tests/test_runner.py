@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,26 +100,26 @@ def test_cli_module_entry_point_lists_parameters():
 
 def test_book_refuses_missing_executed_notebooks(isolated_work):
     from semalign.study import book
-    with pytest.raises(SemalignError, match=r"cannot publish the smoke book: method_example: missing"):
+    with pytest.raises(SemalignError, match=r"cannot publish the smoke book: method_example, data_overview, "
+                                            r"text_stitching__transform-affine and 13 more: missing\. "
+                                            r"Fix: semalign run all --profile smoke"):
         book.build("smoke")
 
 
-def test_the_reader_s_copy_keeps_warnings_without_the_machine_s_folders(tmp_path):
+def test_executed_notebooks_keep_warnings_without_the_machine_s_folders():
     import nbformat
 
-    from semalign.study import book
     from semalign.study.paths import PACKAGE_DIR
 
     printed = (f"{PACKAGE_DIR}/data/reports.py:180: UserWarning: dataset file mine.csv: dropped 3 of 80 rows\n"
                "  warnings.warn(\n"
                "/opt/env/lib/python3.11/site-packages/sklearn/base.py:12: FutureWarning: renamed\n")
     cell = nbformat.v4.new_code_cell("reports = load()", outputs=[nbformat.v4.new_output("stream", name="stderr", text=printed)])
-    executed = tmp_path / "executed.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A page"), cell]), executed)
-    book.present(executed, tmp_path / "copy.ipynb")
-    (shown,) = nbformat.read(tmp_path / "copy.ipynb", as_version=4).cells[1].outputs
-    assert shown.text == ("semalign/data/reports.py:180: UserWarning: dataset file mine.csv: dropped 3 of 80 rows\n"
-                          "  warnings.warn(\nsklearn/base.py:12: FutureWarning: renamed\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A page"), cell])
+    assert runner.study_warnings(nb) == ["dataset file mine.csv: dropped 3 of 80 rows"]
+    runner.strip_machine_paths(nb)
+    assert nb.cells[1].outputs[0].text == ("semalign/data/reports.py:180: UserWarning: dataset file mine.csv: dropped 3 "
+                                           "of 80 rows\n  warnings.warn(\nsklearn/base.py:12: FutureWarning: renamed\n")
 
 
 def test_code_change_makes_executed_notebook_stale(isolated_work, monkeypatch):
@@ -168,27 +169,34 @@ def test_up_to_date_runs_are_not_executed_again(isolated_work):
     assert "executed 1 of 1" in forced and run.output.stat().st_mtime_ns > before
 
 
-def test_a_summary_is_stale_when_records_it_reads_are_newer(isolated_work):
+def test_a_summary_is_stale_when_the_records_it_reads_change_and_only_then(isolated_work, record_property):
+    record_property("rerun", "a summary whose records changed is stale; a later notebook's records do not make it so")
     import json
-    import os
 
     import nbformat
 
-    (run,) = runner.plan(["results_table"], "smoke")
+    (run,) = runner.plan(["stitching_summary"], "smoke", ["experiment=text_stitching"])
     assert run.reads_results
-    run.output.parent.mkdir(parents=True)
-    nb = nbformat.v4.new_notebook(metadata={"semalign": {
-        "source_sha256": runner.source_fingerprint(run), "code_sha256": runner.code_fingerprint(),
-        "parameters": run.parameters}})
-    nbformat.write(nb, run.output)
     records = runner.results_dir("smoke")
     records.mkdir(parents=True)
-    (records / f"{run.name}.json").write_text(json.dumps([]))
-    other = records / "text_stitching__transform-ortho.json"
-    other.write_text(json.dumps([]))
-    os.utime(other, ns=(run.output.stat().st_mtime_ns - 10**9,) * 2)
+    earlier = records / "text_stitching__transform-ortho.json"
+    earlier.write_text(json.dumps({"records": [1]}))
+    later = records / "zero_shot.json"  # listed after the summary in runs.yaml: never read by it
+    later.write_text(json.dumps({"records": [1]}))
+    (records / "text_stitching__transform-ortho__data-1a2b3c4d.json").write_text("{}")  # other data: not read
+    assert set(runner.records_read(run)) == {earlier.name}
+    run.output.parent.mkdir(parents=True)
+    (records / f"{run.name}.json").write_text("{}")
+    nb = nbformat.v4.new_notebook(metadata={"semalign": {
+        "source_sha256": runner.source_fingerprint(run), "code_sha256": runner.code_fingerprint(),
+        "parameters": run.parameters, "records_read": runner.records_read(run)}})
+    nbformat.write(nb, run.output)
     assert runner.up_to_date(run)
-    os.utime(other, ns=(run.output.stat().st_mtime_ns + 10**9,) * 2)
+    later.write_text(json.dumps({"records": [2]}))
+    assert runner.up_to_date(run)
+    earlier.write_text(json.dumps({"records": [2]}))
+    assert runner.executed_status(run) == ("stale (the records it summarises changed since: "
+                                           "text_stitching__transform-ortho.json)")
     assert not runner.up_to_date(run)
 
 
@@ -309,13 +317,15 @@ def test_an_edited_data_file_makes_its_run_stale_and_relative_paths_start_from_t
     assert "executed 1 of 1" in first.stdout
     (run,) = runner.plan(["data_overview"], "smoke", ["dataset=my.csv", "label_columns=[finding]"])
     assert run.name.startswith("data_overview__data-") and run.variant  # never stored over the profile's own run
-    assert f"warning: {run.name}: dataset file {table}: dropped 1 of 31 rows: 1 (empty report text)" in first.stderr
-    assert run.parameters["dataset"] == str(table)  # the kernel runs in the work folder; the path still holds
+    assert (f"warning: {run.name}: dataset file {run.parameters['dataset']}: dropped 1 of 31 rows: 1 (empty report "
+            "text)") in first.stderr
+    # the kernel runs in the work folder: the path is stored from there, and no absolute path of the machine is
+    assert run.parameters["dataset"] == os.path.relpath(table, isolated_work) and not run.parameters["dataset"].startswith("/")
     assert "up to date" in semalign_cli(isolated_work, *args).stdout
     listed = json.loads(semalign_cli(isolated_work, "results", "--json", "--profile", "smoke").stdout)
     facts = {record["run"]: record["provenance"] for record in listed}[run.name]
     assert facts["variant"] == run.variant and facts["inputs_sha256"] == {"dataset": sha256_file(table)}
-    assert facts["data"]["dataset"] == str(table) and facts["machine"]["semalign"] and facts["code_sha256"]
+    assert facts["data"]["dataset"] == run.parameters["dataset"] and facts["machine"]["semalign"] and facts["code_sha256"]
     write(40)
     assert "executed 1 of 1" in semalign_cli(isolated_work, *args).stdout  # same name and size class, new content
 

@@ -138,7 +138,7 @@ def test_a_summary_before_its_runs_names_the_run_to_execute(frame):
 def test_anchor_count_above_the_pool_is_refused(spaces):
     embeddings, labels = spaces
     setup = StitchingSetup(embeddings, labels, np.arange(50), np.arange(50, 80), "ortho", [64], [0])
-    with pytest.raises(SemalignError, match=r"anchor counts \[64\] exceed the anchor pool .* of 50 items"):
+    with pytest.raises(SemalignError, match=r"anchor_counts=\[64\] asks for 64 anchors, but the data and its split leave 50 fit items"):
         stitching_records(setup, progress=False)
 
 

@@ -220,3 +220,61 @@ def test_executed_notebooks_carry_no_progress_bars(smoke_study):
             for out in cell.get("outputs", []):
                 shown = "".join(out.get("text", "")) + json.dumps(out.get("data", {}))
                 assert "it/s]" not in shown and "widget-view" not in shown, f"{path.name} carries a progress bar"
+
+
+def test_records_and_executed_notebooks_hold_no_path_of_the_machine(smoke_study):
+    found = machine_paths(smoke_study)
+    shared = [*(smoke_study / "results" / "smoke").glob("[!.]*.json"),
+              *(p for p in (smoke_study / "executed" / "smoke").glob("[!.]*.ipynb") if not p.name.endswith(".failed.ipynb"))]
+    assert len(shared) >= 30  # every run's records and executed notebook
+    hits = [f"{path.name}: {match.group(0)}" for path in shared if (match := found.search(path.read_text()))]
+    assert hits == []
+
+
+def test_a_book_after_one_more_run_shows_summaries_of_the_records_as_they_are(smoke_study, tmp_path, monkeypatch,
+                                                                            record_property):
+    """The whole smoke study, one text run with another setting, then `semalign book`: the summary pages are
+    re-executed from the records as they are now, and a second build re-executes nothing."""
+    record_property("rerun", "a book built after one more run re-executes the summaries it would show stale")
+    import shutil
+
+    from semalign.study import runner
+
+    work = tmp_path / "work"
+    shutil.copytree(smoke_study, work, symlinks=True, ignore=shutil.ignore_patterns("book"))
+    semalign_cli(work, "run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "transform=ortho",
+                 "-p", "anchor_counts=[16,64]")
+    built = semalign_cli(work, "book", "--profile", "smoke")
+    refreshed = re.findall(r"^(\S+) \(smoke\): stale \(the records it summarises changed since: [^)]*"
+                           r"text_stitching__transform-ortho\.json[^)]*\); re-executing it$", built.stderr, re.M)
+    assert sorted(refreshed) == ["diagnostics", "results_table", "stitching_summary__experiment-text_stitching",
+                                 "stitching_summary__experiment-vision_stitching"], built.stderr
+    monkeypatch.setenv("SEMALIGN_WORKDIR", str(work))
+    assert [run.name for run in runner.executed_runs("smoke") if runner.executed_status(run)] == []
+    assert "re-executing" not in semalign_cli(work, "book", "--profile", "smoke").stderr
+
+
+def test_make_publish_pushes_the_book_to_a_gh_pages_branch(smoke_book, smoke_study, tmp_path):
+    """`make publish` (ghp-import, as the workflow in .github/workflows runs it) into a local bare repository."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from semalign.study.paths import PROJECT_ROOT
+
+    remote, scratch = tmp_path / "site.git", tmp_path / "clone"
+    for args in (["init", "--bare", "-q", str(remote)], ["init", "-q", str(scratch)]):
+        subprocess.run(["git", *args], check=True)
+    env = {**os.environ, "SEMALIGN_WORKDIR": str(smoke_study), "GIT_DIR": str(scratch / ".git"),
+           "GIT_COMMITTER_NAME": "semalign tests", "GIT_COMMITTER_EMAIL": "tests@example.org"}
+    proc = subprocess.run(["make", "publish", "PROFILE=smoke", f"REMOTE={remote}", f"VENV={Path(sys.prefix)}"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    listed = subprocess.run(["git", f"--git-dir={remote}", "ls-tree", "-r", "--name-only", "gh-pages"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert {"index.html", ".nojekyll", "experiments/text_stitching__transform-ortho.html"} <= set(listed)
+    workflow = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any("make book" in step for step in steps) and any("make publish" in step for step in steps)

@@ -136,6 +136,11 @@ def load_report_table(path: str | Path, text_column: str, label_columns: list[st
         raise SemalignError(f"dataset file {path}: unsupported suffix {path.suffix!r}; use .csv, .csv.gz or .parquet")
     try:
         table = reader(path)
+    except UnicodeDecodeError as exc:
+        raise SemalignError(
+            f"dataset file {path} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+            f"{exc.start:,}); convert it, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8{path.suffix}"
+        ) from None
     except Exception as exc:  # any parser error becomes one line naming the file
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise SemalignError(
@@ -179,6 +184,16 @@ def load_report_table(path: str | Path, text_column: str, label_columns: list[st
     if sum(dropped.values()):
         warnings.warn(f"dataset file {path}: dropped {sum(dropped.values()):,} of {total:,} rows: "
                       f"{reports.dropped_summary()}", stacklevel=2)
+    constant = {c: int(labels[c].iloc[0]) for c in label_columns if labels[c].nunique() == 1}
+    if constant:
+        listing = ", ".join(f"{c!r} is {v} in every row" for c, v in constant.items())
+        advice = (f"no score needs both classes of a label that has one: more rows of the same data cannot help; "
+                  f"drop {'it' if len(constant) == 1 else 'them'} from label_columns or use data where "
+                  f"{'it varies' if len(constant) == 1 else 'they vary'}")
+        if len(constant) == len(label_columns):
+            raise SemalignError(f"dataset file {path}: {listing} of {len(reports):,} usable rows; {advice}")
+        warnings.warn(f"dataset file {path}: {listing}, so {'it is' if len(constant) == 1 else 'they are'} not "
+                      f"scored; {advice}", stacklevel=2)
     return reports
 
 
@@ -207,6 +222,14 @@ def subsample(reports: ReportSet, max_items: int | None, seed: int) -> ReportSet
 SMALL_TEST_SET = 30  # fewer test items than this gets a warning
 
 
+def held_out(n_items: int, fraction: float) -> int:
+    """How many of ``n_items`` a split holding out ``fraction`` of them puts aside
+    (the test split of :func:`split_indices`, the validation rows of
+    :func:`validation_split`); the runner checks anchor counts with it before a
+    kernel starts."""
+    return int(round(n_items * fraction))
+
+
 def split_indices(n_items: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train/test split of ``range(n_items)`` (sorted index arrays).
 
@@ -216,7 +239,7 @@ def split_indices(n_items: int, test_fraction: float, seed: int) -> tuple[np.nda
     if not 0 < test_fraction < 1:
         raise SemalignError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     order = np.random.default_rng(seed).permutation(n_items)
-    n_test = int(round(n_items * test_fraction))
+    n_test = held_out(n_items, test_fraction)
     if n_test < 1 or n_items - n_test < 2:
         raise SemalignError(f"test_fraction={test_fraction} of {n_items} items leaves {n_items - n_test} for training "
                             f"and {n_test} for testing; pass e.g. -p test_fraction=0.3 (or more items)")
@@ -233,7 +256,7 @@ def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.
     train = np.asarray(train)
     if not 0 <= fraction < 1:
         raise SemalignError(f"validation_fraction must be in [0, 1), got {fraction}; e.g. -p validation_fraction=0.2")
-    n_validation = int(round(len(train) * fraction))
+    n_validation = held_out(len(train), fraction)
     order = np.random.default_rng([seed, 1]).permutation(len(train))
     return np.sort(train[order[n_validation:]]), np.sort(train[order[:n_validation]])
 

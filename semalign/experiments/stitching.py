@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import threading
 import warnings
 import zipfile
@@ -125,7 +126,8 @@ def score(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     predicted = (proba >= 0.5).astype(int)
     scorable = [j for j in range(y_true.shape[1]) if 0 < y_true[:, j].sum() < len(y_true)]
     if not scorable:
-        raise SemalignError("no label has both classes in the test split; use more reports or another task")
+        raise SemalignError(f"no label has both classes among the {len(y_true)} test items; raise test_fraction "
+                            "or use more items")
     auroc = float(np.mean([roc_auc_score(y_true[:, j], proba[:, j]) for j in scorable]))
     f1 = float(f1_score(y_true, predicted, average="macro", zero_division=0))
     accuracy = float((y_true == predicted).mean())
@@ -217,6 +219,18 @@ class _Scorer:
         return rows, {record_replicate_key(base): replicates["macro_auroc"]} if keep else {}
 
 
+def check_anchor_counts(anchor_counts: Sequence[int], fit_items: int, made_by: str) -> None:
+    """Anchors are drawn from the fit split: none may ask for more items than it holds."""
+    too_many = [n for n in anchor_counts if n > fit_items]
+    if too_many:
+        kept = [n for n in anchor_counts if n <= fit_items] or [fit_items]
+        raise SemalignError(
+            f"anchor_counts={list(anchor_counts)} asks for {', '.join(map(str, too_many))} anchors, but {made_by} "
+            f"leave {fit_items} fit items (the anchor pool): pass counts ≤ {fit_items} "
+            f"(-p anchor_counts={json.dumps(kept, separators=(',', ':'))}) or use more items"
+        )
+
+
 def stitching_records(setup: StitchingSetup, progress: bool = True,
                       replicates: dict[str, np.ndarray] | None = None) -> list[dict]:
     """Every record of the sweep (see the module docstring).
@@ -227,11 +241,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
     says how many items the fit split holds (the anchor pool).
     """
     names = list(setup.embeddings)
-    pool = len(setup.train)
-    too_many = [n for n in setup.anchor_counts if n > pool]
-    if too_many:
-        raise SemalignError(f"anchor counts {too_many} exceed the anchor pool (the training split) of {pool} items; "
-                            f"use anchor counts ≤ {pool} or more items")
+    check_anchor_counts(setup.anchor_counts, len(setup.train), "the data and its split")
     scorer = _Scorer(setup)
     setup = dataclasses.replace(setup, device=pick_device(setup.device))
     budgets = {n for n in setup.claim_anchor_counts if n in setup.anchor_counts} | {max(setup.anchor_counts)}

@@ -30,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 from semalign.experiments import stats
 from semalign.experiments.claims import merged, record_replicate_key
 from semalign.experiments.parallel import sweep_map
+from semalign.experiments.stitching import check_anchor_counts
 from semalign.method.align import Aligner, select_anchors, threads_for
 from semalign.method.asif import ASIF
 from semalign.models.encoders import pick_device
@@ -306,8 +307,7 @@ def zero_shot_records(setup: ZeroShotSetup, progress: bool = True,
     receives the test macro-AUROC replicates by :func:`semalign.experiments.claims.replicate_key`."""
     anchor_images, anchor_reports = anchor_pool(setup)
     pool = len(next(iter(anchor_reports.values())))
-    if max(setup.anchor_counts) > pool:
-        raise SemalignError(f"anchor counts up to {max(setup.anchor_counts)} exceed the {pool} paired training items; lower them")
+    check_anchor_counts(setup.anchor_counts, pool, "the paired training items")
     scorer = _Scorer(setup)
     pair_records = partial(_pair_records, scorer, anchor_images, anchor_reports, pool)
     grid = product(product(setup.image_embeddings, setup.report_embeddings), setup.seeds)

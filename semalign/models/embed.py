@@ -98,9 +98,13 @@ def entry_dir(key: str) -> Path:
 
 def _read_manifest(folder: Path, expect: dict[str, Any]) -> dict[str, Any] | None:
     path = folder / "manifest.json"
+    _cache.clear_wrong_kind(path, want_folder=False)
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
+        if any(folder.glob("shard-*.safetensors")) and not any(folder.glob("part-*.json")):  # parts: a shared fill
+            warnings.warn(f"embedding cache manifest {path} is missing beside its shards (deleted, or its first "
+                          "write was interrupted); recomputing the entry", stacklevel=3)
         return None
     except (OSError, ValueError):
         warnings.warn(f"embedding cache manifest {path} is unreadable; recomputing the entry", stacklevel=3)
@@ -121,7 +125,7 @@ def _load_shard(path: Path, record: Mapping[str, Any], rows: int, dim: int | Non
 
     problem = None
     if not path.is_file():
-        problem = "is missing"
+        problem = "is not a file" if path.exists() else "is missing"
     elif _cache.sha256_file(path) != record.get("sha256"):
         problem = "is corrupted (sha256 differs from the manifest)"
     else:

@@ -22,24 +22,33 @@ from semalign.study import pages
 
 from semalign.study import runner
 from semalign.errors import SemalignError
-from semalign.study.paths import BOOK_SOURCE_DIR, PROJECT_ROOT, book_build_dir, vendor_dir
+from semalign.study.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
 
 # Any attribute that makes a browser fetch from another host when a page opens.
 REMOTE_LOAD = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
-# The folder of the file a warning names, as Python prints it ("/…/semalign/x.py:12: UserWarning: …"):
-# the project's or an environment's site-packages, a path of the machine that ran the notebook.
-WARNING_FOLDER = re.compile(rf"^(?:{re.escape(str(PROJECT_ROOT))}/|/\S*?/site-packages/)(?=\S+\.py:\d+: \w*Warning: )", re.M)
 
 
-def check_executed(profile: str) -> list[runner.Run]:
+def check_executed(profile: str, progress: bool = False) -> list[runner.Run]:
+    """The runs the book shows, every one current. A summary page
+    (``reads_results``) whose records changed since it ran — say, one
+    transform re-run with other anchor counts — is re-executed here, from the
+    records as they are now, so the book never shows verdicts of older runs;
+    any other missing or stale run stops the build with one line naming the
+    command that brings it up to date."""
     runs = runner.executed_runs(profile)
     problems = [(run, why) for run in runs if (why := runner.executed_status(run))]
-    if problems:
-        listing = "; ".join(f"{run.name}: {why}" for run, why in problems)
-        names = " ".join(sorted({run.notebook for run, _ in problems}))
-        raise SemalignError(
-            f"cannot publish the {profile} book: {listing}. Fix: semalign run {names} --profile {profile}"
-        )
+    if any(not run.reads_results for run, _ in problems):
+        by_reason: dict[str, list[str]] = {}
+        for run, why in problems:
+            by_reason.setdefault(why, []).append(run.name)
+        listing = "; ".join(f"{', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}: {why}"
+                            for why, names in by_reason.items())
+        raise SemalignError(f"cannot publish the {profile} book: {listing}. Fix: semalign run all --profile {profile} "
+                            "(it re-executes only what is not current)")
+    for run in runs:  # in runs.yaml's order: a summary may read the one before it
+        if run.reads_results and (why := runner.executed_status(run)):
+            print(f"{run.name} ({profile}): {why}; re-executing it", file=sys.stderr, flush=True)
+            runner.execute(run, progress=progress)
     return runs
 
 
@@ -73,19 +82,14 @@ def present(executed: Path, destination: Path) -> None:
     parameters cell and papermill's injected one are removed, and what the run
     was executed with — parameters, who set each, and the provenance the runner
     recorded — sits in one collapsed box under the introduction. Figure code is
-    folded behind a toggle, except in the teaching notebooks. A warning a cell
-    printed stays, naming its file from the package's or site-packages' folder
-    (``semalign/data/reports.py:180: UserWarning: …``), not by a path of the
-    machine that ran it.
+    folded behind a toggle, except in the teaching notebooks. (The runner has
+    already taken the machine's paths out of the warnings a cell printed.)
     """
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.get("semalign", {})
     for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                out.text = WARNING_FOLDER.sub("", "".join(out.text))
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags or "injected-parameters" in tags:
             tags.append("remove-cell")

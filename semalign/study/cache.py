@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from semalign.errors import SemalignError
+from semalign.study.paths import cache_dir
+
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.~(?P<host>[A-Za-z0-9._-]+)~(?P<pid>\d+)~")
 
@@ -137,6 +140,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target.parent, target.name)
+    clear_wrong_kind(target, want_folder=False)
     fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -147,6 +151,22 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def clear_wrong_kind(path: Path, *, want_folder: bool) -> None:
+    """Where the study writes a file (or a folder) and finds a folder (or a file):
+    inside the cache it is damage, reported and removed so the entry is written
+    again; elsewhere it is the user's, and the error says to move it."""
+    if not (path.exists() or path.is_symlink()) or (path.is_dir() and not path.is_symlink()) == want_folder:
+        return
+    found, wanted = ("a file", "folder") if want_folder else ("a folder", "file")
+    if not path.resolve().is_relative_to(cache_dir()):
+        raise SemalignError(f"{path} is {found} where the study writes a {wanted}; move it away and run again")
+    warnings.warn(f"cache entry {path} is damaged ({found} where a {wanted} belongs); recomputing it", stacklevel=3)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -164,6 +184,7 @@ def read_checked_json(path: str | os.PathLike) -> Any | None:
     or (with a one-line warning) when it does not parse or its content no longer
     matches its sha256 — the caller recomputes it."""
     path = Path(path)
+    clear_wrong_kind(path, want_folder=False)
     if not path.is_file():
         return None
     try:
@@ -185,7 +206,12 @@ def folder_is_intact(folder: Path, description: str, checked: str, names: tuple[
     """A finished entry of :func:`build_folder`: ``description``, ``checked`` and
     ``names`` exist and ``checked`` matches the sha256 the description records.
     A damaged entry is reported with a warning and counts as absent."""
-    if not all((folder / name).is_file() for name in (description, checked, *names)):
+    if not folder.is_dir():
+        return False
+    missing = [name for name in (description, checked, *names) if not (folder / name).is_file()]
+    if missing:
+        warnings.warn(f"{folder} is damaged ({', '.join(missing)} missing or not a file); building it again",
+                      stacklevel=3)
         return False
     try:
         expected = json.loads((folder / description).read_text()).get("sha256", {}).get(checked)
@@ -210,6 +236,7 @@ def build_folder(target: Path, write: Callable[[Path], dict], *, description: st
     like an entry. An entry that :func:`folder_is_intact` rejects is built again;
     when a concurrent build of the same key finishes first, its entry is kept.
     """
+    clear_wrong_kind(target, want_folder=True)
     if folder_is_intact(target, description, checked, names):
         return target
     if target.exists():

@@ -14,6 +14,7 @@ import signal
 import sys
 
 from semalign.errors import SemalignError
+from semalign.study.paths import work_dir
 
 
 def _cmd_run(args) -> int:
@@ -77,7 +78,7 @@ def _require_paper_data(runs) -> None:
         if not root:
             raise SemalignError(f"run {first_run} uses the credentialed dataset {name!r}: pass its folder with "
                                 "-p data_root=/path/to/data (see `semalign data verify --profile paper`)")
-        paper_data.require(name, root)
+        paper_data.require(name, str(work_dir() / root))  # the runner stores paths relative to the work folder
 
 
 def _cmd_embed(args) -> int:
@@ -99,8 +100,9 @@ def _cmd_embed(args) -> int:
         seen.add((run.notebook, run.variant))
         if main_process:
             print(f"embedding for {run.name} ({args.profile}), process {share[0] + 1} of {share[1]}", flush=True)
-        embed_run(run.notebook, run.effective_parameters, share=share, progress=main_process and not args.quiet,
-                  first=state.main_process_first if state else contextlib.nullcontext)
+        with contextlib.chdir(work_dir()):  # where the kernels run: the runs' paths start there
+            embed_run(run.notebook, run.effective_parameters, share=share, progress=main_process and not args.quiet,
+                      first=state.main_process_first if state else contextlib.nullcontext)
     if state is not None:
         state.wait_for_everyone()
     if main_process:

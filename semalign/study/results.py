@@ -24,7 +24,7 @@ import pandas as pd
 
 from semalign.study.cache import atomic_write_json
 from semalign.errors import SemalignError
-from semalign.study.paths import results_dir
+from semalign.study.paths import cache_dir, results_dir
 
 RECORD_KEYS = (
     "experiment", "profile", "run", "method", "transform", "source", "target",
@@ -91,8 +91,15 @@ def note_encoder(ref: Any, precision: str, device: str) -> None:
     from semalign.models.encoders import encoder_fingerprint, pick_device
 
     spec, fingerprint = encoder_fingerprint(ref, precision, device)
-    _ENCODERS_USED[spec.name] = {"source": spec.source, "fingerprint": fingerprint, "precision": precision,
-                                 "device": pick_device(device)}
+    _ENCODERS_USED[spec.name] = {"source": shareable_source(spec.source), "fingerprint": fingerprint,
+                                 "precision": precision, "device": pick_device(device)}
+
+
+def shareable_source(source: str) -> str:
+    """An encoder's source as records may show it: a study-made encoder's cache
+    folder relative to the cache root (``efficientnet-lite1:<cache>/encoders/...``),
+    not a path of this machine; ids and packaged names as they are."""
+    return source.replace(str(cache_dir()), "<cache>")
 
 
 def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping,

@@ -40,8 +40,9 @@ import yaml
 
 from semalign.study.cache import atomic_path, atomic_write_json, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
 from semalign.errors import SemalignError
+from semalign.study.parameters import check as check_parameters
 from semalign.study.fingerprint import code_fingerprint, notebook_modules  # noqa: F401 (part of the runner's API)
-from semalign.study.paths import NOTEBOOKS_DIR, RUNS_FILE, executed_dir, results_dir, work_dir
+from semalign.study.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RUNS_FILE, executed_dir, results_dir, work_dir
 
 KERNEL_NAME = "semalign"
 RESERVED_PARAMETERS = ("profile", "run_name")
@@ -223,20 +224,21 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     return value
 
 
-def _absolute_if_present(value: str) -> str:
-    """``value`` as an absolute path when it names a file or folder relative to
-    the current directory; unchanged otherwise (a dataset name such as iu_xray)."""
+def _from_work_dir(value: str) -> str:
+    """``value`` as a path relative to the work folder (where the kernel runs)
+    when it names a file or folder, so that records and pages hold no absolute
+    path of the machine; unchanged otherwise (a dataset name such as iu_xray)."""
     path = Path(value).expanduser()
-    if path.is_absolute():
-        return str(path)
-    return str(path.resolve()) if path.exists() else value
+    if not path.exists():
+        return value
+    return os.path.relpath(path.resolve(), work_dir())
 
 
 def input_files(run: Run) -> dict[str, str]:
     """sha256 of each data file a run's parameters name (a report table passed
     as ``dataset``): an edited file makes the run stale."""
-    return {key: sha256_file(run.parameters[key]) for key in PATH_PARAMETERS
-            if isinstance(run.parameters.get(key), str) and Path(run.parameters[key]).is_file()}
+    files = {key: work_dir() / run.parameters[key] for key in PATH_PARAMETERS if isinstance(run.parameters.get(key), str)}
+    return {key: sha256_file(path) for key, path in files.items() if path.is_file()}
 
 
 def _title(template: str, point: dict) -> str:
@@ -272,6 +274,11 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
     if unknown:
         raise SemalignError(f"unknown notebook {unknown[0]!r}; valid notebooks: {', '.join(entries)} (or 'all')")
     parsed = [parse_override(o) for o in overrides or []]
+    given = [key for key, _ in parsed]
+    twice = next((key for key in given if given.count(key) > 1), None)
+    if twice:
+        values = ", ".join(f"-p {key}={raw}" for key, raw in parsed if key == twice)
+        raise SemalignError(f"parameter {twice!r} is given more than once ({values}); give it once")
     parameters = {name: notebook_parameters(name) for name in selected}
     for key, _ in parsed:
         if key in RESERVED_PARAMETERS:
@@ -298,9 +305,11 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
                 if key not in known:
                     raise SemalignError(f"{RUNS_FILE}: notebook {name} has no parameter {key!r}; valid: {', '.join(known)}")
                 checked[key] = coerce(name, known[key], raw)
+            defaults = {key: p.default for key, p in known.items()}
+            check_parameters(name, {**defaults, **checked}, defaults)
             for key in PATH_PARAMETERS:
                 if isinstance(checked.get(key), str) and checked[key]:
-                    checked[key] = _absolute_if_present(checked[key])
+                    checked[key] = _from_work_dir(checked[key])
             # data set away from the profile's: a run of its own, never stored over the profile's
             changed = {key: checked[key] for key in data_parameters if set_by.get(key) == "command line"
                        and key in checked and checked[key] != own.get(key, known[key].default)}
@@ -472,6 +481,7 @@ def execute(run: Run, progress: bool = True) -> Path:
     sockets = Path(tempfile.mkdtemp(prefix="semalign-kernel-"))
     started = time.time()
     inputs = input_files(run)  # hashed before executing: an edit during the run makes it stale
+    read = records_read(run) if run.reads_results else None
     kept = "; its previous results are kept" if run.output.is_file() else ""  # replaced only by a complete run
     try:
         with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
@@ -491,10 +501,10 @@ def execute(run: Run, progress: bool = True) -> Path:
             except PapermillExecutionError as exc:
                 if tmp.exists():
                     shutil.copyfile(tmp, failed)
-                first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
                 raise SemalignError(
-                    f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} "
-                    f"[{first_line.strip()[:60]}]: {exc.ename}: {exc.evalue} (executed copy: {failed}){kept}"
+                    f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} at "
+                    f"[{failing_line(exc.source, exc.traceback)[:80]}]: {exc.ename}: {exc.evalue} "
+                    f"(executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
             for where in ("input_path", "output_path"):  # papermill's: the in-memory source, a temporary path
@@ -506,6 +516,7 @@ def execute(run: Run, progress: bool = True) -> Path:
                 _add_provenance(staged, run, inputs, code_sha256, facts)
             for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
                 print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
+            strip_machine_paths(executed)
             executed.metadata["semalign"] = {
                 "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
                 "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
@@ -513,6 +524,7 @@ def execute(run: Run, progress: bool = True) -> Path:
                 # which records belong to this notebook: a kill between publishing the two is detected
                 "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
                 "inputs_sha256": inputs,
+                **({"records_read": read} if read is not None else {}),
                 "variant": run.variant,
                 "provenance": facts,
             }
@@ -526,6 +538,25 @@ def execute(run: Run, progress: bool = True) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
     return run.output
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CELL_LINE = re.compile(r"^-+> ?(\d+)", re.M)
+
+
+def failing_line(source: str, traceback: list[str]) -> str:
+    """The line of a cell that raised: the first frame of the cell in IPython's
+    traceback (``---> 12 call()``), which may be deep in the cell; the cell's
+    first line when the traceback names none."""
+    lines = source.splitlines()
+    for frame in traceback:
+        text = _ANSI.sub("", frame)
+        if not text.lstrip().startswith(("Cell In[", "Input In [")):
+            continue
+        found = _CELL_LINE.search(text)
+        if found and 0 < int(found.group(1)) <= len(lines):
+            return lines[int(found.group(1)) - 1].strip()
+    return next((line.strip() for line in lines if line.strip()), "")
 
 
 def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], code_sha256: str, facts: dict) -> None:
@@ -547,6 +578,19 @@ def _add_provenance(staged: Path, run: Run, inputs: dict[str, str], code_sha256:
 
 
 _STUDY_WARNING = re.compile(r"/semalign/(?:\w+/)*\w+\.py:\d+: \w*Warning: (.+)")
+# The folder of the file a warning names, as Python prints it ("/…/semalign/x.py:12: UserWarning: …"):
+# the project's or an environment's site-packages, a path of the machine that ran the notebook.
+WARNING_FOLDER = re.compile(rf"^(?:{re.escape(str(PROJECT_ROOT))}/|/\S*?/site-packages/)(?=\S+\.py:\d+: \w*Warning: )", re.M)
+
+
+def strip_machine_paths(nb) -> None:
+    """A warning a cell printed keeps its text and names its file from the
+    package's or site-packages' folder (``semalign/data/reports.py:180:
+    UserWarning: …``), not by a path of the machine that ran it."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                out.text = WARNING_FOLDER.sub("", "".join(out.text))
 
 
 def study_warnings(nb) -> list[str]:
@@ -558,6 +602,22 @@ def study_warnings(nb) -> list[str]:
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
                 found += _STUDY_WARNING.findall("".join(output.get("text", "")))
     return list(dict.fromkeys(found))
+
+
+_VARIANT = re.compile(r"__data-([0-9a-f]{8})$")
+
+
+def records_read(run: Run) -> dict[str, str]:
+    """sha256 of the results files a summary (``reads_results``) summarises:
+    those of the runs of notebooks listed before it in runs.yaml, on the same
+    data (its variant). A summary never reads a later notebook's records, so
+    `semalign run all` brings every summary up to date in one pass."""
+    order = notebook_names()
+    earlier = set(order[:order.index(run.notebook)])
+    folder = results_dir(run.profile)
+    files = sorted(folder.glob("[!.]*.json")) if folder.is_dir() else []
+    return {file.name: sha256_file(file) for file in files if file.stem.partition("__")[0] in earlier
+            and (m.group(1) if (m := _VARIANT.search(file.stem)) else "") == run.variant}
 
 
 def executed_status(run: Run) -> str | None:
@@ -575,6 +635,11 @@ def executed_status(run: Run) -> str | None:
     expected = meta.get("results_sha256", {}).get(result_file.name)
     if expected is not None and sha256_file(result_file) != expected:
         return "incomplete (its results file is not the one it wrote: the run was interrupted)"
+    if run.reads_results:
+        read, now = meta.get("records_read"), records_read(run)
+        if read != now:
+            changed = sorted(set(read or {}) ^ set(now) | {k for k in now if (read or {}).get(k, now[k]) != now[k]})
+            return f"stale (the records it summarises changed since: {', '.join(changed) or 'not recorded'})"
     return None
 
 
@@ -582,20 +647,14 @@ def up_to_date(run: Run) -> bool:
     """True when re-executing ``run`` could not change anything: its executed
     notebook and results exist, come from the current source and package code,
     the same parameters and the same content of the data files they name, and — for a notebook that reads other runs' records
-    (``reads_results: true`` in runs.yaml) — are newer than every other record
-    of the profile."""
+    (``reads_results: true`` in runs.yaml) — from the records those runs hold now
+    (:func:`records_read`)."""
     if executed_status(run) is not None:
         return False
     meta = run.executed_metadata
     if json.dumps(meta.get("parameters"), sort_keys=True, default=str) != json.dumps(run.parameters, sort_keys=True, default=str):
         return False
-    if meta.get("inputs_sha256", {}) != input_files(run):  # a data file named by a parameter changed
-        return False
-    if run.reads_results:
-        others = [p.stat().st_mtime_ns for p in results_dir(run.profile).glob("*.json") if p != run.results_file]
-        if others and max(others) > run.output.stat().st_mtime_ns:
-            return False
-    return True
+    return meta.get("inputs_sha256", {}) == input_files(run)  # a data file named by a parameter changed
 
 
 def executed_runs(profile: str) -> list[Run]:
