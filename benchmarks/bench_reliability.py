@@ -4,13 +4,15 @@ interruptions survived, damaged cache entries repaired, determinism checks.
     python benchmarks/bench_reliability.py [--fast]
 
 Runs ``tests/test_bad_inputs.py``, ``tests/test_interrupt.py``,
-``tests/test_determinism.py``, ``tests/test_runner.py`` and ``tests/test_embed.py`` with pytest (slow tests included unless
+``tests/test_determinism.py``, ``tests/test_runner.py``, ``tests/test_embed.py``, ``tests/test_parameters.py`` and four
+tests of ``tests/test_study_smoke.py`` with pytest (slow tests included unless
 ``--fast``), reads the JUnit XML it writes, and writes
 ``<work>/benchmarks/reliability.json``, which the book's appendix renders. Each
 test says what it counts with pytest's ``record_property``: ``bad_input`` (the
 catalogue item), ``interruptions`` (processes killed with SIGKILL),
 ``cache_damage`` (the kind of damage), ``determinism`` (what is compared) and
-``rerun`` (what a re-run with other data or settings must not do silently).
+``rerun`` (what a re-run with other data or settings must not do silently) and ``shareable`` (an output
+searched for paths of the machine, or published).
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ sys.path.insert(0, str(ROOT))
 from semalign.study.cache import atomic_write_json  # noqa: E402
 from semalign.study.paths import work_dir  # noqa: E402
 
+SMOKE = "tests/test_study_smoke.py::"
 TEST_FILES = ("tests/test_bad_inputs.py", "tests/test_interrupt.py", "tests/test_determinism.py", "tests/test_runner.py",
-              "tests/test_embed.py")
+              "tests/test_embed.py", "tests/test_parameters.py",
+              # on one smoke study (slow): the stale-book check, the machine-path searches, the publish rehearsal
+              f"{SMOKE}test_a_book_after_one_more_run_shows_summaries_of_the_records_as_they_are",
+              f"{SMOKE}test_records_and_executed_notebooks_hold_no_path_of_the_machine",
+              f"{SMOKE}test_no_page_or_downloadable_notebook_holds_a_path_of_the_building_machine",
+              f"{SMOKE}test_make_publish_pushes_the_book_to_a_gh_pages_branch")
 
 
 def read_junit(path: Path) -> list[dict]:
@@ -91,6 +99,7 @@ def summarise(cases: list[dict], *, command: str, wall_s: float, exit_status: in
         "cache_damage": tally(cases, "cache_damage"),
         "determinism": tally(cases, "determinism"),
         "reruns": tally(cases, "rerun"),
+        "shareable": tally(cases, "shareable"),
     }
 
 
@@ -119,7 +128,8 @@ def main() -> None:
                        ("interruptions", "interruptions (SIGKILL) survived"),
                        ("cache_damage", "damaged cache entries detected and recomputed"),
                        ("determinism", "determinism checks passed"),
-                       ("reruns", "re-run safeguards held")):
+                       ("reruns", "re-run safeguards held"),
+                       ("shareable", "shared outputs free of machine paths")):
         part = report[key]
         extra = f" ({part['not_run']} not run)" if part["not_run"] else ""
         print(f"{label:48} {part['passed']:3d} of {part['tried']:3d}{extra}")

@@ -196,7 +196,8 @@ def machine_paths_in_book(html, work) -> list[str]:
     return hits
 
 
-def test_no_page_or_downloadable_notebook_holds_a_path_of_the_building_machine(smoke_book, smoke_study):
+def test_no_page_or_downloadable_notebook_holds_a_path_of_the_building_machine(smoke_book, smoke_study, record_property):
+    record_property("shareable", "the built book's pages and downloadable notebooks")
     notebooks = list(smoke_book.rglob("*.ipynb"))
     assert len(notebooks) >= 10  # the reader's copies of the executed notebooks are in the book
     assert machine_paths(smoke_study).search(f"warning at {smoke_study / 'x.py'}:3")  # the check sees a path
@@ -222,7 +223,8 @@ def test_executed_notebooks_carry_no_progress_bars(smoke_study):
                 assert "it/s]" not in shown and "widget-view" not in shown, f"{path.name} carries a progress bar"
 
 
-def test_records_and_executed_notebooks_hold_no_path_of_the_machine(smoke_study):
+def test_records_and_executed_notebooks_hold_no_path_of_the_machine(smoke_study, record_property):
+    record_property("shareable", "every run's records and executed notebook")
     found = machine_paths(smoke_study)
     shared = [*(smoke_study / "results" / "smoke").glob("[!.]*.json"),
               *(p for p in (smoke_study / "executed" / "smoke").glob("[!.]*.ipynb") if not p.name.endswith(".failed.ipynb"))]
@@ -254,8 +256,9 @@ def test_a_book_after_one_more_run_shows_summaries_of_the_records_as_they_are(sm
     assert "re-executing" not in semalign_cli(work, "book", "--profile", "smoke").stderr
 
 
-def test_make_publish_pushes_the_book_to_a_gh_pages_branch(smoke_book, smoke_study, tmp_path):
+def test_make_publish_pushes_the_book_to_a_gh_pages_branch(smoke_book, smoke_study, tmp_path, record_property):
     """`make publish` (ghp-import, as the workflow in .github/workflows runs it) into a local bare repository."""
+    record_property("shareable", "the smoke book published with make publish into a local bare repository")
     import subprocess
     import sys
     from pathlib import Path

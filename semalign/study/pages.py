@@ -354,8 +354,10 @@ def reliability_section() -> str:
         "## Reliability\n",
         "`python benchmarks/bench_reliability.py` runs the bad-input catalogue (`tests/test_bad_inputs.py`), "
         "the interruption and cache-integrity tests (`tests/test_interrupt.py`), the determinism tests "
-        "(`tests/test_determinism.py`) and the re-run safeguards (in `tests/test_runner.py` and "
-        "`tests/test_embed.py`), slow ones included, and records what they tried and what passed. "
+        "(`tests/test_determinism.py`), the parameter checks (`tests/test_parameters.py`), the re-run "
+        "safeguards (in `tests/test_runner.py` and `tests/test_embed.py`) and, on a smoke study, the stale-book and "
+        "machine-path checks and the publish rehearsal (in `tests/test_study_smoke.py`), slow ones included, and "
+        "records what they tried and what passed. "
         "A bad input passes when it is refused with one line naming the input and the fix (on the command "
         "line: exit status 2, no traceback); an interruption is survived when a run killed with SIGKILL, "
         "re-run, gives the uninterrupted result and leaves no torn or temporary file.\n",
@@ -367,7 +369,9 @@ def reliability_section() -> str:
              ("interruptions", "runs killed with SIGKILL, then completed with the uninterrupted result"),
              ("cache_damage", "damaged cache entries detected, reported and recomputed"),
              ("determinism", "determinism checks (identical bytes or numbers from fresh processes)"),
-             ("reruns", "re-runs with other data or settings kept apart, made stale or refused, never mixed"))
+             ("reruns", "re-runs with other data or settings kept apart, made stale or refused, never mixed"),
+             ("shareable", "outputs a user shares (records, executed notebooks, the book) searched for a path "
+                           "of the machine, and published"))
     rows = []
     for key, label in parts:
         part = report.get(key)
@@ -387,10 +391,10 @@ def reliability_section() -> str:
         table(["input", "test", "result"],
                [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report["bad_inputs"]["cases"]]),
     ]
-    if report.get("reruns", {}).get("cases"):
-        text += ["### Re-runs\n",
-                 table(["safeguard", "test", "result"],
-                       [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report["reruns"]["cases"]])]
+    for key, title, column in (("reruns", "Re-runs", "safeguard"), ("shareable", "Outputs a user shares", "check")):
+        if report.get(key, {}).get("cases"):
+            text += [f"### {title}\n", table([column, "test", "result"],
+                                             [[c["what"], f"`{c['test']}`", c["outcome"]] for c in report[key]["cases"]])]
     return "\n".join(text)
 
 
