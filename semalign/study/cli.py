@@ -94,6 +94,7 @@ def _cmd_embed(args) -> int:
     state, share = _process_group()
     main_process = share[0] == 0
     seen = set()
+    work_dir().mkdir(parents=True, exist_ok=True)
     for run in runs:  # the runs of one notebook's grid embed the same data: once
         if (run.notebook, run.variant) in seen:
             continue

@@ -307,13 +307,16 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
                 checked[key] = coerce(name, known[key], raw)
             defaults = {key: p.default for key, p in known.items()}
             check_parameters(name, {**defaults, **checked}, defaults)
+            # data set away from the profile's: a run of its own, never stored over the profile's (named
+            # by the file a path means, wherever the work folder is)
+            changed = {key: str(Path(checked[key]).expanduser().resolve()) if key in PATH_PARAMETERS
+                       and Path(checked[key]).expanduser().exists() else checked[key] for key in data_parameters
+                       if set_by.get(key) == "command line" and key in checked
+                       and checked[key] != own.get(key, known[key].default)}
+            variant = _digest(changed) if changed else ""
             for key in PATH_PARAMETERS:
                 if isinstance(checked.get(key), str) and checked[key]:
                     checked[key] = _from_work_dir(checked[key])
-            # data set away from the profile's: a run of its own, never stored over the profile's
-            changed = {key: checked[key] for key in data_parameters if set_by.get(key) == "command line"
-                       and key in checked and checked[key] != own.get(key, known[key].default)}
-            variant = _digest(changed) if changed else ""
             if checked.get("variant"):  # a summary of runs on other data is stored under their code
                 variant = _checked_variant(name, checked["variant"])
             run_name = _run_name(name, {k: checked[k] for k in grid}) + (f"__data-{variant}" if variant else "")
