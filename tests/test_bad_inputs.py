@@ -263,7 +263,8 @@ def test_missing_label_column_through_a_notebook_run(record_property, table, tmp
         tmp_path / "work", "run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "transform=ortho",
         "-p", f"dataset={table}", "-p", "text_column=report", "-p", "label_columns=[finding]",
     )
-    one_line(line, "notebook text_stitching", str(table), "['finding']", "-p label_columns=")
+    # the kernel runs in the work folder: the file is named from there, as the records store it
+    one_line(line, "notebook text_stitching", os.path.relpath(table, tmp_path / "work"), "['finding']", "-p label_columns=")
     assert not list((tmp_path / "work" / "results").rglob("*.json"))  # a failed run records nothing
 
 
