@@ -58,8 +58,8 @@ import torch.nn.functional as F  # noqa: E402
 from semalign.models import encoders, weights  # noqa: E402
 
 from semalign.study import pages  # noqa: E402
-from semalign.study.cache import atomic_write_json  # noqa: E402
-from semalign.study.paths import work_dir  # noqa: E402
+from semalign.core.cache import atomic_write_json  # noqa: E402
+from semalign.core.paths import work_dir  # noqa: E402
 
 
 def iu_reports(n: int) -> list[str]:

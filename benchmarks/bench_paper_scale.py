@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_study import timed  # noqa: E402
 
-from semalign.study.paths import work_dir  # noqa: E402
+from semalign.core.paths import work_dir  # noqa: E402
 
 # subjects (two MIMIC studies, so two reports, each), MIMIC JPEGs written (None: all) and their pixels,
 # RSNA patients (one DICOM each) and their pixels and bits, model shapes, the size the vision models read

@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semalign.study.cache import atomic_write_json  # noqa: E402
-from semalign.study.paths import work_dir  # noqa: E402
+from semalign.core.cache import atomic_write_json  # noqa: E402
+from semalign.core.paths import work_dir  # noqa: E402
 
 SMOKE = "tests/test_study_smoke.py::"
 TEST_FILES = ("tests/test_bad_inputs.py", "tests/test_interrupt.py", "tests/test_determinism.py", "tests/test_runner.py",

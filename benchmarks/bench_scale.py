@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     args = parser.parse_args()
 
-    from semalign.study.paths import work_dir
+    from semalign.core.paths import work_dir
 
     pool = sentence_pool()
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ from semalign.data import reports as data  # noqa: E402
 from semalign.experiments import inputs  # noqa: E402
 from semalign.experiments.stitching import StitchingSetup, score, trained_decoder  # noqa: E402
 from semalign.models.radiology_bert import RadiologyBertConfig, register_radiology_bert  # noqa: E402
-from semalign.study.paths import work_dir  # noqa: E402
+from semalign.core.paths import work_dir  # noqa: E402
 
 GENERAL = ("minilm", "mpnet")
 

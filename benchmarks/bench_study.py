@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semalign.study.paths import work_dir  # noqa: E402
+from semalign.core.paths import work_dir  # noqa: E402
 
 TARGETS = {"cold_s": 15 * 60, "warm_s": 60, "book_s": 60, "peak_rss_gb": 6.0}
 

@@ -40,7 +40,7 @@ import seaborn as sns
 from myst_nb import glue
 
 from semalign.experiments import inputs
-from semalign.study import results
+from semalign.experiments import results
 
 # the text notebooks' own loader: the same subset, split and warnings about a user's table
 reports, train_index, test_index = inputs.report_dataset(dataset, text_column=text_column, label_columns=label_columns,

@@ -68,11 +68,11 @@ from scipy.stats import spearmanr
 
 from semalign.experiments import inputs as experiments
 
-from semalign.study import results
+from semalign.experiments import results
 
 from semalign.study import runner
 from semalign.method.similarity import linear_cka, mutual_knn
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.phantom import PhantomSpec
 from semalign.experiments.plots import METRIC_LABELS
 

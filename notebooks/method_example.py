@@ -52,7 +52,7 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from semalign.study import results
+from semalign.experiments import results
 from semalign.experiments import plots
 from semalign.method.align import Aligner, default_ridge_alpha, scaling_stats, select_anchors
 from semalign.method.similarity import anchor_residual

@@ -38,7 +38,7 @@ from myst_nb import glue
 
 from semalign import phantom
 
-from semalign.study import results
+from semalign.experiments import results
 from semalign.data.images import load_image, real_sample_images
 
 examples = {

@@ -33,7 +33,7 @@ from myst_nb import glue
 from semalign.experiments import claims
 from semalign.experiments import summary
 
-from semalign.study import results
+from semalign.experiments import results
 every_record = results.load_records(profile)
 # The four transform runs of a stitching experiment each record the same naive, upper-bound
 # and few-shot rows: count them once.

@@ -38,7 +38,7 @@ from semalign.experiments import claims
 
 from semalign.experiments import plots
 
-from semalign.study import results
+from semalign.experiments import results
 
 from semalign.experiments import summary
 modality = {"text_stitching": "text", "vision_stitching": "vision"}[experiment]

@@ -65,7 +65,7 @@ from semalign.experiments import inputs as experiments
 
 from semalign.experiments import plots
 
-from semalign.study import results
+from semalign.experiments import results
 
 from semalign.experiments import summary
 from semalign.experiments.stitching import StitchingSetup, stitching_records

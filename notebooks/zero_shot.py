@@ -86,7 +86,7 @@ from semalign.experiments import plots
 from semalign.experiments import zeroshot
 from semalign.models.registry import multimodal_towers
 from semalign.phantom import PhantomSpec
-from semalign.study import results
+from semalign.experiments import results
 
 spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size)
 evaluation, anchor_pairs = experiments.zero_shot_datasets(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from semalign.study import paths
+from semalign.core import paths
 @pytest.fixture(scope="session")
 def study_workdir(tmp_path_factory) -> Path:
     """A work folder shared by the slow tests: executed notebooks, results, book.

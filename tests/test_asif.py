@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from semalign.method.asif import ASIF
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 def test_asif_matches_a_hand_computed_example():

@@ -68,7 +68,7 @@ from semalign.models import encoders
 from semalign.data import manifest
 from semalign.models.embed import embed  # noqa: E402
 from semalign.models.encoders import EncoderSpec  # noqa: E402
-from semalign.errors import SemalignError  # noqa: E402
+from semalign.core.errors import SemalignError  # noqa: E402
 from semalign.data.images import load_image, real_sample_images  # noqa: E402
 from semalign.experiments.stitching import StitchingSetup, stitching_records  # noqa: E402
 
@@ -511,7 +511,7 @@ def test_damaged_embedding_entries_of_the_wrong_kind_or_without_manifest_are_rep
 def test_cache_files_and_folders_of_the_wrong_kind_are_damage_inside_the_cache_and_the_user_s_outside(
         record_property, tmp_path, monkeypatch):
     record_property("cache_damage", "a cache file replaced by a folder; a cache folder replaced by a file")
-    from semalign.study import cache
+    from semalign.core import cache
 
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path / "cache"))
     entry = tmp_path / "cache" / "few-shot" / "entry.json"

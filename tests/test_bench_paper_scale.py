@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from semalign.study import pages
-from semalign.study.paths import PROJECT_ROOT
+from semalign.core.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

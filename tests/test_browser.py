@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 from conftest import book_pages
 
-from semalign.study.paths import PROJECT_ROOT
+from semalign.core.paths import PROJECT_ROOT
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.experiments.zeroshot import CLIP_GRID, ClipStyle
 
 

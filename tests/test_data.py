@@ -9,7 +9,7 @@ import pytest
 from semalign.data import reports as data
 
 from semalign.data import manifest
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from semalign.study.paths import PROJECT_ROOT
+from semalign.core.paths import PROJECT_ROOT
 
 DIGEST = textwrap.dedent("""
     import hashlib, json

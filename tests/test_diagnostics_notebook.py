@@ -10,7 +10,7 @@ import pytest
 from conftest import semalign_cli
 
 from semalign.study import runner
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 def run_until_checked(workdir, monkeypatch, parameters: dict) -> dict:

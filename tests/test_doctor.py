@@ -21,7 +21,7 @@ from semalign.models import weights
 from semalign.data import manifest
 
 from semalign.study import pages
-from semalign.study.paths import PROJECT_ROOT
+from semalign.core.paths import PROJECT_ROOT
 
 
 def failing(checks) -> dict[str, str]:
@@ -164,7 +164,7 @@ def test_book_pages_type_no_timings():
     """Timings come from the runs' provenance (the Reproduce page includes them)
     or from the benchmarks' reports; the precision appendix's dated measurements
     are the one place a page states them."""
-    from semalign.study.paths import BOOK_SOURCE_DIR
+    from semalign.core.paths import BOOK_SOURCE_DIR
 
     timing = re.compile(r"\b\d[\d.,]*\s?(?:minutes?|min|seconds?|hours?|h|s)\b")
     typed = {page.name: timing.findall(page.read_text()) for page in BOOK_SOURCE_DIR.glob("*.md")

@@ -15,7 +15,7 @@ from semalign.models import embed as embed_mod  # noqa: E402
 from semalign.models import encoders  # noqa: E402
 from semalign.models.embed import embed  # noqa: E402
 from semalign.models.encoders import EncoderSpec  # noqa: E402
-from semalign.errors import SemalignError  # noqa: E402
+from semalign.core.errors import SemalignError  # noqa: E402
 
 TEXTS = [
     "No acute cardiopulmonary abnormality.",

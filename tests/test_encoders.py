@@ -10,11 +10,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from semalign.study import cache  # noqa: E402
+from semalign.core import cache  # noqa: E402
 
 from semalign.models import base, encoders, weights  # noqa: E402
 from semalign.models.encoders import EncoderSpec, load_encoder, resolve_encoder  # noqa: E402
-from semalign.errors import SemalignError  # noqa: E402
+from semalign.core.errors import SemalignError  # noqa: E402
 
 from paper_fixtures import make_tiny_bert, make_tiny_clip  # noqa: E402 - tests/ is on sys.path
 

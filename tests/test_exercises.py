@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from semalign.study.paths import BOOK_SOURCE_DIR
+from semalign.core.paths import BOOK_SOURCE_DIR
 
 PAGE = BOOK_SOURCE_DIR / "exercises.md"
 CODE = re.compile(r"```python\n(.*?)```", re.S)

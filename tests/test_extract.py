@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from semalign.study.paths import PROJECT_ROOT as REPO
+from semalign.core.paths import PROJECT_ROOT as REPO
 
 pytestmark = pytest.mark.slow
 

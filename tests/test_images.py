@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.data.images import load_image, real_sample_images
 
 pydicom = pytest.importorskip("pydicom")

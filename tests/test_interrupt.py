@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semalign.study import cache
+from semalign.core import cache
 from semalign.models.embed import embed
 from semalign.models.encoders import EncoderSpec
-from semalign.errors import SemalignError
-from semalign.study.paths import PROJECT_ROOT
+from semalign.core.errors import SemalignError
+from semalign.core.paths import PROJECT_ROOT
 
 TEMPORARY = re.compile(r"~[A-Za-z0-9._-]+~\d+~|\.partial$|\.tmp$")
 
@@ -72,7 +72,7 @@ def test_writer_killed_midway_leaves_the_old_file_and_a_temporary_the_next_write
     target.write_text("old and complete")
     proc = run_python(f"""
         import os, signal
-        from semalign.study.cache import atomic_path
+        from semalign.core.cache import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_bytes(b"half of the new")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -110,7 +110,7 @@ def test_finished_files_get_the_umask_modes(tmp_path, monkeypatch, restore_umask
 
 def test_results_are_staged_until_the_run_completes(tmp_path, monkeypatch, restore_umask, record_property):
     record_property("rerun", "a failed or killed re-run keeps the last good results")
-    from semalign.study import results
+    from semalign.experiments import results
     os.umask(0o022)
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(tmp_path))
     staging = tmp_path / "staging"

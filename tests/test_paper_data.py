@@ -18,7 +18,7 @@ import pytest
 
 from semalign.data import paper as paper_data
 from semalign.data.paper.sources import exists_many
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.data.manifest import load_manifest
 
 from paper_fixtures import (  # tests/ is on sys.path

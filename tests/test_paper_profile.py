@@ -24,7 +24,7 @@ from semalign.data import reports as data
 from semalign.experiments import inputs as experiments
 
 from semalign.data import paper as paper_data
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.data.images import load_image
 
 from conftest import semalign_cli  # tests/ is on sys.path

@@ -10,7 +10,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.experiments.parallel import resolve_jobs, sweep_map
 
 

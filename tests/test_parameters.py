@@ -10,7 +10,7 @@ import re
 import pytest
 
 from semalign.data import reports as data
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.experiments import inputs
 from semalign.study import cli, parameters, runner
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from semalign import phantom
-from semalign.study.cache import sha256_file
-from semalign.errors import SemalignError
+from semalign.core.cache import sha256_file
+from semalign.core.errors import SemalignError
 from semalign.phantom import FINDINGS, LABEL_COLUMNS, PhantomSpec, render_case, render_phantom
 
 SIZE = 256

@@ -15,7 +15,7 @@ from semalign.models import phantom_ssl
 from semalign.models.encoders import load_encoder
 from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder, ssl_vision_encoder
 from semalign.models.training import ENCODER_FILE
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 TINY_SSL = SSLConfig(steps=2, batch_size=4, views=3, image_size=64, train_blocks=2, projection_dim=8, threads=1)
@@ -96,7 +96,7 @@ def test_ssl_damaged_weights_are_detected_and_rebuilt(ssl_images, ssl_trained, m
 
 
 def test_ssl_key_follows_images_and_config(ssl_images):
-    from semalign.study.cache import hash_key
+    from semalign.core.cache import hash_key
 
     key = hash_key(phantom_ssl.ssl_cache_inputs(ssl_images, TINY_SSL))
     other_images = ssl_images.copy()

@@ -20,10 +20,10 @@ from semalign.models import registry as encoder_registry
 
 from semalign.models import radiology_bert
 from semalign.models.training import ENCODER_FILE, encoder_folder, length_grouped_batches
-from semalign.study.cache import folder_is_intact
+from semalign.core.cache import folder_is_intact
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.radiology_bert import RadiologyBertConfig, build_radiology_bert, register_radiology_bert
 
 TINY = RadiologyBertConfig(

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from semalign.experiments import stats
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 def tied_problem(n: int, prevalence: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

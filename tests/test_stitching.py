@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from semalign.experiments import summary
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.experiments.stitching import Decoder, StitchingSetup, score, stitching_records
 
 
@@ -128,7 +128,7 @@ def test_summary_table_and_claims_read_the_records(spaces, tmp_path, monkeypatch
 
 
 def test_a_summary_before_its_runs_names_the_run_to_execute(frame):
-    from semalign.study import results
+    from semalign.experiments import results
     frame = frame.assign(experiment="vision_stitching")
     assert len(results.experiment_records(frame, "vision_stitching", "offline")) == len(frame)
     with pytest.raises(SemalignError, match=r"no records of text_stitching .*semalign run text_stitching --profile smoke"):

@@ -174,7 +174,7 @@ def machine_paths(work) -> re.Pattern:
     import tempfile
     from pathlib import Path
 
-    from semalign.study.paths import PROJECT_ROOT
+    from semalign.core.paths import PROJECT_ROOT
 
     roots = {PROJECT_ROOT, Path(tempfile.gettempdir()), Path(work), Path.home(), Path(sys.prefix),
              *map(Path, site.getsitepackages()), Path(sysconfig.get_paths()["purelib"])}
@@ -265,7 +265,7 @@ def test_make_publish_pushes_the_book_to_a_gh_pages_branch(smoke_book, smoke_stu
 
     import yaml
 
-    from semalign.study.paths import PROJECT_ROOT
+    from semalign.core.paths import PROJECT_ROOT
 
     remote, scratch = tmp_path / "site.git", tmp_path / "clone"
     for args in (["init", "--bare", "-q", str(remote)], ["init", "-q", str(scratch)]):

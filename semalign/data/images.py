@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semalign.study.cache import sha256_file
-from semalign.errors import SemalignError
+from semalign.core.cache import sha256_file
+from semalign.core.errors import SemalignError
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "DICOM")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from semalign.study.cache import sha256_file
-from semalign.errors import SemalignError
-from semalign.study.paths import MANIFEST_FILE
+from semalign.core.cache import sha256_file
+from semalign.core.errors import SemalignError
+from semalign.core.paths import MANIFEST_FILE
 
 
 @functools.lru_cache(maxsize=1)

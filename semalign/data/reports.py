@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.data.manifest import load_manifest, require_source
 
 TASKS = ("binary", "multilabel")

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.experiments import inputs
 from semalign.models.encoders import OptionalDependencyMissing
 from semalign.phantom import PhantomSpec

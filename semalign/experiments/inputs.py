@@ -29,16 +29,16 @@ from semalign.data import reports as data
 from semalign.data import paper as paper_data
 
 from semalign import phantom
-from semalign.study.cache import build_folder, hash_key, sha256_file
+from semalign.core.cache import build_folder, hash_key, sha256_file
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
 from semalign.models.encoders import OptionalDependencyMissing, multimodal_towers, resolve_encoder
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.data.images import load_image, real_sample_images
 from semalign.experiments.zeroshot import prompt_scores
 from semalign.method.align import Aligner, select_anchors
-from semalign.study import results
-from semalign.study.paths import cache_dir
+from semalign.experiments import results
+from semalign.core.paths import cache_dir
 
 MEDICAL_TEXT_ENCODER = "radiology-bert"  # a compact BERT pretrained from scratch: the study's medical text encoder
 MEDICAL_VISION_ENCODER = "phantom-ssl"  # Lite1 trained without labels: the study's medical vision encoder
@@ -406,7 +406,7 @@ def phantom_dataset(spec: phantom.PhantomSpec, progress: bool = True) -> phantom
 
     The cache key covers the spec, the CT files' checksums and the renderer's
     source, so a change to any of them re-renders. The entry is built like every
-    study-made artefact (:func:`semalign.study.cache.build_folder`): written to a
+    study-made artefact (:func:`semalign.core.cache.build_folder`): written to a
     temporary folder and renamed into place, its images' sha256 checked on every
     read, a damaged entry reported and rendered again.
     """

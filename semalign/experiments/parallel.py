@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.base import available_cores
 
 #: The most fits at once that ``jobs=0`` picks.
@@ -63,7 +63,7 @@ def sweep_map(fn: Callable, items: Iterable, *, jobs: int = 0, desc: str = "", p
     by ``fn`` propagates once the items already started have finished; the
     others are not started.
     """
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     items = list(items)
     jobs = min(resolve_jobs(jobs), max(1, len(items)))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 HOLDS_WHEN = ("above", "below")
 

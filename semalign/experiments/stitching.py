@@ -48,11 +48,11 @@ from sklearn.neural_network import MLPClassifier
 from semalign.experiments import stats
 from semalign.method.align import Aligner, select_anchors
 from semalign.models.encoders import pick_device
-from semalign.study.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
+from semalign.core.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
 from semalign.experiments.claims import merged, record_replicate_key
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.experiments.parallel import sweep_map
-from semalign.study.paths import cache_dir
+from semalign.core.paths import cache_dir
 
 DECODERS = ("logreg", "mlp")
 FEW_SHOT_VERSION = 4  # bump when the few-shot computation or its cache entry changes

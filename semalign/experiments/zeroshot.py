@@ -34,7 +34,7 @@ from semalign.experiments.stitching import check_anchor_counts
 from semalign.method.align import Aligner, select_anchors, threads_for
 from semalign.method.asif import ASIF
 from semalign.models.encoders import pick_device
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 # Several templates per class, averaged: one template's wording should not decide a result
 # (the zero-shot page shows the spread over templates once).

@@ -58,8 +58,8 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from semalign.study.cache import atomic_path
-from semalign.errors import SemalignError
+from semalign.core.cache import atomic_path
+from semalign.core.errors import SemalignError
 
 KINDS = ("affine", "linear", "l-ortho", "ortho", "ridge", "naive")
 SCALINGS = ("standard", "center", "none")

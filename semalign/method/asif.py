@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 class ASIFInputError(SemalignError, ValueError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.registry import EncoderSpec, read_json
 from semalign.models.weights import Located
 

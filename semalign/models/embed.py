@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from semalign.study import cache as _cache
+from semalign.core import cache as _cache
 from semalign.models import encoders
-from semalign.study import paths
-from semalign.errors import SemalignError
+from semalign.core import paths
+from semalign.core.errors import SemalignError
 
 CACHE_VERSION = 1
 DEFAULT_SHARD_SIZE = 4096
@@ -336,7 +336,7 @@ def _entry_identity(ids: list[str], digest: Callable[[int], bytes], modality: st
     is hashed and dropped; an image in a file is named by the file's bytes
     (:meth:`semalign.experiments.inputs.LazyImages.item_digest`).
     """
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     n = len(ids)
     ids_hash = _ids_sha256(ids)
@@ -409,7 +409,7 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
     """Every shard of the entry (or, shared, this process's), read back when
     intact, else computed (and, with ``cache``, written before the manifest or
     part that lists it: a crash loses at most one shard)."""
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     n, size, dim = len(ids), manifest["shard_size"], manifest.get("dim")
     n_shards = -(-n // size)

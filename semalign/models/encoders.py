@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.base import Encoder
 from semalign.models.registry import (
     EncoderSpec,
@@ -28,7 +28,7 @@ from semalign.models.registry import (
 from semalign.models.text import OpenClipTextEncoder, TextEncoder
 from semalign.models.vision import EffNetLiteEncoder, HFVisionEncoder, OpenClipVisionEncoder
 from semalign.models.weights import Located, effective_image_size, effective_max_length, file_sha256, locate
-from semalign.study import cache
+from semalign.core import cache
 
 # Bump a (modality, precision) number when preprocessing, pooling, batching or
 # kernels change in a way that changes those numbers: the embedding caches of

@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.training import build_cached, check_ranges, lr_factor, torch_threads
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
-from semalign.study import cache
+from semalign.core import cache
 
 #: Bumped when the training procedure changes in a way the config does not show.
 FORMAT_VERSION = 1
@@ -237,7 +237,7 @@ def _frozen_views(model: Any, images: np.ndarray, first: int, config: SSLConfig,
     batches keep the activations of the early high-resolution blocks in the CPU
     cache, which is much faster than large batches, and the features are the same
     (a convolution's output does not depend on the batch it is in)."""
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     from semalign.models.vision import images_to_tensor
 
@@ -328,7 +328,7 @@ def _fit(model: Any, first: int, head: torch.nn.Module, config: SSLConfig, batch
     """``config.steps`` AdamW steps on ``batch_loss()`` (the loss of the next batch) over blocks
     ``[first:]``, the head convolution (peak rate ``config.lr``) and the fresh ``head``
     (``config.head_lr``), with linear warm-up then decay; the losses."""
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     optimizer = torch.optim.AdamW(
         [{"params": _trainable_upper_part(model, first), "lr": config.lr, "peak": config.lr},

@@ -52,8 +52,8 @@ from semalign.models.training import (
     stage_summary,
     warmup_adamw,
 )
-from semalign.study import cache
-from semalign.errors import SemalignError
+from semalign.core import cache
+from semalign.core.errors import SemalignError
 
 #: Bumped when the build changes in a way the config does not show.
 FORMAT_VERSION = 1

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 MODALITIES = ("text", "vision")
 DOMAINS = ("general", "medical")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.base import Encoder, available_cores, model_kwargs, open_clip_model, projected, transformers_loading
 from semalign.models.registry import EncoderSpec
 from semalign.models.weights import Located, effective_max_length

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from semalign.errors import SemalignError
-from semalign.study import cache, paths
+from semalign.core.errors import SemalignError
+from semalign.core import cache, paths
 
 ENCODER_FILE = "semalign_encoder.json"
 
@@ -44,7 +44,7 @@ def build_cached(prefix: str, inputs: dict[str, Any], names: tuple[str, ...],
                  write: Callable[[Path], dict[str, Any]]) -> Path:
     """The encoder folder for ``inputs`` (see :func:`encoder_folder`; weights in
     ``model.safetensors``, description in ``semalign_encoder.json``), built by
-    ``write`` on first use through :func:`semalign.study.cache.build_folder`."""
+    ``write`` on first use through :func:`semalign.core.cache.build_folder`."""
     return cache.build_folder(encoder_folder(prefix, inputs), write, description=ENCODER_FILE,
                               checked="model.safetensors", names=names)
 
@@ -55,7 +55,7 @@ def seeded_training(seed: int, threads: int, progress: bool, **bar_options):
     inside a fork of the global RNG seeded with ``seed + 1``: initialisation and
     dropout draw from the global CPU generator, and the fork restores the caller's
     state on exit."""
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     with (progress_bar(unit="step", disable=not progress, **bar_options) as bar,
           torch.random.fork_rng(devices=[]), torch_threads(threads)):

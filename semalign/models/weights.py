@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.models.registry import (
     EFFNET_IMAGE_SIZES,
     EncoderSpec,
@@ -37,7 +37,7 @@ from semalign.models.registry import (
     read_json,
     st_layout,
 )
-from semalign.study import cache, paths
+from semalign.core import cache, paths
 
 # Full sha256 of the packaged weight files (verified before every first use).
 KNOWN_SHA256 = {
@@ -65,7 +65,7 @@ _HASH_LOCK = threading.Lock()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """:func:`semalign.study.cache.sha256_file` of a file, remembered by (path, size, mtime),
+    """:func:`semalign.core.cache.sha256_file` of a file, remembered by (path, size, mtime),
     so a weight file is read once rather than at every load."""
     p = Path(path).resolve()
     st = p.stat()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.phantom.findings import FINDINGS
 from semalign.phantom.labels import LABEL_COLUMNS, label_row
 from semalign.phantom.precompute import Model, model
@@ -94,7 +94,7 @@ def render_phantom(spec: PhantomSpec | None = None, progress: bool = False) -> P
     images = np.zeros((n, spec.image_size, spec.image_size), np.uint8)
     reports: list[str] = []
     rows: list[dict[str, Any]] = []
-    from semalign.study.progress import progress_bar
+    from semalign.core.progress import progress_bar
 
     with progress_bar(total=n, desc="phantom", unit="img", disable=not progress) as bar:
         for start in range(0, n, spec.chunk_size):

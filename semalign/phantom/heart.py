@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.phantom.findings import CARDIOMEGALY_SEVERITIES, CARDIOMEGALY_TARGETS, NORMAL_HEART_TARGETS
 from semalign.phantom.lungs import LungCrop, bbox
 

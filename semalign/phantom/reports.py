@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.phantom.findings import FINDINGS
 
 REPORT_FORMATS = ("sections", "findings", "impression")

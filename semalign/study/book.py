@@ -21,8 +21,8 @@ import yaml
 from semalign.study import pages
 
 from semalign.study import runner
-from semalign.errors import SemalignError
-from semalign.study.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
+from semalign.core.errors import SemalignError
+from semalign.core.paths import BOOK_SOURCE_DIR, book_build_dir, vendor_dir
 
 # Any attribute that makes a browser fetch from another host when a page opens.
 REMOTE_LOAD = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)

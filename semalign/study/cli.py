@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 
-from semalign.errors import SemalignError
-from semalign.study.paths import work_dir
+from semalign.core.errors import SemalignError
+from semalign.core.paths import work_dir
 
 
 def _cmd_run(args) -> int:
@@ -138,7 +138,7 @@ def _cmd_book(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from semalign.study.results import load_records
+    from semalign.experiments.results import load_records
 
     table = load_records(args.profile, variant=None, provenance=args.json)
     if args.json:

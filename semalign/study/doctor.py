@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from semalign.data.manifest import verify_sources
-from semalign.study.paths import PROJECT_ROOT, cache_dir, vendor_dir, work_dir
+from semalign.core.paths import PROJECT_ROOT, cache_dir, vendor_dir, work_dir
 from semalign.study.runner import installed_version
 
 PYTHON = (3, 11)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from semalign.data.manifest import load_manifest, verify_sources
-from semalign.study.paths import work_dir
+from semalign.core.paths import work_dir
 
 
 #: The generated timings that the Reproduce page includes (not a page of its own).

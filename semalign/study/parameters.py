@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 
 class Rule(NamedTuple):

@@ -38,11 +38,10 @@ from typing import Any
 
 import yaml
 
-from semalign.study.cache import atomic_path, atomic_write_json, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
-from semalign.errors import SemalignError
+from semalign.core.cache import atomic_path, atomic_write_json, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
+from semalign.core.errors import SemalignError
 from semalign.study.parameters import check as check_parameters
-from semalign.study.fingerprint import code_fingerprint, notebook_modules  # noqa: F401 (part of the runner's API)
-from semalign.study.paths import NOTEBOOKS_DIR, PROJECT_ROOT, RUNS_FILE, executed_dir, results_dir, work_dir
+from semalign.core.paths import NOTEBOOKS_DIR, PACKAGE_DIR, PROJECT_ROOT, RUNS_FILE, executed_dir, results_dir, work_dir
 
 KERNEL_NAME = "semalign"
 RESERVED_PARAMETERS = ("profile", "run_name")
@@ -330,6 +329,30 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
     return runs
 
 
+#: The modules of the roof (``study/``) that a notebook can run: the runner, which
+#: executes every notebook and which the diagnostics notebook imports to find the
+#: stitching runs, and the parameter rules it applies. Every other module of the
+#: roof (command line, book, generated pages) is imported by no notebook and by
+#: no module below it (tests/test_layers.py), so editing it re-executes nothing.
+NOTEBOOK_STUDY_MODULES = ("study/__init__.py", "study/runner.py", "study/parameters.py")
+
+
+def notebook_modules() -> list[Path]:
+    """The package code an executed notebook can depend on: every module outside
+    ``study/`` and ``__main__.py``, and :data:`NOTEBOOK_STUDY_MODULES`."""
+    return sorted(path for path in PACKAGE_DIR.rglob("*.py")
+                  if (name := path.relative_to(PACKAGE_DIR).as_posix()) in NOTEBOOK_STUDY_MODULES
+                  or not (name.startswith("study/") or name == "__main__.py"))
+
+
+def code_fingerprint() -> str:
+    """Hash of :func:`notebook_modules`: an executed notebook made by other code is stale."""
+    digest = hashlib.sha256()
+    for path in notebook_modules():
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def source_fingerprint(run: Run) -> str:
     return hashlib.sha256(run.source.read_bytes()).hexdigest()[:16]
 
@@ -466,8 +489,8 @@ def execute(run: Run, progress: bool = True) -> Path:
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    from semalign.study.progress import PROGRESS_TTY_ENV
-    from semalign.study.results import STAGING_ENV
+    from semalign.core.progress import PROGRESS_TTY_ENV
+    from semalign.experiments.results import STAGING_ENV
 
     result_file = run.results_file
     # the previous notebook and records stay in place until the new ones are complete

@@ -59,7 +59,7 @@ from semalign.data.paper.tables import (  # the drop reasons: the keys of a load
 )
 from semalign.data.paper.tables import READER_POLICIES, UNCERTAIN_POLICIES, ImageTable, check_policy, patient_split
 from semalign.data.reports import ReportSet
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 _MODULES = {"mimic_cxr": mimic_cxr, "rsna_pneumonia": rsna_pneumonia, "vindr_cxr": vindr_cxr, "chexpert": chexpert}
 

@@ -25,7 +25,7 @@ from semalign.data.paper.sources import missing, missing_unless_any, open_tables
 from semalign.data.paper.tables import BAD_VALUE, DUPLICATE, NO_IMAGE, NO_LABEL_ROW, NO_REPORT, NO_SECTION, NO_SPLIT
 from semalign.data.paper.tables import NOT_FRONTAL, UNCERTAIN, Drops, ImageTable, chexpert_style, select_labels
 from semalign.data.reports import ReportSet
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 NAME = "mimic_cxr"
 FRONTAL_VIEWS = ("PA", "AP")

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from semalign.data.manifest import SourceStatus, load_manifest
-from semalign.errors import SemalignError
-from semalign.study.cache import sha256_file
+from semalign.core.errors import SemalignError
+from semalign.core.cache import sha256_file
 
 DATASETS = ("mimic_cxr", "rsna_pneumonia", "vindr_cxr", "chexpert")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from semalign.data.paper.sources import default_labels, exists_many
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 READER_POLICIES = ("majority", "any", "all")

@@ -19,7 +19,7 @@ from semalign.data.manifest import SourceStatus
 from semalign.data.paper.sources import checked_tables, exists_many, found_ok, manifest_entry, missing_unless_any
 from semalign.data.paper.sources import open_tables
 from semalign.data.paper.tables import BAD_VALUE, DUPLICATE, NO_IMAGE, Drops, ImageTable, select_labels
-from semalign.errors import SemalignError
+from semalign.core.errors import SemalignError
 
 NAME = "vindr_cxr"
 

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from semalign.errors import SemalignError
-from semalign.study.paths import cache_dir
+from semalign.core.errors import SemalignError
+from semalign.core.paths import cache_dir
 
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.~(?P<host>[A-Za-z0-9._-]+)~(?P<pid>\d+)~")

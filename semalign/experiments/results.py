@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semalign.study.cache import atomic_write_json
-from semalign.errors import SemalignError
-from semalign.study.paths import cache_dir, results_dir
+from semalign.core.cache import atomic_write_json
+from semalign.core.errors import SemalignError
+from semalign.core.paths import cache_dir, results_dir
 
 RECORD_KEYS = (
     "experiment", "profile", "run", "method", "transform", "source", "target",
