@@ -234,9 +234,10 @@ def fit_pool(values: dict) -> tuple[int, str] | None:
     else:
         return None
     test_fraction, validation_fraction = values.get("test_fraction", 0.3), values.get("validation_fraction", 0.0)
-    train = n - held_out(n, test_fraction)
-    if held_out(n, test_fraction) < 1 or train < 2:
+    n_test = held_out(n, test_fraction)
+    train = n - n_test
+    if n_test < 1 or train < 2:
         raise SemalignError(f"test_fraction={test_fraction} of {size} leaves {train} item(s) for training and "
-                            f"{held_out(n, test_fraction)} for testing ({_option('test_fraction', 0.3)}, or more items)")
+                            f"{n_test} for testing ({_option('test_fraction', 0.3)}, or more items)")
     fit = train - held_out(train, validation_fraction)
     return fit, f"{size}, test_fraction={test_fraction}, validation_fraction={validation_fraction}"

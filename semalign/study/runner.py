@@ -223,14 +223,18 @@ def coerce(notebook: str, parameter: Parameter, raw: Any) -> Any:
     return value
 
 
+def _resolved(value: str) -> str:
+    """The absolute path a path parameter means; unchanged when it names no file (iu_xray)."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
 def _from_work_dir(value: str) -> str:
     """``value`` as a path relative to the work folder (where the kernel runs)
     when it names a file or folder, so that records and pages hold no absolute
     path of the machine; unchanged otherwise (a dataset name such as iu_xray)."""
     path = Path(value).expanduser()
-    if not path.exists():
-        return value
-    return os.path.relpath(path.resolve(), work_dir())
+    return os.path.relpath(path.resolve(), work_dir()) if path.exists() else value
 
 
 def input_files(run: Run) -> dict[str, str]:
@@ -308,9 +312,8 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
             check_parameters(name, {**defaults, **checked}, defaults)
             # data set away from the profile's: a run of its own, never stored over the profile's (named
             # by the file a path means, wherever the work folder is)
-            changed = {key: str(Path(checked[key]).expanduser().resolve()) if key in PATH_PARAMETERS
-                       and Path(checked[key]).expanduser().exists() else checked[key] for key in data_parameters
-                       if set_by.get(key) == "command line" and key in checked
+            changed = {key: _resolved(checked[key]) if key in PATH_PARAMETERS else checked[key]
+                       for key in data_parameters if set_by.get(key) == "command line" and key in checked
                        and checked[key] != own.get(key, known[key].default)}
             variant = _digest(changed) if changed else ""
             for key in PATH_PARAMETERS:
@@ -533,8 +536,6 @@ def execute(run: Run, progress: bool = True) -> Path:
                     f"(executed copy: {failed}){kept}"
                 ) from None
             executed = nbformat.read(tmp, as_version=4)
-            for where in ("input_path", "output_path"):  # papermill's: the in-memory source, a temporary path
-                executed.metadata.get("papermill", {}).pop(where, None)
             facts = {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
                      "wall_s": round(time.time() - started, 1)}
             code_sha256 = code_fingerprint()
@@ -546,13 +547,10 @@ def execute(run: Run, progress: bool = True) -> Path:
             executed.metadata["semalign"] = {
                 "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
                 "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
-                "code_sha256": code_sha256,
+                "code_sha256": code_sha256, "inputs_sha256": inputs, "variant": run.variant, "provenance": facts,
                 # which records belong to this notebook: a kill between publishing the two is detected
                 "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
-                "inputs_sha256": inputs,
                 **({"records_read": read} if read is not None else {}),
-                "variant": run.variant,
-                "provenance": facts,
             }
             nbformat.write(executed, tmp)
         # the notebook is in place; now its records (a kill in between leaves a run
@@ -610,9 +608,13 @@ WARNING_FOLDER = re.compile(rf"^(?:{re.escape(str(PROJECT_ROOT))}/|/\S*?/site-pa
 
 
 def strip_machine_paths(nb) -> None:
-    """A warning a cell printed keeps its text and names its file from the
-    package's or site-packages' folder (``semalign/data/reports.py:180:
-    UserWarning: …``), not by a path of the machine that ran it."""
+    """Take the machine's paths out of an executed notebook: papermill's
+    ``input_path`` and ``output_path`` (the in-memory source, a temporary file),
+    and the folders of the files that warnings name. A warning a cell printed
+    keeps its text and names its file from the package's or site-packages'
+    folder (``semalign/data/reports.py:180: UserWarning: …``)."""
+    for where in ("input_path", "output_path"):
+        nb.metadata.get("papermill", {}).pop(where, None)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
