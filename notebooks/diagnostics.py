@@ -17,48 +17,22 @@
 #
 # Two encoders whose spaces are alike should be easier to stitch. This page
 # tests that on the study's own encoders: for every ordered pair of text
-# encoders and of vision encoders that the stitching pages ran, it measures,
-# on the test split, how similar the two spaces are — linear CKA and the mutual $k$-NN overlap (see
+# encoders and of vision encoders that the stitching pages ran, it takes how
+# similar the two spaces are on the test split — linear CKA and the mutual $k$-NN overlap (see
 # {ref}`method`) — and sets that against how much a decoder loses when fed the
 # aligned embeddings of the other encoder: the *stitching gap*, the target's
-# upper bound minus the aligned score, read from the stitching runs' records at
-# their largest anchor count. It reads the embedding caches and the records of
-# the stitching runs (of {doc}`text <stitching_summary__experiment-text_stitching>`
-# and of {doc}`images <stitching_summary__experiment-vision_stitching>`), so it
-# runs after them, on the same data.
+# upper bound minus the aligned score, at the largest anchor count. Both come
+# from the records of the stitching runs (of {doc}`text <stitching_summary__experiment-text_stitching>`
+# and of {doc}`images <stitching_summary__experiment-vision_stitching>`): each
+# sweep measures the similarities on the embeddings and test split it stitched,
+# so this page computes nothing from the data and runs after them.
 
 # %% tags=["parameters"]
 profile = "offline"  # set by the runner
 run_name = "diagnostics"  # set by the runner
-text_encoders = ["minilm", "mpnet", "radiology-bert"]  # text encoders compared (those of text_stitching)
-vision_encoders = ["effnet-lite0", "effnet-lite2", "phantom-ssl"]  # vision encoders compared (those of vision_stitching)
 metric = "macro_auroc"  # stitching metric of the gap: macro_auroc, macro_f1 or accuracy
-k = 10  # neighbours of the mutual k-NN overlap
-text_dataset = "iu_xray"  # text_stitching's dataset: "iu_xray", "mimic_cxr" or a .csv/.parquet path
-text_column = "text"  # text column of a table dataset
-text_label_columns = []  # text_stitching's label_columns
-max_reports = 0  # 0 means all reports, else a seeded random subset of this size
-split_seed = 0  # seed of the report subset and split
-medical_scale = 1.0  # share of the default training steps of the study-made radiology-bert and phantom-ssl
-allow_remote_code = []  # text encoders allowed to run code shipped with their weights, by name
-vision_dataset = "phantom"  # vision_stitching's dataset: phantom or a paper dataset under data_root
-vision_label_columns = []  # vision_stitching's label_columns
-max_images = 0  # 0 means every image of a paper dataset, else a seeded random subset of this size
-n_images = 2000  # phantom images rendered
-image_size = 256  # phantom image side in pixels (paper datasets: loaded at this size)
-phantom_seed = 0  # seed of the phantom, of the image subset and of the image split
-normal_fraction = 0.3  # share of phantom images with no finding
-data_root = ""  # folder holding the paper datasets (paper profile)
-uncertain = "zeros"  # uncertain (-1) labels of the paper datasets: zeros, ones or ignore
-split = "seeded"  # seeded or official (the dataset's own split, where it has one)
-test_fraction = 0.3  # share of reports and of images held out for testing
-precision = "fp32"  # fp32 or bf16 for embedding extraction (part of the cache key)
-workers = 0  # threads decoding a paper dataset's image files; 0 means one per CPU core, at most 8
-device = "auto"  # auto, cpu or cuda
 
 # %% tags=["hide-input"]
-import itertools
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -66,83 +40,40 @@ import seaborn as sns
 from myst_nb import glue
 from scipy.stats import spearmanr
 
-from semalign.experiments import inputs as experiments
-
-from semalign.experiments import results
-
-from semalign.study import runner
-from semalign.method.similarity import linear_cka, mutual_knn
 from semalign.core.errors import SemalignError
-from semalign.phantom import PhantomSpec
+from semalign.experiments import results
 from semalign.experiments.plots import METRIC_LABELS
+from semalign.experiments.stitching import SIMILARITY_K
 
-# The same data as the stitching notebooks, under their parameter names.
-text_data = dict(dataset=text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column,
-                 label_columns=text_label_columns, max_reports=max_reports, test_fraction=test_fraction,
-                 split_seed=split_seed, split=split, precision=precision, allow_remote_code=allow_remote_code,
-                 medical_scale=medical_scale)
-vision_data = dict(dataset=vision_dataset, data_root=data_root, label_columns=vision_label_columns, uncertain=uncertain,
-                   max_images=max_images, split=split, n_images=n_images, image_size=image_size,
-                   phantom_seed=phantom_seed, normal_fraction=normal_fraction, test_fraction=test_fraction,
-                   precision=precision, medical_scale=medical_scale)
-
-# Parameters of the stitching notebooks that do not change which items are embedded, or how.
-SWEEP_PARAMETERS = {"profile", "run_name", "transform", "encoders", "anchor_counts", "anchor_strategy", "seeds",
-                    "task", "decoder", "scaling", "jobs", "batch_size", "device", "workers",
-                    "targets", "validation_fraction", "claim_anchor_counts"}
-
-
-def check_stitching_runs(notebook: str, ours: dict, encoders: list[str]) -> None:
-    """Stop unless this profile's runs of ``notebook`` were executed, with our data and encoders."""
-    runs = [run for run in runner.executed_runs(profile) if run.notebook == notebook]
-    missing = [run.name for run in runs if (runner.executed_status(run) or "").startswith("missing")]
-    if missing:
-        raise SemalignError(f"the diagnostics need the {notebook} runs of profile {profile!r}, but {', '.join(missing)} "
-                            f"have not been executed: run `semalign run {notebook} --profile {profile}` first")
-    defaults = {name: parameter.default for name, parameter in runner.notebook_parameters(notebook).items()}
-    for run in runs:
-        theirs = {key: value for key, value in {**defaults, **run.parameters}.items() if key not in SWEEP_PARAMETERS}
-        unknown = sorted(set(theirs) - set(ours))
-        differ = {key: (value, theirs[key]) for key, value in ours.items() if key in theirs and theirs[key] != value}
-        absent = sorted(set(encoders) - set({**defaults, **run.parameters}["encoders"]))
-        if unknown or differ or absent:
-            raise SemalignError(f"{run.name} is not comparable: parameters the diagnostics lack: {unknown}; "
-                                f"(ours, its) where they differ: {differ}; encoders it did not run: {absent}. "
-                                f"Give both notebooks the same data parameters in notebooks/runs.yaml for profile {profile!r}")
-
-
-check_stitching_runs("text_stitching", text_data, text_encoders)
-check_stitching_runs("vision_stitching", vision_data, vision_encoders)
+EXPERIMENTS = {"text_stitching": "text", "vision_stitching": "vision"}
+records = results.load_records(profile)
+records = records[records["experiment"].isin(EXPERIMENTS)]
+missing = [experiment for experiment in EXPERIMENTS if experiment not in set(records["experiment"])]
+if missing:
+    raise SemalignError(f"the diagnostics read the records of the stitching runs, but profile {profile!r} has none of "
+                        f"{', '.join(missing)}: run `semalign run {missing[0]} --profile {profile}` first")
 
 # %% [markdown]
 # ## Similarity on the test split
 #
-# The embeddings come from the same caches as the stitching pages (same
-# encoders, data and split), so nothing is re-encoded. Both measures are
-# symmetric, so the two orders of a pair share one value.
+# Each stitching sweep records both measures for every two of its encoders, on
+# its test split. Both are symmetric, so the two orders of a pair share one
+# value; the four runs of a sweep (one per transform) embed the same items and
+# must agree on it.
 
 # %%
-reports, text_train, text_test = experiments.report_dataset(
-    text_dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=text_label_columns,
-    max_reports=max_reports, test_fraction=test_fraction, seed=split_seed, split=split)
-text = experiments.text_embeddings(reports, text_encoders, test_index=text_test, precision=precision, device=device,
-                                   medical_scale=medical_scale, allow_remote_code=allow_remote_code, progress=False)
-spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)
-images = experiments.image_dataset(
-    vision_dataset, spec=spec, data_root=data_root, label_columns=vision_label_columns, uncertain=uncertain,
-    max_images=max_images, test_fraction=test_fraction, seed=phantom_seed, split=split, image_size=image_size,
-    workers=workers, progress=False)
-vision = experiments.image_embeddings(images, vision_encoders, medical_scale=medical_scale, precision=precision,
-                                      device=device, progress=False)
-
-rows = []
-for experiment, embeddings, test in (("text_stitching", text, text_test), ("vision_stitching", vision, images.test)):
-    for first, second in itertools.combinations(embeddings, 2):
-        x, y = embeddings[first][test], embeddings[second][test]
-        # One value for both orders: computed twice, rounding would break the tie in the ranks.
-        similarity = dict(linear_cka=linear_cka(x, y), mutual_knn=mutual_knn(x, y, k=k))
-        rows += [dict(experiment=experiment, source=a, target=b, **similarity) for a, b in ((first, second), (second, first))]
-pairs = pd.DataFrame(rows)
+similarity = records[records["method"] == "similarity"]
+unmeasured = sorted(set(records["experiment"]) - set(similarity["experiment"]))
+if unmeasured:
+    raise SemalignError(f"the records of {', '.join(unmeasured)} hold no similarity records (made by an older semalign): "
+                        f"run `semalign run {unmeasured[0]} --profile {profile}` again")
+values = similarity.groupby(["experiment", "source", "target", "metric"], sort=False)["value"]
+disagree = values.nunique()[lambda n: n > 1]
+if len(disagree):
+    raise SemalignError(f"the stitching runs of profile {profile!r} record different similarities for "
+                        f"{', '.join(f'{e}: {a} → {b}' for e, a, b, _ in disagree.index)}, so they were made on "
+                        f"different embeddings: run `semalign run all --profile {profile}`")
+pairs = values.first().unstack("metric").reset_index()[["experiment", "source", "target", "linear_cka", "mutual_knn"]]
 
 # %% [markdown]
 # ## The stitching gap
@@ -152,9 +83,7 @@ pairs = pd.DataFrame(rows)
 # subtracted from $Y$'s decoder on $Y$'s own embeddings.
 
 # %%
-records = results.load_records(profile)
-records = records[records["experiment"].isin(["text_stitching", "vision_stitching"]) & (records["metric"] == metric)
-                  & (records["split"] == "test")]
+records = records[(records["metric"] == metric) & (records["split"] == "test")]
 largest = records[records["method"] == "aligned"].groupby("experiment")["n_anchors"].max().rename("largest")
 records = records.join(largest, on="experiment")
 aligned = (records[(records["method"] == "aligned") & (records["n_anchors"] == records["largest"])]
@@ -176,7 +105,7 @@ if len(unrecorded):
     raise SemalignError(f"no aligned {metric} records for {', '.join(unrecorded['source'] + ' → ' + unrecorded['target'])}; "
                         f"re-run text_stitching and vision_stitching for profile {profile!r}")
 pairs["gap"] = pairs["upper_bound"] - pairs["aligned"]
-pairs["modality"] = pairs["experiment"].map({"text_stitching": "text", "vision_stitching": "vision"})
+pairs["modality"] = pairs["experiment"].map(EXPERIMENTS)
 
 table = pairs.set_index(["modality", "source", "target"])[["linear_cka", "mutual_knn", "naive", "upper_bound", "aligned",
                                                            "gap"]]
@@ -197,7 +126,7 @@ glue("metric_name", METRIC_LABELS.get(metric, metric), display=False)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.5), sharey=True)
-for ax, (column, label) in zip(axes, [("linear_cka", "linear CKA"), ("mutual_knn", f"mutual {k}-NN overlap")]):
+for ax, (column, label) in zip(axes, [("linear_cka", "linear CKA"), ("mutual_knn", f"mutual {SIMILARITY_K}-NN overlap")]):
     sns.scatterplot(data=pairs, x=column, y="gap", hue="modality", style="modality", s=60, ax=ax)
     ax.axhline(0, color="grey", lw=0.8, ls=":")
     ax.set(xlabel=label, ylabel="stitching gap (upper bound − aligned)")
@@ -284,8 +213,7 @@ records_out = [dict(method="diagnostic", source=r["source"], target=r["target"],
 records_out += [dict(method="rank_correlation", metric=f"spearman:{column}:{group}", value=row["rho"])
                 for (column, group), row in correlations.iterrows() if not np.isnan(row["rho"])]
 results.save_records(records_out, profile=profile, run=run_name, experiment="diagnostics",
-                     parameters=dict(text_encoders=text_encoders, vision_encoders=vision_encoders, metric=metric, k=k,
-                                     text_data=text_data, vision_data=vision_data))
+                     parameters=dict(metric=metric, k=SIMILARITY_K))
 glue("n_pairs", f"{len(pairs)}", display=False)
 glue("cka_verdict", sentences["linear_cka"], display=False)
 glue("mknn_verdict", sentences["mutual_knn"], display=False)

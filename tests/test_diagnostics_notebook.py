@@ -1,6 +1,7 @@
-"""The diagnostics chapter: it refuses to run without the stitching runs it
-reads, or against runs made from other data, and on the smoke study it records
-similarities, gaps and rank correlations."""
+"""The diagnostics chapter reads the stitching runs' records only: it refuses to
+run without them, without their similarity records, or when runs disagree on
+a pair's similarity; on the smoke study it records similarities, gaps and rank
+correlations."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import json
 import pytest
 from conftest import semalign_cli
 
-from semalign.study import runner
 from semalign.core.errors import SemalignError
+from semalign.experiments import results
+from semalign.study import runner
 
 
-def run_until_checked(workdir, monkeypatch, parameters: dict) -> dict:
-    """Execute the notebook's cells in-process, with ``parameters`` injected as
-    papermill would, up to and including the cell that checks the stitching runs."""
+def run_cells(workdir, monkeypatch, until: str) -> dict:
+    """Execute the notebook's cells in-process, as the runner would with the smoke
+    profile, up to and including the first cell containing ``until``."""
     monkeypatch.setenv("SEMALIGN_WORKDIR", str(workdir))
     namespace: dict = {}
     for cell in runner.read_notebook("diagnostics").cells:
@@ -23,53 +25,45 @@ def run_until_checked(workdir, monkeypatch, parameters: dict) -> dict:
             continue
         exec(cell.source, namespace)
         if "parameters" in cell.metadata["tags"]:
-            namespace.update(parameters)
-        if "check_stitching_runs(" in cell.source:
+            namespace.update(profile="smoke")
+        if until in cell.source:
             return namespace
-    raise AssertionError("no cell checks the stitching runs")
+    raise AssertionError(f"no cell contains {until!r}")
 
 
-def planned_parameters(notebook: str, profile: str = "smoke") -> dict:
-    (run, *_) = runner.plan([notebook], profile)
-    return run.parameters
+def save_stitching(run: str, experiment: str, cka: float = 0.5, similarity: bool = True) -> None:
+    rows = [dict(method="upper_bound", source="a", target="a", split="test", metric="macro_auroc", value=0.9)]
+    if similarity:
+        rows += [dict(method="similarity", source=x, target=y, split="test", metric=m, value=cka)
+                 for x, y in (("a", "b"), ("b", "a")) for m in ("linear_cka", "mutual_knn")]
+    results.save_records(rows, profile="smoke", run=run, experiment=experiment, parameters={})
 
 
-def test_missing_stitching_runs_stop_it_with_the_command_to_run(tmp_path, monkeypatch):
-    with pytest.raises(SemalignError, match=r"have not been executed: run `semalign run text_stitching --profile smoke`"):
-        run_until_checked(tmp_path, monkeypatch, planned_parameters("diagnostics"))
+def test_missing_stitching_records_stop_it_with_the_command_to_run(isolated_work, monkeypatch):
+    save_stitching("text_stitching__transform-ortho", "text_stitching")
+    with pytest.raises(SemalignError, match=r"none of vision_stitching: run `semalign run vision_stitching --profile smoke`"):
+        run_cells(isolated_work, monkeypatch, "missing = ")
 
 
-def pretend_executed(monkeypatch, profile: str) -> None:
-    """The profile's stitching runs, as if executed with their planned parameters."""
-    runs = runner.plan(["text_stitching", "vision_stitching"], profile)
-    monkeypatch.setattr(runner, "executed_runs", lambda _: runs)
-    monkeypatch.setattr(runner, "executed_status", lambda run: None)
+def test_records_without_similarities_ask_for_a_rerun(isolated_work, monkeypatch):
+    save_stitching("text_stitching__transform-ortho", "text_stitching")
+    save_stitching("vision_stitching__transform-ortho", "vision_stitching", similarity=False)
+    with pytest.raises(SemalignError, match=r"vision_stitching hold no similarity records.*"
+                                            r"`semalign run vision_stitching --profile smoke` again"):
+        run_cells(isolated_work, monkeypatch, "pairs = values.first()")
 
 
-@pytest.fixture
-def executed_smoke_stitching(monkeypatch):
-    pretend_executed(monkeypatch, "smoke")
+def test_runs_that_disagree_on_a_similarity_are_refused(isolated_work, monkeypatch):
+    save_stitching("text_stitching__transform-ortho", "text_stitching")
+    save_stitching("text_stitching__transform-affine", "text_stitching", cka=0.6)
+    save_stitching("vision_stitching__transform-ortho", "vision_stitching")
+    with pytest.raises(SemalignError, match=r"record different similarities for text_stitching: a → b.*"
+                                            r"`semalign run all --profile smoke`"):
+        run_cells(isolated_work, monkeypatch, "pairs = values.first()")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "paper"])
-def test_its_profile_parameters_match_the_stitching_runs(tmp_path, monkeypatch, profile):
-    # Same data and encoders, so the embedding caches of the stitching runs are reused.
-    pretend_executed(monkeypatch, profile)
-    cells = run_until_checked(tmp_path, monkeypatch, planned_parameters("diagnostics", profile))
-    assert cells["text_encoders"] == planned_parameters("text_stitching", profile)["encoders"]
-    assert cells["vision_encoders"] == planned_parameters("vision_stitching", profile)["encoders"]
-
-
-def test_other_data_than_the_stitching_runs_is_refused(tmp_path, monkeypatch, executed_smoke_stitching):
-    parameters = {**planned_parameters("diagnostics"), "max_reports": 123}
-    with pytest.raises(SemalignError, match=r"not comparable.*'max_reports': \(123, 400\)"):
-        run_until_checked(tmp_path, monkeypatch, parameters)
-
-
-def test_encoders_the_stitching_runs_lack_are_refused(tmp_path, monkeypatch, executed_smoke_stitching):
-    parameters = {**planned_parameters("diagnostics"), "text_encoders": ["minilm", "mpnet"]}
-    with pytest.raises(SemalignError, match=r"encoders it did not run: \['mpnet'\]"):
-        run_until_checked(tmp_path, monkeypatch, parameters)
+def test_it_has_no_data_parameters():
+    assert set(runner.notebook_parameters("diagnostics")) == {"profile", "run_name", "metric"}
 
 
 def test_it_runs_after_the_stitching_summaries_and_before_zero_shot():
@@ -86,14 +80,18 @@ def test_smoke_study_records_similarities_gaps_and_rank_correlations(smoke_study
             by_pair.setdefault((r["source"], r["target"]), {})[r["metric"]] = r["value"]
     expected = set()
     for run in ("text_stitching", "vision_stitching"):  # the ordered pairs each run ran: those into its targets
-        planned = {**{k: p.default for k, p in runner.notebook_parameters(run).items()}, **planned_parameters(run)}
-        names, targets = planned["encoders"], planned["targets"]
+        (planned, *_) = runner.plan([run], "smoke")
+        parameters = {**{k: p.default for k, p in runner.notebook_parameters(run).items()}, **planned.parameters}
+        names, targets = parameters["encoders"], parameters["targets"]
         expected |= {(a, b) for a in names for b in (targets or names) if a != b}
     assert set(by_pair) == expected and len(expected) == 2  # into each modality's medical encoder only
+    swept = json.loads((smoke_study / "results" / "smoke" / "text_stitching__transform-ortho.json").read_text())
+    measured = {(r["source"], r["target"]): r["value"] for r in swept["records"]
+                if r["method"] == "similarity" and r["metric"] == "linear_cka"}
     for (source, target), values in by_pair.items():
         assert 0 <= values["linear_cka"] <= 1 and 0 <= values["mutual_knn"] <= 1
-        if (target, source) in by_pair:
-            assert values["linear_cka"] == by_pair[target, source]["linear_cka"]  # one value for both orders
+        if (source, target) in measured:
+            assert values["linear_cka"] == measured[source, target]  # read from the sweep's records, not recomputed
         assert -1 < values["gap"] < 1
     # Spearman's rho needs three pairs: with two it is undefined, and no record pretends otherwise.
     correlations = {r["metric"]: r["value"] for r in saved["records"] if r["method"] == "rank_correlation"}

@@ -44,9 +44,25 @@ def auroc(frame, **where):
 def test_sweep_has_every_method_pair_count_and_seed(frame):
     aligned = frame[(frame["method"] == "aligned") & (frame["metric"] == "macro_auroc")]
     assert len(aligned) == 2 * 3 * 2 * 2  # ordered pairs × anchor counts × seeds × (validation, test)
-    assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot", "decoder", "split"}
-    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength", "rounding_delta", "fit_items"}
+    assert set(frame["method"]) == {"aligned", "naive", "upper_bound", "few_shot", "decoder", "split", "similarity"}
+    assert set(frame["metric"]) == {"macro_auroc", "macro_f1", "accuracy", "strength", "rounding_delta", "fit_items",
+                                    "linear_cka", "mutual_knn"}
     assert list(frame[frame["method"] == "split"]["value"]) == [400]  # the anchor pool, for shares of it
+
+
+def test_each_pair_s_similarity_on_the_test_rows_is_recorded_once_for_both_orders(spaces, frame):
+    from semalign.experiments.stitching import SIMILARITY_K
+    from semalign.method.similarity import linear_cka, mutual_knn
+
+    embeddings, _ = spaces
+    rows = frame[frame["method"] == "similarity"].set_index(["source", "target", "metric"])["value"]
+    test = slice(500, 800)
+    assert len(rows) == 4 and set(frame[frame["method"] == "similarity"]["split"]) == {"test"}
+    assert rows["small", "large", "linear_cka"] == rows["large", "small", "linear_cka"] == linear_cka(
+        embeddings["small"][test], embeddings["large"][test])
+    assert rows["large", "small", "mutual_knn"] == mutual_knn(embeddings["small"][test], embeddings["large"][test],
+                                                              k=SIMILARITY_K)
+    assert 0.05 < rows["small", "large", "linear_cka"] < 1  # related spaces: neither unrelated nor identical
 
 
 def test_the_rounding_spread_is_measured_at_every_claim_budget(spaces):
@@ -64,7 +80,8 @@ def test_the_rounding_spread_is_measured_at_every_claim_budget(spaces):
 
 
 def test_test_records_carry_intervals_around_their_value_and_validation_records_none(frame):
-    test = frame[(frame["split"] == "test") & (frame["metric"] != "rounding_delta")]
+    # scores only: a rounding spread and a similarity of two spaces describe, and have no interval
+    test = frame[(frame["split"] == "test") & (frame["metric"] != "rounding_delta") & (frame["method"] != "similarity")]
     assert test[["ci_low", "ci_high"]].notna().all().all()
     assert (test["ci_low"] <= test["value"] + 1e-9).all() and (test["value"] <= test["ci_high"] + 1e-9).all()
     assert (test["ci_high"] - test["ci_low"]).max() > 0

@@ -24,6 +24,11 @@ embeddings. It is ~0 where the anchors determine the transform, and large for
 ``ortho`` and ``l-ortho`` with fewer anchors than dimensions, where the SVD
 completes the transform outside the anchors' span arbitrarily; the claims
 widen their intervals by it (:mod:`semalign.experiments.claims`).
+
+A ``similarity`` record per ordered pair of encoders (both orders share one
+value) gives the linear CKA and the mutual k-NN overlap (k = :data:`SIMILARITY_K`)
+of the two spaces on the test rows: what the diagnostics page sets against the
+stitching gap, read from the records rather than from the embeddings again.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from sklearn.neural_network import MLPClassifier
 
 from semalign.experiments import stats
 from semalign.method.align import Aligner, select_anchors
+from semalign.method.similarity import linear_cka, mutual_knn
 from semalign.models.encoders import pick_device
 from semalign.core.cache import atomic_path, hash_key, read_checked_json, sha256_bytes, write_checked_json
 from semalign.experiments.claims import merged, record_replicate_key
@@ -63,6 +69,8 @@ DECODER_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 N_BOOT = 1000
 #: Relative, element-wise perturbation of the anchors behind the ``rounding_delta`` records.
 ROUNDING = 1e-6
+#: Neighbours of the mutual k-NN overlap in the ``similarity`` records.
+SIMILARITY_K = 10
 
 
 class Decoder:
@@ -253,6 +261,7 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
         if len(setup.validation):
             parts.append(([dict(method="decoder", source=name, target=name, task=setup.task, metric="strength",
                                 value=decoders[name].strength, selected_on="validation")], {}))
+    parts.append((similarity_records(setup), {}))
     pairs = setup.pairs()
     for source, target in pairs:
         naive = Aligner(kind="naive").fit(setup.embeddings[source][setup.train[:2]], setup.embeddings[target][setup.train[:2]])
@@ -287,6 +296,18 @@ def stitching_records(setup: StitchingSetup, progress: bool = True,
     if replicates is not None:
         replicates.update(kept)
     return records
+
+
+def similarity_records(setup: StitchingSetup) -> list[dict]:
+    """Linear CKA and mutual k-NN overlap of every two encoders on the test rows,
+    one record per ordered pair (computed once per pair, so both orders share their value)."""
+    rows = []
+    for first, second in itertools.combinations(setup.embeddings, 2):
+        x, y = setup.embeddings[first][setup.test], setup.embeddings[second][setup.test]
+        values = dict(linear_cka=linear_cka(x, y), mutual_knn=mutual_knn(x, y, k=SIMILARITY_K))
+        rows += [dict(method="similarity", source=a, target=b, task=setup.task, split="test", metric=metric, value=value)
+                 for a, b in ((first, second), (second, first)) for metric, value in values.items()]
+    return rows
 
 
 def rounding_delta(setup: StitchingSetup, source: str, target: str, anchors: np.ndarray, seed: int,

@@ -332,20 +332,13 @@ def plan(names: list[str], profile: str, overrides: list[str] | None = None) -> 
     return runs
 
 
-#: The modules of the roof (``study/``) that a notebook can run: the runner, which
-#: executes every notebook and which the diagnostics notebook imports to find the
-#: stitching runs, and the parameter rules it applies. Every other module of the
-#: roof (command line, book, generated pages) is imported by no notebook and by
-#: no module below it (tests/test_layers.py), so editing it re-executes nothing.
-NOTEBOOK_STUDY_MODULES = ("study/__init__.py", "study/runner.py", "study/parameters.py")
-
-
 def notebook_modules() -> list[Path]:
     """The package code an executed notebook can depend on: every module outside
-    ``study/`` and ``__main__.py``, and :data:`NOTEBOOK_STUDY_MODULES`."""
+    the roof (``study/`` and ``__main__.py``), which no notebook and no module
+    below it imports (tests/test_layers.py), so editing the roof re-executes nothing."""
     return sorted(path for path in PACKAGE_DIR.rglob("*.py")
-                  if (name := path.relative_to(PACKAGE_DIR).as_posix()) in NOTEBOOK_STUDY_MODULES
-                  or not (name.startswith("study/") or name == "__main__.py"))
+                  if not ((name := path.relative_to(PACKAGE_DIR).as_posix()).startswith("study/")
+                          or name == "__main__.py"))
 
 
 def code_fingerprint() -> str:
