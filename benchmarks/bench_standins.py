@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from semalign.data import reports as data  # noqa: E402
 from semalign.experiments import inputs  # noqa: E402
 from semalign.experiments.stitching import StitchingSetup, score, trained_decoder  # noqa: E402
-from semalign.models.radiology_bert import RadiologyBertConfig, register_radiology_bert  # noqa: E402
+from semalign.models.radiology_bert import RadiologyBertConfig, radiology_bert_spec  # noqa: E402
 from semalign.core.paths import work_dir  # noqa: E402
 
 GENERAL = ("minilm", "mpnet")
@@ -66,8 +66,8 @@ def main() -> None:
         config = dataclasses.replace(default, mlm_steps=round(default.mlm_steps * multiplier),
                                      contrastive_steps=round(default.contrastive_steps * multiplier))
         start = time.perf_counter()
-        register_radiology_bert(training, config, progress=False)
-        embedded = inputs.encode_all(reports.ids, reports.texts, ["radiology-bert"], progress=False)
+        spec = radiology_bert_spec(training, config, progress=False)
+        embedded = inputs.encode_all(reports.ids, reports.texts, [spec], progress=False)
         built = time.perf_counter() - start
         scores = decoder_scores(embedded, labels, fit, validation, test)["radiology-bert"]
         rows.append({"encoder": f"radiology-bert, steps ×{multiplier:g}", **scores, "build_s": round(built, 1),

@@ -108,6 +108,7 @@ replicates = {}
 records = stitching_records(setup, replicates=replicates)
 frame = pd.DataFrame(records)
 results.save_records(records, profile=profile, run=run_name, experiment="text_stitching", replicates=replicates,
+                     embeddings=[embeddings],
                      parameters=dict(transform=transform, encoders=encoders, targets=targets, anchor_counts=anchor_counts,
                                      claim_anchor_counts=claim_anchor_counts, seeds=seeds, task=task, decoder=decoder, dataset=dataset,
                                      validation_fraction=validation_fraction))

@@ -117,12 +117,12 @@ print(f"{len(evaluation):,} images of {evaluation.items.name} ({len(fit):,} fit 
 # %%
 options = dict(precision=precision, batch_size=batch_size, device=device)
 image_embeddings = experiments.image_embeddings(evaluation, vision_encoders, medical_scale=medical_scale, **options)
-anchor_images = None if anchor_pairs is None else experiments.image_embeddings(anchor_pairs, vision_encoders, **options)
-experiments.register_medical_text_encoders(text_encoders, medical_scale=medical_scale)
-report_embeddings = experiments.encode_all(pairs.items.ids, pairs.items.texts, text_encoders, precision=precision,
-                                           device=device, allow_remote_code=allow_remote_code)
-prompt_embeddings = experiments.prompt_embeddings(prompt_set, classes, text_encoders, precision="fp32", device=device,
-                                                  allow_remote_code=allow_remote_code)
+anchor_images = None if anchor_pairs is None else experiments.encode_all(  # by the same encoders
+    anchor_pairs.items.ids, anchor_pairs.images, image_embeddings.specs.values(), **options)
+report_embeddings = experiments.text_embeddings(pairs.items, text_encoders, precision=precision, device=device,
+                                                allow_remote_code=allow_remote_code, medical_scale=medical_scale)
+prompt_embeddings = experiments.prompt_embeddings(prompt_set, classes, report_embeddings.specs.values(), precision="fp32",
+                                                  device=device, allow_remote_code=allow_remote_code)
 multimodal = experiments.multimodal_embeddings(evaluation, multimodal_encoders, prompt_set, classes, **options)
 
 # %% [markdown]
@@ -288,7 +288,8 @@ elif missing := images.missing_sample_package("pediatric"):  # an anecdote, not 
 else:
     pool_images, pool_reports = zeroshot.anchor_pool(setup)
     real_table, real_auroc, low, high = experiments.pediatric_check(
-        vision, text, best_transform, largest, pool_images[vision], pool_reports[text], prompt_embeddings[text][opacity],
+        image_embeddings.specs[vision], text, best_transform, largest, pool_images[vision], pool_reports[text],
+        prompt_embeddings[text][opacity],
         image_size=image_size, precision=precision, device=device,
     )
     glue("real_auroc", f"{real_auroc:.2f} (95% bootstrap interval {low:.2f}–{high:.2f}, n = {len(real_table)})",
@@ -302,7 +303,7 @@ for record in claim_records:
         glue(f"claim_{record['metric']}", claims.claim_sentence(record), display=False)
 results.save_records(
     records + extra_records + claim_records, profile=profile, run=run_name, experiment="zero_shot",
-    replicates=replicates,
+    replicates=replicates, embeddings=[image_embeddings, anchor_images, report_embeddings, multimodal],
     parameters=dict(vision_encoders=vision_encoders, text_encoders=text_encoders, transforms=transforms,
                     anchor_counts=anchor_counts, seeds=seeds, dataset=dataset, anchor_dataset=anchor_dataset,
                     validation_fraction=validation_fraction, multimodal_encoders=multimodal_encoders),

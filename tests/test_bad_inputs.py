@@ -272,10 +272,10 @@ def test_unknown_encoder(record_property):
     record_property("bad_input", "unknown encoder")
     with pytest.raises(SemalignError) as info:
         encoders.resolve_encoder("minlm")
-    one_line(info.value, "'minlm'", "registered encoders: minilm", "hf-text:<folder")
+    one_line(info.value, "'minlm'", "built-in encoders: minilm", "hf-text:<folder")
     with pytest.raises(SemalignError) as info:
         embed("minlm", ["a"], ["text"], progress=False)
-    one_line(info.value, "'minlm'", "registered encoders")
+    one_line(info.value, "'minlm'", "built-in encoders")
 
 
 def test_encoder_folder_without_weights(record_property, tmp_path):
@@ -405,9 +405,9 @@ def test_the_medical_text_encoder_is_a_fixed_model_that_never_sees_a_test_report
     table.write_text("text,finding\n" + "".join(f"report {i},{i % 2}\n" for i in range(20)))
     mine = data.load_reports(str(table), "text", ["finding"])
     seen = {}
-    monkeypatch.setattr("semalign.models.radiology_bert.register_radiology_bert",
+    monkeypatch.setattr("semalign.models.radiology_bert.radiology_bert_spec",
                         lambda reports, config, progress: seen.setdefault("reports", reports))
-    inputs.register_medical_text_encoders(["minilm", "radiology-bert"], mine, np.arange(10, 20), progress=False)
+    inputs.text_encoders(["minilm", "radiology-bert"], mine, np.arange(10, 20), progress=False)
     assert seen["reports"].ids == fixed.ids
 
 

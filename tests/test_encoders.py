@@ -290,16 +290,17 @@ def test_unknown_name_lists_valid_names():
     assert "minlm" in message and "minilm" in message and "effnet-lite0" in message and "hf-text:" in message
 
 
-def test_register_encoder_guards_names(tmp_path):
-    spec = EncoderSpec(name="test-registered", modality="text", family="hf-text", source=str(tmp_path))
-    encoders.register_encoder(spec)
-    encoders.register_encoder(spec)  # same spec again: fine
-    assert resolve_encoder("test-registered") == spec
-    other = EncoderSpec(name="test-registered", modality="text", family="hf-text", source="/elsewhere")
-    with pytest.raises(SemalignError, match="already registered"):
-        encoders.register_encoder(other)
-    encoders.register_encoder(other, replace=True)
-    assert resolve_encoder("test-registered").source == "/elsewhere"
+def test_names_are_fixed_and_a_spec_or_dict_names_an_encoder_of_its_own(tmp_path):
+    """The built-in names mean the same encoders whatever ran before: there is no
+    registry to add to; a study's own encoder is passed as a spec or a dict."""
+    assert not hasattr(encoders, "register_encoder")
+    spec = EncoderSpec(name="mine", modality="text", family="hf-text", source=str(tmp_path))
+    assert resolve_encoder(spec) is spec
+    assert resolve_encoder({"name": "mine", "modality": "text", "family": "hf-text", "source": str(tmp_path)}) == spec
+    with pytest.raises(SemalignError, match="unknown encoder 'mine'"):
+        resolve_encoder("mine")
+    with pytest.raises(SemalignError, match="unknown encoder 'radiology-bert'"):
+        resolve_encoder("radiology-bert")  # built from data by the notebooks, which hold its spec
 
 
 def test_remote_code_needs_opt_in():

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from semalign.models import phantom_ssl
 from semalign.models.encoders import load_encoder
-from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder, ssl_vision_encoder
+from semalign.models.phantom_ssl import SSLConfig, phantom_ssl_spec, ssl_vision_encoder
 from semalign.models.training import ENCODER_FILE
 from semalign.core.errors import SemalignError
 
@@ -37,7 +37,7 @@ def ssl_trained(ssl_images, tmp_path_factory):
 
 def test_ssl_takes_no_labels():
     assert list(inspect.signature(ssl_vision_encoder).parameters) == ["images", "config", "progress"]
-    assert list(inspect.signature(register_phantom_ssl_encoder).parameters) == ["images", "config", "progress"]
+    assert list(inspect.signature(phantom_ssl_spec).parameters) == ["images", "config", "progress"]
 
 
 def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
@@ -54,17 +54,14 @@ def test_ssl_trains_only_the_last_blocks_of_lite1(ssl_trained):
     assert torch.equal(base["_fc.weight"], tuned["_fc.weight"])  # ImageNet head kept
 
 
-def test_ssl_registered_encoder_embeds(ssl_images, ssl_trained, monkeypatch):
-    from semalign.models import encoders, registry
+def test_ssl_spec_embeds(ssl_images, ssl_trained, monkeypatch):
     from semalign.models.embed import embed
 
     monkeypatch.setenv("SEMALIGN_CACHE", str(ssl_trained.parents[2]))
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(phantom_ssl, "_train", lambda *a, **k: pytest.fail("retrained a cached encoder"))
-    assert register_phantom_ssl_encoder(ssl_images, TINY_SSL, progress=False) == "phantom-ssl"
-    spec = encoders.resolve_encoder("phantom-ssl")
-    assert spec.source == f"efficientnet-lite1:{ssl_trained}" and spec.domain == "medical"
-    out = embed("phantom-ssl", [f"img{i}" for i in range(len(ssl_images))], ssl_images, progress=False, cache=False)
+    spec = phantom_ssl_spec(ssl_images, TINY_SSL, progress=False)
+    assert spec.name == "phantom-ssl" and spec.source == f"efficientnet-lite1:{ssl_trained}" and spec.domain == "medical"
+    out = embed(spec, [f"img{i}" for i in range(len(ssl_images))], ssl_images, progress=False, cache=False)
     assert out.shape == (len(ssl_images), 1280) and np.isfinite(out).all()
     base = load_encoder({"name": "lite1-at-64", "modality": "vision", "family": "efficientnet-lite",
                          "source": "efficientnet-lite1", "pooling": "gap", "image_size": 64})

@@ -1,8 +1,8 @@
-"""The study-made radiology BERT: tokenizer, masking, training, caching, registration.
+"""The study-made radiology BERT: tokenizer, masking, training, caching, its spec.
 
 A tiny configuration (2 layers, 32-d, a few steps) on 40 synthetic reports keeps
 every build to a second or two; each test isolates the encoder cache in its own
-folder and the encoder registry in a copy.
+folder.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from semalign.models import encoders
-from semalign.models import registry as encoder_registry
 
 from semalign.models import radiology_bert
 from semalign.models.training import ENCODER_FILE, encoder_folder, length_grouped_batches
@@ -24,7 +22,7 @@ from semalign.core.cache import folder_is_intact
 from semalign.data.reports import ReportSet
 from semalign.models.embed import embed
 from semalign.core.errors import SemalignError
-from semalign.models.radiology_bert import RadiologyBertConfig, build_radiology_bert, register_radiology_bert
+from semalign.models.radiology_bert import RadiologyBertConfig, build_radiology_bert, radiology_bert_spec
 
 TINY = RadiologyBertConfig(
     vocab_size=300,
@@ -91,12 +89,6 @@ def built(tmp_path_factory):
     return folder, cache
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    """A private copy of the encoder registry, so a tiny test encoder does not outlive the test."""
-    monkeypatch.setattr(encoder_registry, "_REGISTRY", dict(encoder_registry._REGISTRY))
-
-
 def test_folder_loads_with_auto_classes_and_describes_itself(built):
     from transformers import AutoModel, AutoTokenizer
 
@@ -129,15 +121,15 @@ def test_only_safetensors_and_no_partial_folders(built):
     assert "pooler.dense.weight" in weights(folder)  # a complete BertModel: AutoModel initialises nothing
 
 
-def test_registered_encoder_embeds_through_the_hf_text_family(built, registry, monkeypatch):
+def test_its_spec_embeds_through_the_hf_text_family(built, monkeypatch):
     folder, cache = built
     monkeypatch.setenv("SEMALIGN_CACHE", str(cache))
     monkeypatch.setattr(radiology_bert, "_train", lambda *a, **k: pytest.fail("trained again"))
-    assert register_radiology_bert(make_reports(), TINY, progress=False) == "radiology-bert"
-    spec = encoders.resolve_encoder("radiology-bert")
-    assert (spec.family, spec.domain, spec.pooling, spec.source) == ("hf-text", "medical", "mean", str(folder))
+    spec = radiology_bert_spec(make_reports(), TINY, progress=False)
+    assert (spec.name, spec.family, spec.domain, spec.pooling, spec.source) == (
+        "radiology-bert", "hf-text", "medical", "mean", str(folder))
     reports = make_reports(6)
-    vectors = embed("radiology-bert", reports.ids, reports.texts, precision="fp32", progress=False)
+    vectors = embed(spec, reports.ids, reports.texts, precision="fp32", progress=False)
     assert vectors.shape == (6, 32) and np.isfinite(vectors).all()
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert not np.allclose(vectors[0], vectors[1], atol=1e-3)

@@ -29,9 +29,9 @@ def _text_stitching(p: dict, options: dict, first: Callable) -> None:
         seed=p["split_seed"], split=p["split"],
     )
     with first():  # the study-made encoders are trained once, by the first process
-        inputs.register_medical_text_encoders(p["encoders"], reports, test, medical_scale=p["medical_scale"],
-                                              progress=options["progress"])
-    inputs.encode_all(reports.ids, reports.texts, p["encoders"], precision=p["precision"],
+        encoders = inputs.text_encoders(p["encoders"], reports, test, medical_scale=p["medical_scale"],
+                                        progress=options["progress"])
+    inputs.encode_all(reports.ids, reports.texts, encoders, precision=p["precision"],
                       batch_size=p["batch_size"], device=p["device"], allow_remote_code=p["allow_remote_code"],
                       **options)
 
@@ -48,10 +48,9 @@ def _images(p: dict, options: dict, first: Callable, zero_shot: bool = False) ->
                                                              max_anchor_pairs=p["max_anchor_pairs"], **common)
     else:
         evaluation, anchor_pairs = inputs.image_dataset(p["dataset"], **common), None
-    encoders = p["vision_encoders" if zero_shot else "encoders"]
     with first():  # the study-made phantom encoders are trained once, by the first process
-        inputs.register_phantom_encoders(evaluation, encoders, medical_scale=p["medical_scale"],
-                                         progress=options["progress"])
+        encoders = inputs.vision_encoders(evaluation, p["vision_encoders" if zero_shot else "encoders"],
+                                          medical_scale=p["medical_scale"], progress=options["progress"])
     settings = dict(precision=p["precision"], batch_size=p["batch_size"], device=p["device"], **options)
     for images in [evaluation] if anchor_pairs is None else [evaluation, anchor_pairs]:
         inputs.encode_all(images.items.ids, images.images, encoders, **settings)
@@ -62,9 +61,9 @@ def _zero_shot(p: dict, options: dict, first: Callable) -> None:
     evaluation, anchor_pairs = _images(p, options, first, zero_shot=True)
     pairs = evaluation if anchor_pairs is None else anchor_pairs
     with first():
-        inputs.register_medical_text_encoders(p["text_encoders"], medical_scale=p["medical_scale"],
-                                              progress=options["progress"])
-    inputs.encode_all(pairs.items.ids, pairs.items.texts, p["text_encoders"], precision=p["precision"],
+        text_encoders = inputs.text_encoders(p["text_encoders"], medical_scale=p["medical_scale"],
+                                             progress=options["progress"])
+    inputs.encode_all(pairs.items.ids, pairs.items.texts, text_encoders, precision=p["precision"],
                       device=p["device"], allow_remote_code=p["allow_remote_code"], **options)
     # The CLIP-style models' image towers on every evaluation image, as the notebook embeds them
     # (inputs.multimodal_embeddings); their prompts are a few dozen texts, left to the notebook.

@@ -245,32 +245,33 @@ def scaled_steps(config, scale: float):
     return dataclasses.replace(config, **fields)
 
 
-def register_phantom_encoders(images: ImageData, encoders: Sequence[str], *, medical_scale: float = 1.0,
-                              progress: bool = True) -> None:
-    """Build (cached) and register ``phantom-ssl`` if it is among ``encoders``,
-    trained without labels on the phantom's training split."""
-    from semalign.models.phantom_ssl import SSLConfig, register_phantom_ssl_encoder
+def vision_encoders(images: ImageData, names: Sequence, *, medical_scale: float = 1.0, progress: bool = True) -> list:
+    """``names`` as encoder references, with the study-made ``phantom-ssl`` (if among
+    them) built (cached) without labels on the phantom's training split and given by its spec."""
+    from semalign.models.phantom_ssl import SSLConfig, phantom_ssl_spec
 
-    if MEDICAL_VISION_ENCODER in encoders:
-        if images.phantom is None:
-            raise SemalignError(f"{MEDICAL_VISION_ENCODER} is trained on the phantom; use it with dataset=phantom, "
-                                "or list other vision encoders")
-        register_phantom_ssl_encoder(images.phantom.images[images.train], scaled_steps(SSLConfig(), medical_scale),
-                                     progress=progress)
+    if MEDICAL_VISION_ENCODER not in names:
+        return list(names)
+    if images.phantom is None:
+        raise SemalignError(f"{MEDICAL_VISION_ENCODER} is trained on the phantom; use it with dataset=phantom, "
+                            "or list other vision encoders")
+    spec = phantom_ssl_spec(images.phantom.images[images.train], scaled_steps(SSLConfig(), medical_scale),
+                            progress=progress)
+    return [spec if name == MEDICAL_VISION_ENCODER else name for name in names]
 
 
 def image_embeddings(images: ImageData, encoders: Sequence[str], *, medical_scale: float = 1.0,
-                     **options) -> dict[str, np.ndarray]:
-    """Embeddings of every image. The study-made phantom encoders are first
-    trained (cached) by :func:`register_phantom_encoders`. Other entries are
-    registry names or references such as ``hf-vision:/folder``."""
-    register_phantom_encoders(images, encoders, medical_scale=medical_scale, progress=options.get("progress", True))
-    return encode_all(images.items.ids, images.images, encoders, **options)
+                     **options) -> results.Embeddings:
+    """Embeddings of every image by each of :func:`vision_encoders` (registry
+    names or references such as ``hf-vision:/folder``)."""
+    refs = vision_encoders(images, encoders, medical_scale=medical_scale, progress=options.get("progress", True))
+    return encode_all(images.items.ids, images.images, refs, **options)
 
 
 def prompt_embeddings(prompts: Mapping[str, Mapping[str, Sequence[str]]], classes: Sequence[str],
                       encoders: Sequence, **options) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Per text encoder and class, the embeddings of its (positive, negative) prompts."""
+    """Per text encoder and class, the embeddings of its (positive, negative) prompts;
+    ``encoders`` are references or specs (such as ``report_embeddings.specs.values()``)."""
     texts = sorted({p for c in classes for side in ("positive", "negative") for p in prompts[c].get(side, [])})
     vectors = encode_all([f"prompt:{p}" for p in texts], texts, encoders, progress=False, **options)
     return {
@@ -285,17 +286,19 @@ def multimodal_embeddings(images: ImageData, models: Sequence[str], prompts, cla
     """For each CLIP-style model: its image tower's embeddings of every image and
     its text tower's prompt embeddings per class. A model whose optional
     dependency is missing (open_clip for BiomedCLIP) is skipped with one printed line."""
-    out = {}
+    out = results.Embeddings()
     for ref in models:
         try:
+            image_tower, text_tower = multimodal_towers(ref)
             vectors = multimodal_image_embeddings(images, ref, precision=precision, **options)
-            text_tower = multimodal_towers(ref)[1]
             prompt_vectors = prompt_embeddings(prompts, classes, [text_tower], precision="fp32",
                                                **{k: v for k, v in options.items() if k != "progress"})
         except OptionalDependencyMissing as exc:
             print(f"skipped {ref}: {exc}")
             continue
         out[ref] = (vectors, prompt_vectors[text_tower.name])
+        out.note(image_tower, precision, options.get("device", "auto"))
+        out.note(text_tower, "fp32", options.get("device", "auto"))
     return out
 
 
@@ -305,9 +308,7 @@ def multimodal_image_embeddings(images: ImageData, ref: str, *, precision: str =
     Raises :class:`~semalign.models.encoders.OptionalDependencyMissing` when the
     model needs a package that is not installed."""
     image_tower = multimodal_towers(ref)[0]
-    vectors = embed(image_tower, images.items.ids, images.images, precision=precision, **options)
-    results.note_encoder(image_tower, precision, options.get("device", "auto"))
-    return vectors
+    return embed(image_tower, images.items.ids, images.images, precision=precision, **options)
 
 
 def zero_shot_datasets(dataset: str, anchor_dataset: str = "", *, max_anchor_pairs: int = 0,
@@ -325,7 +326,7 @@ def zero_shot_datasets(dataset: str, anchor_dataset: str = "", *, max_anchor_pai
     return evaluation, pairs.training_pairs(max_anchor_pairs, options.get("seed", 0))
 
 
-def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_images: np.ndarray,
+def pediatric_check(vision, text: str, kind: str, n_anchors: int, pool_images: np.ndarray,
                     pool_reports: np.ndarray, prompts: tuple[np.ndarray, np.ndarray], *, image_size: int,
                     **options) -> tuple[pd.DataFrame, float, float, float]:
     """The route vision -> text (transform ``kind`` fitted on ``n_anchors`` pooled
@@ -335,7 +336,7 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     real = real_sample_images(cohorts=("pediatric",))
     images = np.stack([load_image(r.path, size=image_size) for r in real])
     labels = np.array([r.label == "pneumonia" for r in real], dtype=int)
-    embeddings = encode_all([f"real:{r.path.name}" for r in real], images, [vision], progress=False, **options)[vision]
+    (embeddings,) = encode_all([f"real:{r.path.name}" for r in real], images, [vision], progress=False, **options).values()
     anchors = select_anchors(n_anchors, seed=0, pool_size=len(pool_images))
     aligner = Aligner(kind=kind, seed=0).fit(pool_images[anchors], pool_reports[anchors])
     scores = prompt_scores(aligner.transform(embeddings), *prompts)
@@ -348,13 +349,15 @@ def pediatric_check(vision: str, text: str, kind: str, n_anchors: int, pool_imag
     return table, float(roc_auc_score(labels, scores)), float(low), float(high)
 
 
-def encode_all(ids: Sequence[str], items, encoders: Sequence[str], **options) -> dict[str, np.ndarray]:
-    """Cached embeddings of ``items`` by every encoder, keyed by encoder name.
+def encode_all(ids: Sequence[str], items, encoders: Sequence, **options) -> results.Embeddings:
+    """Cached embeddings of ``items`` by every encoder (a reference or a spec), keyed
+    by encoder name, with each encoder's spec and identity (:class:`~semalign.experiments.results.Embeddings`).
     ``options`` go to :func:`semalign.models.embed.embed` (precision, device, ...)."""
-    out = {}
+    out = results.Embeddings()
     for ref in encoders:
-        out[resolve_encoder(ref).name] = embed(ref, ids, items, **options)
-        results.note_encoder(ref, options.get("precision", "fp32"), options.get("device", "auto"))
+        spec = resolve_encoder(ref)
+        out[spec.name] = embed(spec, ids, items, **options)
+        out.note(spec, options.get("precision", "fp32"), options.get("device", "auto"))
     return out
 
 
@@ -370,26 +373,28 @@ def medical_training_reports(evaluated: ReportSet | None = None, test_index: np.
     return iu.subset(np.asarray([i for i in train if iu.ids[i] not in held_out], dtype=int))
 
 
-def register_medical_text_encoders(encoders: Sequence[str], evaluated: ReportSet | None = None,
-                                   test_index: np.ndarray | None = None, *, medical_scale: float = 1.0,
-                                   progress: bool = True) -> None:
-    """Build (cached) and register ``radiology-bert`` if it is among ``encoders``,
-    trained on :func:`medical_training_reports` of the data being evaluated."""
-    from semalign.models.radiology_bert import RadiologyBertConfig, register_radiology_bert
+def text_encoders(names: Sequence, evaluated: ReportSet | None = None, test_index: np.ndarray | None = None, *,
+                  medical_scale: float = 1.0, progress: bool = True) -> list:
+    """``names`` as encoder references, with the study-made ``radiology-bert`` (if
+    among them) built (cached) from :func:`medical_training_reports` of the data
+    being evaluated and given by its spec."""
+    from semalign.models.radiology_bert import RadiologyBertConfig, radiology_bert_spec
 
-    if MEDICAL_TEXT_ENCODER in encoders:
-        train_reports = medical_training_reports(evaluated, test_index)
-        register_radiology_bert(train_reports, scaled_steps(RadiologyBertConfig(), medical_scale), progress=progress)
+    if MEDICAL_TEXT_ENCODER not in names:
+        return list(names)
+    spec = radiology_bert_spec(medical_training_reports(evaluated, test_index),
+                               scaled_steps(RadiologyBertConfig(), medical_scale), progress=progress)
+    return [spec if name == MEDICAL_TEXT_ENCODER else name for name in names]
 
 
-def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, test_index: np.ndarray,
-                    medical_scale: float = 1.0, progress: bool = True,
-                    **options) -> dict[str, np.ndarray]:
-    """Embeddings of every report; the study-made encoders are first built
-    (cached) from :func:`medical_training_reports`, never from ``reports``' test
-    items. Other entries are registry names or references such as ``hf-text:/folder``."""
-    register_medical_text_encoders(encoders, reports, test_index, medical_scale=medical_scale, progress=progress)
-    return encode_all(reports.ids, reports.texts, encoders, progress=progress, **options)
+def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, test_index: np.ndarray | None = None,
+                    medical_scale: float = 1.0, progress: bool = True, **options) -> results.Embeddings:
+    """Embeddings of every report by each of :func:`text_encoders`: the study-made
+    ones are built from :func:`medical_training_reports`, never from ``reports``'
+    test items (``test_index``). Other entries are registry names or references
+    such as ``hf-text:/folder``."""
+    refs = text_encoders(encoders, reports, test_index, medical_scale=medical_scale, progress=progress)
+    return encode_all(reports.ids, reports.texts, refs, progress=progress, **options)
 
 
 def _phantom_key(spec: phantom.PhantomSpec) -> str:

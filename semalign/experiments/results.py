@@ -81,18 +81,24 @@ def _destination(profile: str, run: str) -> Path:
     return Path(staging) / f"{run}.json"
 
 
-# The encoders this process embedded with, by name: what their weights were (saved with the records).
-_ENCODERS_USED: dict[str, dict] = {}
+class Embeddings(dict):
+    """Embeddings by encoder name, with what made them: each encoder's spec
+    (``specs``) and identity (``identities``: its source, the fingerprint of its
+    weights — the study-made encoders' cache keys included —, precision and
+    device), which :func:`save_records` stores with the records they produce."""
 
+    def __init__(self):
+        super().__init__()
+        self.specs: dict[str, Any] = {}
+        self.identities: dict[str, dict] = {}
 
-def note_encoder(ref: Any, precision: str, device: str) -> None:
-    """Remember an encoder's identity (its source and the fingerprint of its weights,
-    the study-made encoders' cache keys included) for :func:`save_records`."""
-    from semalign.models.encoders import encoder_fingerprint, pick_device
+    def note(self, spec: Any, precision: str, device: str) -> None:
+        from semalign.models.encoders import encoder_fingerprint, pick_device
 
-    spec, fingerprint = encoder_fingerprint(ref, precision, device)
-    _ENCODERS_USED[spec.name] = {"source": shareable_source(spec.source), "fingerprint": fingerprint,
-                                 "precision": precision, "device": pick_device(device)}
+        spec, fingerprint = encoder_fingerprint(spec, precision, device)
+        self.specs[spec.name] = spec
+        self.identities[spec.name] = {"source": shareable_source(spec.source), "fingerprint": fingerprint,
+                                      "precision": precision, "device": pick_device(device)}
 
 
 def shareable_source(source: str) -> str:
@@ -103,7 +109,8 @@ def shareable_source(source: str) -> str:
 
 
 def save_records(records: Iterable[Mapping], *, profile: str, run: str, experiment: str, parameters: Mapping,
-                 replicates: Mapping[str, Iterable[float]] | None = None) -> None:
+                 replicates: Mapping[str, Iterable[float]] | None = None,
+                 embeddings: Iterable[Embeddings | None] = ()) -> None:
     """Write a run's records atomically (into the runner's staging folder when a
     run is executing, else to :func:`results_file`).
 
@@ -113,14 +120,18 @@ def save_records(records: Iterable[Mapping], *, profile: str, run: str, experime
     ``replicates`` maps a key (see :func:`semalign.experiments.claims.replicate_key`) to the
     bootstrap replicates of a test metric, so a summary can compute paired
     intervals across runs scored on the same test items (:func:`load_replicates`).
+
+    ``embeddings`` are the :class:`Embeddings` the records were computed from
+    (``None`` entries are skipped); their encoders' identities are saved as provenance.
     """
     # a record may name its own experiment (claim records say "claims")
     rows = [make_record(**{"experiment": experiment, **dict(r), "profile": profile, "run": run}) for r in records]
     path = _destination(profile, run)
     stored = {key: [round(float(v), 6) for v in values] for key, values in (replicates or {}).items()}
+    used = {name: identity for e in embeddings if e is not None for name, identity in e.identities.items()}
     atomic_write_json(path, {"run": run, "experiment": experiment, "profile": profile, "parameters": dict(parameters),
                              "records": rows, "replicates": stored,
-                             "provenance": {"encoders_used": dict(sorted(_ENCODERS_USED.items()))}})
+                             "provenance": {"encoders_used": dict(sorted(used.items()))}})
 
 
 def experiment_records(records: pd.DataFrame, experiment: str, profile: str) -> pd.DataFrame:

