@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--multipliers", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args()
     reports, train, test = inputs.report_dataset("iu_xray", data_root="", uncertain="zeros", text_column="text",
-                                                 label_columns=[], max_reports=0, test_fraction=0.3, seed=0,
+                                                 label_columns=[], max_reports=0, test_fraction=0.3, split_seed=0,
                                                  split="seeded")
     fit, validation = data.validation_split(train, 0.2, 0)
     labels = reports.task_labels("multilabel").to_numpy()

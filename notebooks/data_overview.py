@@ -44,7 +44,7 @@ from semalign.experiments import results
 
 # the text notebooks' own loader: the same subset, split and warnings about a user's table
 reports, train_index, test_index = inputs.report_dataset(dataset, text_column=text_column, label_columns=label_columns,
-                                                         max_reports=max_reports, test_fraction=test_fraction, seed=seed)
+                                                         max_reports=max_reports, test_fraction=test_fraction, split_seed=seed)
 glue("n_reports", len(reports), display=False)
 glue("n_train", len(train_index), display=False)
 glue("n_test", len(test_index), display=False)

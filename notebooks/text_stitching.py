@@ -72,7 +72,7 @@ from semalign.experiments.stitching import StitchingSetup, stitching_records
 
 reports, train, test = experiments.report_dataset(
     dataset, data_root=data_root, uncertain=uncertain, text_column=text_column, label_columns=label_columns,
-    max_reports=max_reports, test_fraction=test_fraction, seed=split_seed, split=split,
+    max_reports=max_reports, test_fraction=test_fraction, split_seed=split_seed, split=split,
 )
 fit, validation = data.validation_split(train, validation_fraction, split_seed)
 labels = reports.task_labels(task)

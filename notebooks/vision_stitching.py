@@ -80,13 +80,12 @@ from semalign.experiments import plots
 from semalign.experiments import results
 
 from semalign.experiments import summary
-from semalign.phantom import PhantomSpec
 from semalign.experiments.stitching import StitchingSetup, stitching_records
 
-spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size, normal_fraction=normal_fraction)
 images = experiments.image_dataset(
-    dataset, spec=spec, data_root=data_root, label_columns=label_columns, uncertain=uncertain, max_images=max_images,
-    test_fraction=test_fraction, seed=phantom_seed, split=split, image_size=image_size, workers=workers,
+    dataset, data_root=data_root, label_columns=label_columns, uncertain=uncertain, max_images=max_images,
+    test_fraction=test_fraction, phantom_seed=phantom_seed, split=split, n_images=n_images, image_size=image_size,
+    normal_fraction=normal_fraction, workers=workers,
 )
 train, test = images.train, images.test
 fit, validation = data.validation_split(train, validation_fraction, phantom_seed)

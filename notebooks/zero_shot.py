@@ -85,14 +85,12 @@ from semalign.experiments import inputs as experiments
 from semalign.experiments import plots
 from semalign.experiments import zeroshot
 from semalign.models.registry import multimodal_towers
-from semalign.phantom import PhantomSpec
 from semalign.experiments import results
 
-spec = PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size)
 evaluation, anchor_pairs = experiments.zero_shot_datasets(
-    dataset, anchor_dataset, max_anchor_pairs=max_anchor_pairs, spec=spec, data_root=data_root,
-    label_columns=label_columns, uncertain=uncertain, max_images=max_images, test_fraction=test_fraction,
-    seed=phantom_seed, split=split, image_size=image_size, workers=workers,
+    dataset, anchor_dataset, max_anchor_pairs=max_anchor_pairs, data_root=data_root, label_columns=label_columns,
+    uncertain=uncertain, max_images=max_images, test_fraction=test_fraction, phantom_seed=phantom_seed, split=split,
+    n_images=n_images, image_size=image_size, workers=workers,
 )
 train, test = evaluation.train, evaluation.test
 fit, validation = data.validation_split(train, validation_fraction, phantom_seed)

@@ -431,7 +431,7 @@ def test_duplicate_and_overlong_reports_of_a_user_table_are_flagged(tmp_path):
     table = tmp_path / "mine.csv"
     pd.DataFrame({"text": rows, "finding": [i % 2 for i in range(100)]}).to_csv(table, index=False)
     with pytest.warns(UserWarning) as caught:
-        reports, train, test = inputs.report_dataset(str(table), label_columns=["finding"], seed=3)
+        reports, train, test = inputs.report_dataset(str(table), label_columns=["finding"], split_seed=3)
     messages = [str(w.message) for w in caught]
     repeated = sum(reports.texts[i] == "no acute disease" for i in test)
     assert 0 < repeated < 30

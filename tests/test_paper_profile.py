@@ -51,7 +51,7 @@ def test_mimic_reports_split_by_patient_official_or_seeded(study_root):
     assert set(official[test]) == {"test"} and set(official[train]) == {"train", "validate"}
     subjects = reports.extra["subject_id"].to_numpy()
     for split in ("official", "seeded"):
-        train, test = experiments.report_dataset("mimic_cxr", data_root=root, split=split, test_fraction=0.3, seed=1)[1:]
+        train, test = experiments.report_dataset("mimic_cxr", data_root=root, split=split, test_fraction=0.3, split_seed=1)[1:]
         assert len(train) + len(test) == 72 and not set(subjects[train]) & set(subjects[test])
     ignored = experiments.report_dataset("mimic_cxr", data_root=root, uncertain="ignore", max_reports=30)[0]
     assert len(ignored) == 30 and ignored.dropped[paper_data.UNCERTAIN] > 0
@@ -60,7 +60,7 @@ def test_mimic_reports_split_by_patient_official_or_seeded(study_root):
 def test_table_datasets_keep_the_offline_rule(tmp_path):
     table = pd.DataFrame({"text": [f"report {k}" for k in range(40)], "y": [k % 2 for k in range(40)]})
     table.to_csv(tmp_path / "r.csv", index=False)
-    reports, train, test = experiments.report_dataset(str(tmp_path / "r.csv"), label_columns=["y"], max_reports=30, seed=2)
+    reports, train, test = experiments.report_dataset(str(tmp_path / "r.csv"), label_columns=["y"], max_reports=30, split_seed=2)
     expected = data.subsample(data.load_reports(str(tmp_path / "r.csv"), "text", ["y"]), 30, 2)
     assert reports.ids == expected.ids
     assert all(np.array_equal(a, b) for a, b in zip((train, test), data.split_indices(30, 0.3, 2)))

@@ -89,7 +89,7 @@ def test_the_pool_checked_before_a_kernel_is_the_pool_the_notebook_splits(n, tes
 
 
 def test_the_iu_xray_pool_checked_before_a_kernel_is_the_one_the_notebook_splits():
-    _, train, _ = inputs.report_dataset("iu_xray", max_reports=0, test_fraction=0.3, seed=0)
+    _, train, _ = inputs.report_dataset("iu_xray", max_reports=0, test_fraction=0.3, split_seed=0)
     fit, _ = data.validation_split(train, 0.2, 0)
     assert parameters.fit_pool(dict(dataset="iu_xray", max_reports=0, test_fraction=0.3,
                                     validation_fraction=0.2))[0] == len(fit)

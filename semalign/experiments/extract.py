@@ -11,23 +11,24 @@ own blocks (:func:`semalign.models.embed.embed`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from semalign.core.errors import SemalignError
 from semalign.experiments import inputs
 from semalign.models.encoders import OptionalDependencyMissing
-from semalign.phantom import PhantomSpec
 
 EXTRACTED = ("text_stitching", "vision_stitching", "zero_shot")
 
 
+def _arguments(function: Callable, p: dict) -> dict:
+    """The run's parameters that ``function`` takes: the data entries' keywords are the notebooks' parameter names."""
+    return {name: p[name] for name in inspect.signature(function).parameters if name in p}
+
+
 def _text_stitching(p: dict, options: dict, first: Callable) -> None:
-    reports, _, test = inputs.report_dataset(
-        p["dataset"], data_root=p["data_root"], uncertain=p["uncertain"], text_column=p["text_column"],
-        label_columns=p["label_columns"], max_reports=p["max_reports"], test_fraction=p["test_fraction"],
-        seed=p["split_seed"], split=p["split"],
-    )
+    reports, _, test = inputs.report_dataset(**_arguments(inputs.report_dataset, p))
     with first():  # the study-made encoders are trained once, by the first process
         encoders = inputs.text_encoders(p["encoders"], reports, test, medical_scale=p["medical_scale"],
                                         progress=options["progress"])
@@ -37,17 +38,12 @@ def _text_stitching(p: dict, options: dict, first: Callable) -> None:
 
 
 def _images(p: dict, options: dict, first: Callable, zero_shot: bool = False) -> tuple[Any, Any]:
-    spec_fields = dict(n_images=p["n_images"], seed=p["phantom_seed"], image_size=p["image_size"])
-    if not zero_shot:
-        spec_fields["normal_fraction"] = p["normal_fraction"]
-    common = dict(spec=PhantomSpec(**spec_fields), data_root=p["data_root"], label_columns=p["label_columns"],
-                  uncertain=p["uncertain"], max_images=p["max_images"], test_fraction=p["test_fraction"],
-                  seed=p["phantom_seed"], split=p["split"], image_size=p["image_size"], workers=p["workers"])
+    data = _arguments(inputs.image_dataset, p)
     if zero_shot:
-        evaluation, anchor_pairs = inputs.zero_shot_datasets(p["dataset"], p["anchor_dataset"],
-                                                             max_anchor_pairs=p["max_anchor_pairs"], **common)
+        evaluation, anchor_pairs = inputs.zero_shot_datasets(anchor_dataset=p["anchor_dataset"],
+                                                             max_anchor_pairs=p["max_anchor_pairs"], **data)
     else:
-        evaluation, anchor_pairs = inputs.image_dataset(p["dataset"], **common), None
+        evaluation, anchor_pairs = inputs.image_dataset(**data), None
     with first():  # the study-made phantom encoders are trained once, by the first process
         encoders = inputs.vision_encoders(evaluation, p["vision_encoders" if zero_shot else "encoders"],
                                           medical_scale=p["medical_scale"], progress=options["progress"])

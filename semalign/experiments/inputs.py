@@ -69,8 +69,10 @@ def _check_split(split: str) -> None:
 
 def report_dataset(dataset: str, *, data_root: str = "", uncertain: str = "zeros", text_column: str = "text",
                    label_columns: Sequence[str] = (), max_reports: int = 0, test_fraction: float = 0.3,
-                   seed: int = 0, split: str = "seeded") -> tuple[ReportSet, np.ndarray, np.ndarray]:
-    """Reports and their train/test indices for a notebook's ``dataset`` parameter.
+                   split_seed: int = 0, split: str = "seeded") -> tuple[ReportSet, np.ndarray, np.ndarray]:
+    """Reports and their train/test indices for a notebook's ``dataset`` parameter:
+    the one data entry of the text notebooks and ``semalign embed``, whose keywords
+    are the notebooks' parameter names.
 
     ``iu_xray`` or a .csv/.parquet path: a seeded random subset of ``max_reports``
     and a seeded random split. ``mimic_cxr``: the MIMIC-CXR reports under
@@ -86,15 +88,15 @@ def report_dataset(dataset: str, *, data_root: str = "", uncertain: str = "zeros
                             f"report text{' and labels' if dataset == 'iu_xray' else ''}: leave {names} at the default")
     if dataset == "mimic_cxr":
         reports = paper_data.load_reports(dataset, data_root, uncertain=uncertain, labels=list(label_columns) or None)
-        reports = data.subsample(reports, max_reports, seed)
+        reports = data.subsample(reports, max_reports, split_seed)
         train, test = _paper_split(dataset, reports.extra["subject_id"].tolist(), reports.extra["split"].tolist(),
-                                   split=split, test_fraction=test_fraction, seed=seed)
+                                   split=split, test_fraction=test_fraction, seed=split_seed)
         return reports, train, test
     if dataset in paper_data.DATASETS:
         raise SemalignError(f"dataset {dataset!r} has images but no reports; text experiments take iu_xray, "
                             "mimic_cxr or a .csv/.parquet file")
-    reports = data.subsample(data.load_reports(dataset, text_column, list(label_columns)), max_reports, seed)
-    train, test = data.split_indices(len(reports), test_fraction, seed)
+    reports = data.subsample(data.load_reports(dataset, text_column, list(label_columns)), max_reports, split_seed)
+    train, test = data.split_indices(len(reports), test_fraction, split_seed)
     if dataset != "iu_xray":
         warn_about_table(reports, train, test)
     return reports, train, test
@@ -188,14 +190,21 @@ class ImageData:
         return ImageData(self.items.subset(index), images, np.arange(len(index)), np.arange(0))
 
 
-def image_dataset(dataset: str, *, spec: phantom.PhantomSpec | None = None, data_root: str = "",
-                  label_columns: Sequence[str] = (), uncertain: str = "zeros", max_images: int = 0,
-                  test_fraction: float = 0.3, seed: int = 0, split: str = "seeded", image_size: int = 256,
-                  workers: int = 0, with_reports: bool = False, progress: bool = True) -> ImageData:
-    """The images a notebook's ``dataset`` parameter names, with labels and split.
+_PHANTOM = phantom.PhantomSpec()  # the phantom's defaults
 
-    ``phantom``: the cached phantom for ``spec`` with a seeded random split
-    (``seed``). A paper dataset (``rsna_pneumonia``, ``vindr_cxr``, ``chexpert``,
+
+def image_dataset(dataset: str, *, data_root: str = "", label_columns: Sequence[str] = (), uncertain: str = "zeros",
+                  max_images: int = 0, test_fraction: float = 0.3, phantom_seed: int = 0, split: str = "seeded",
+                  n_images: int = _PHANTOM.n_images, image_size: int = _PHANTOM.image_size,
+                  normal_fraction: float = _PHANTOM.normal_fraction, workers: int = 0, with_reports: bool = False,
+                  progress: bool = True) -> ImageData:
+    """The images a notebook's ``dataset`` parameter names, with labels and split:
+    the one data entry of the image notebooks and ``semalign embed``, whose
+    keywords are the notebooks' parameter names.
+
+    ``phantom``: the cached phantom of ``n_images`` at ``image_size`` with
+    ``normal_fraction`` of them normal, drawn from ``phantom_seed``, with a
+    seeded random split. A paper dataset (``rsna_pneumonia``, ``vindr_cxr``, ``chexpert``,
     ``mimic_cxr``) is read from ``data_root``: its default labels or
     ``label_columns`` (a "No Finding" column becomes ``normal``), a seeded subset
     of ``max_images``, a patient-level split (seeded, or ``split="official"``)
@@ -204,9 +213,11 @@ def image_dataset(dataset: str, *, spec: phantom.PhantomSpec | None = None, data
     """
     _check_split(split)
     if dataset == PHANTOM:
-        rendered = phantom_dataset(spec or phantom.PhantomSpec(), progress=progress)
+        spec = phantom.PhantomSpec(n_images=n_images, seed=phantom_seed, image_size=image_size,
+                                   normal_fraction=normal_fraction)
+        rendered = phantom_dataset(spec, progress=progress)
         items = phantom_reports(rendered)
-        train, test = data.split_indices(len(items), test_fraction, seed)
+        train, test = data.split_indices(len(items), test_fraction, phantom_seed)
         return ImageData(items, rendered.images, train, test, rendered)
     if dataset not in paper_data.DATASETS:
         raise SemalignError(f"unknown image dataset {dataset!r}; use {PHANTOM} or one of "
@@ -225,11 +236,12 @@ def image_dataset(dataset: str, *, spec: phantom.PhantomSpec | None = None, data
         table = table.subset(paired)
         table.dropped["no report for the image's study"] = dropped
         texts = [by_study[study] for study in table.studies]
-    keep = data.subsample_index(len(table), max_images, seed)
+    keep = data.subsample_index(len(table), max_images, phantom_seed)
     table, texts = table.subset(keep), [texts[i] for i in keep]
     label_frame = table.labels.rename(columns={"No Finding": "normal", "No finding": "normal"})
     items = ReportSet(table.name, table.ids, texts, label_frame, table.dropped, pd.DataFrame({"group": table.groups}))
-    train, test = _paper_split(dataset, table.groups, table.split, split=split, test_fraction=test_fraction, seed=seed)
+    train, test = _paper_split(dataset, table.groups, table.split, split=split, test_fraction=test_fraction,
+                               seed=phantom_seed)
     return ImageData(items, LazyImages(table.paths, image_size, workers), train, test)
 
 
@@ -323,7 +335,7 @@ def zero_shot_datasets(dataset: str, anchor_dataset: str = "", *, max_anchor_pai
     evaluation = image_dataset(dataset, **options)
     anchor_options = {**options, "label_columns": (), "max_images": 0}  # anchors are unlabelled
     pairs = image_dataset(anchor_dataset, with_reports=True, **anchor_options)
-    return evaluation, pairs.training_pairs(max_anchor_pairs, options.get("seed", 0))
+    return evaluation, pairs.training_pairs(max_anchor_pairs, options.get("phantom_seed", 0))
 
 
 def pediatric_check(vision, text: str, kind: str, n_anchors: int, pool_images: np.ndarray,
