@@ -150,24 +150,17 @@ glue("standin_statement",
 # %% tags=["hide-input"]
 zs = records[(records["experiment"] == "zero_shot") & (records["task"] == "macro")]
 largest = int(zs[zs["method"] == "unimodal_zero_shot"]["n_anchors"].max())
-choices = claims.zero_shot_choices(zs, largest)
+choices, chosen_test = claims.zero_shot_test_rows(zs, largest)
 chosen = choices["unimodal_zero_shot"]
-zs_test = zs[zs["split"] == "test"]
 pool = fit_items("zero_shot")
 share = f", {largest / pool:.0%} of the training pairs" if pool else ""
 pair = f"{chosen['source']} → {chosen['target']}"
-zero_shot = pd.Series({
-    f"unimodal zero-shot ({chosen['transform']}, {largest} anchors{share})":
-        cell(claims.chosen_rows(zs_test, "unimodal_zero_shot", chosen, largest)),
-    f"ASIF ({largest} anchors)": cell(claims.chosen_rows(zs_test, "asif", choices["asif"], largest)),
-    "CLIP-style model trained on every training pair": cell(claims.chosen_rows(zs_test, "clip_style",
-                                                                                choices["clip_style"])),
-    **{f"pretrained multimodal model {name}": cell(group)
-       for name, group in zs_test[zs_test["method"] == "pretrained_multimodal"].groupby("source")},
-    f"supervised linear probe on {chosen['source']} (uses labels)":
-        cell(claims.chosen_rows(zs_test, "linear_probe", choices["linear_probe"])),
-    "chance": "0.500",
-}, name=f"test macro-AUROC, {pair}").to_frame()
+labels = {"unimodal_zero_shot": f"unimodal zero-shot ({chosen['transform']}, {largest} anchors{share})",
+          "asif": f"ASIF ({largest} anchors)", "clip_style": "CLIP-style model trained on every training pair",
+          "linear_probe": f"supervised linear probe on {chosen['source']} (uses labels)"}
+zero_shot = pd.Series({**{labels.get(method, "pretrained multimodal model " + method.partition(":")[2]): cell(rows)
+                          for method, rows in chosen_test.items()}, "chance": "0.500"},
+                      name=f"test macro-AUROC, {pair}").to_frame()
 glue("table1_zero_shot", zero_shot, display=False)
 glue("zs_pair", pair, display=False)
 

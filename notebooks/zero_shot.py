@@ -142,7 +142,7 @@ largest = max(anchor_counts)
 budgets = sorted({n for n in claim_anchor_counts if n in anchor_counts} | {largest})
 domains = {name: multimodal_towers(name)[0].domain for name in multimodal}
 claim_records = claims.zero_shot_claims(frame, replicates, budgets=budgets, domains=domains)
-choices = claims.zero_shot_choices(frame, largest)
+choices, chosen_test = claims.zero_shot_test_rows(frame, largest)
 chosen = choices["unimodal_zero_shot"]
 pair_name = f"{chosen['source']} → {chosen['target']}"
 pool_size = claims.fit_items(frame)
@@ -161,18 +161,10 @@ glue("zs_largest", f"{largest:,} ({largest / pool_size:.0%} of the {pool_size:,}
 # where the profile has them, bring their own encoders.
 
 # %% tags=["hide-input"]
-test_rows = frame[frame["split"] == "test"]
-
-
-series = {
-    f"unimodal zero-shot ({chosen['transform']}, {largest} anchors)":
-        claims.chosen_rows(test_rows, "unimodal_zero_shot", chosen, largest),
-    f"ASIF ({largest} anchors)": claims.chosen_rows(test_rows, "asif", choices["asif"], largest),
-    f"CLIP-style, trained on {n_pairs:,} pairs": claims.chosen_rows(test_rows, "clip_style", choices["clip_style"]),
-    **{f"{m}, pretrained": claims.chosen_rows(test_rows, "pretrained_multimodal", {"source": m}) for m in multimodal},
-    f"supervised linear probe on {chosen['source']} (uses labels)":
-        claims.chosen_rows(test_rows, "linear_probe", choices["linear_probe"]),
-}
+labels = {"unimodal_zero_shot": f"unimodal zero-shot ({chosen['transform']}, {largest} anchors)",
+          "asif": f"ASIF ({largest} anchors)", "clip_style": f"CLIP-style, trained on {n_pairs:,} pairs",
+          "linear_probe": f"supervised linear probe on {chosen['source']} (uses labels)"}
+series = {labels.get(method, method.partition(":")[2] + ", pretrained"): rows for method, rows in chosen_test.items()}
 bars = pd.concat([rows.assign(series=name) for name, rows in series.items()])
 bars = bars.groupby(["series", "task"], sort=False)[["value", "ci_low", "ci_high"]].mean().reset_index()
 order = [*classes, "macro"]
@@ -202,7 +194,7 @@ plt.close(fig)
 # ```
 
 # %%
-macro = test_rows[test_rows["task"] == "macro"]
+macro = {method: rows[rows["task"] == "macro"]["value"].mean() for method, rows in chosen_test.items()}
 headline = {name: rows[rows["task"] == "macro"]["value"].mean() for name, rows in series.items()}
 headline = pd.Series(headline, name="test macro-AUROC").round(3)
 values = list(headline.values)
@@ -210,7 +202,8 @@ glue("zs_unimodal", f"{values[0]:.3f}", display=False)
 glue("zs_asif", f"{values[1]:.3f}", display=False)
 glue("zs_clip_style", f"{values[2]:.3f}", display=False)
 glue("zs_probe", f"{values[-1]:.3f}", display=False)
-pretrained = "; ".join(f"{m} {macro[macro['source'] == m]['value'].mean():.3f}" for m in multimodal)
+pretrained = "; ".join(f"{method.partition(':')[2]} {value:.3f}" for method, value in macro.items()
+                       if method.startswith("pretrained_multimodal:"))
 glue("zs_multimodal", pretrained or "none in this profile", display=False)
 headline.to_frame()
 
@@ -225,8 +218,7 @@ for kind, rows in curve.groupby("transform"):
     ax.plot(mean.index, mean.values, marker="o", label=kind, color=plots.TRANSFORM_COLORS[kind])
 mean = asif_curve.groupby("n_anchors")["value"].mean()
 ax.plot(mean.index, mean.values, marker="s", ls="--", color="black", label="ASIF")
-clip_same = claims.chosen_rows(test_rows, "clip_style", choices["clip_style"])
-ax.axhline(clip_same[clip_same["task"] == "macro"]["value"].mean(), color="grey", lw=1.2, label="CLIP-style (same pair)")
+ax.axhline(macro["clip_style"], color="grey", lw=1.2, label="CLIP-style (same pair)")
 ax.set_xscale("log")
 ax.set(xlabel="number of paired anchors", ylabel="test macro-AUROC", title=pair_name)
 ax.legend(fontsize=9, loc="lower right")

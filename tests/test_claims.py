@@ -121,6 +121,25 @@ def test_zero_shot_claim_compares_the_validation_choices():
     assert "no general multimodal" in general["reason"]
 
 
+def test_every_page_takes_the_test_rows_of_the_setting_chosen_on_validation():
+    rows = []
+    for target, test_value, validation_value in (("a", 0.80, 0.70), ("b", 0.60, 0.90)):
+        for method, n in (("unimodal_zero_shot", 64), ("asif", 64), ("clip_style", None)):
+            base = dict(method=method, source="v", target=target, transform="ortho" if n else None, n_anchors=n,
+                        seed=0, task="macro")
+            rows += [{**base, "split": "test", "value": test_value},
+                     {**base, "split": "validation", "value": validation_value}]
+    rows += [dict(method="linear_probe", source=s, seed=0, task="macro", split="test", value=v) for s, v in (("v", .9), ("w", .5))]
+    rows += [dict(method="pretrained_multimodal", source=m, target=m, task="macro", split="test", value=.7) for m in ("z", "clip")]
+    choices, chosen = claims.zero_shot_test_rows(pd.DataFrame(rows).assign(metric="auroc"), 64)
+    assert choices["unimodal_zero_shot"] == {"source": "v", "target": "b", "transform": "ortho"}  # not a, best on test
+    assert list(chosen) == ["unimodal_zero_shot", "asif", "clip_style", "pretrained_multimodal:z",
+                            "pretrained_multimodal:clip", "linear_probe"]  # pretrained models in the records' order
+    assert all(set(rows["split"]) == {"test"} for rows in chosen.values())
+    assert [set(chosen[m]["target"]) for m in ("unimodal_zero_shot", "asif", "clip_style")] == [{"b"}] * 3
+    assert list(chosen["linear_probe"]["source"]) == ["v"]
+
+
 def _budget_frame(gains: dict[int, float], probe: dict[int, float], own: dict[str, float], spread: float = 0.005):
     """Records and replicates of two pairs (a → m, b → m), two seeds, at the anchor counts of
     ``gains`` (aligned minus naive); few-shot probes score ``probe``; ``own`` is each encoder's

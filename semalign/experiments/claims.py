@@ -420,6 +420,26 @@ def zero_shot_choices(records: pd.DataFrame, n_anchors: int) -> dict[str, dict]:
     return dict(unimodal_zero_shot=unimodal, asif=pair, clip_style=pair, linear_probe=dict(source=pair["source"]))
 
 
+def zero_shot_test_rows(records: pd.DataFrame, n_anchors: int) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+    """Chosen on validation → its test rows, for every page that shows zero-shot
+    results: the :func:`zero_shot_choices` at ``n_anchors`` and each method's test
+    rows there (unimodal zero-shot and ASIF at ``n_anchors``; the CLIP-style model
+    and the probe have no anchor count), with each pretrained multimodal model's
+    rows under ``pretrained_multimodal:<name>``, in the records' order."""
+    choices = zero_shot_choices(records, n_anchors)
+    test = records[records["split"] == "test"]
+    pretrained = test[test["method"] == "pretrained_multimodal"]
+    rows = {
+        "unimodal_zero_shot": chosen_rows(test, "unimodal_zero_shot", choices["unimodal_zero_shot"], n_anchors),
+        "asif": chosen_rows(test, "asif", choices["asif"], n_anchors),
+        "clip_style": chosen_rows(test, "clip_style", choices["clip_style"]),
+        **{f"pretrained_multimodal:{name}": pretrained[pretrained["source"] == name]
+           for name in pretrained["source"].unique()},
+        "linear_probe": chosen_rows(test, "linear_probe", choices["linear_probe"]),
+    }
+    return choices, rows
+
+
 def zero_shot_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray], seed: int = 0,
                      budgets: Sequence[int] | None = None, domains: Mapping[str, str] | None = None) -> list[dict]:
     """At each anchor budget (default: the largest count), unimodal zero-shot
@@ -434,9 +454,9 @@ def zero_shot_claims(records: pd.DataFrame, replicates: Mapping[str, np.ndarray]
     domains = domains or {}
     out = []
     for n in budgets or [int(unimodal["n_anchors"].max())]:
-        chosen = zero_shot_choices(records, n)
-        ours = chosen_rows(test, "unimodal_zero_shot", chosen["unimodal_zero_shot"], n).set_index("seed")["value"]
-        theirs = chosen_rows(test, "clip_style", chosen["clip_style"]).set_index("seed")["value"]
+        chosen, rows = zero_shot_test_rows(records[records["task"] == "macro"], n)
+        ours = rows["unimodal_zero_shot"].set_index("seed")["value"]
+        theirs = rows["clip_style"].set_index("seed")["value"]
         seeds = [int(k) for k in ours.index if k in theirs.index]
         if not seeds:
             continue

