@@ -224,7 +224,7 @@ def test_text_stitching_runs_on_mimic_reports(paper_run):
     rows = paper_run.records[paper_run.records["experiment"] == "text_stitching"]
     assert "decoder" in set(rows["method"])  # the decoder's strength, chosen on validation
     rows = rows[rows["split"] == "test"]
-    assert set(rows["method"]) == {"upper_bound", "naive", "aligned", "few_shot"}
+    assert set(rows["method"]) == {"upper_bound", "naive", "aligned", "few_shot", "similarity"}
     assert set(rows["source"]) == set(paper_run.text) and set(rows["task"]) == {"multilabel"}
     aligned = rows[(rows["method"] == "aligned") & (rows["metric"] == "macro_auroc")]
     assert sorted(aligned["n_anchors"].unique()) == [8, 16, 32] and aligned["value"].between(0, 1).all()
