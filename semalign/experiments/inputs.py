@@ -274,7 +274,7 @@ def vision_encoders(images: ImageData, names: Sequence, *, medical_scale: float 
 
 def image_embeddings(images: ImageData, encoders: Sequence[str], *, medical_scale: float = 1.0,
                      **options) -> results.Embeddings:
-    """Embeddings of every image by each of :func:`vision_encoders` (registry
+    """Embeddings of every image by each of :func:`vision_encoders` (built-in
     names or references such as ``hf-vision:/folder``)."""
     refs = vision_encoders(images, encoders, medical_scale=medical_scale, progress=options.get("progress", True))
     return encode_all(images.items.ids, images.images, refs, **options)
@@ -403,7 +403,7 @@ def text_embeddings(reports: ReportSet, encoders: Sequence[str], *, test_index: 
                     medical_scale: float = 1.0, progress: bool = True, **options) -> results.Embeddings:
     """Embeddings of every report by each of :func:`text_encoders`: the study-made
     ones are built from :func:`medical_training_reports`, never from ``reports``'
-    test items (``test_index``). Other entries are registry names or references
+    test items (``test_index``). Other entries are built-in names or references
     such as ``hf-text:/folder``."""
     refs = text_encoders(encoders, reports, test_index, medical_scale=medical_scale, progress=progress)
     return encode_all(reports.ids, reports.texts, refs, progress=progress, **options)
