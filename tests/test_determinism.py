@@ -8,9 +8,9 @@ phantom and the split repeat. Here:
   processes with different hash seeds (nothing depends on ``PYTHONHASHSEED``,
   global random state or the order of a set);
 * embedding cache files are byte-identical across processes;
-* (slow) smoke runs of ``text_stitching`` and ``vision_stitching`` executed in two
-  fresh work folders, each with its own empty cache, record identical numbers,
-  and write byte-identical embedding caches and phantom images.
+* (slow) the smoke study's affine ``text_stitching`` and ``vision_stitching`` runs,
+  executed again in fresh work folders with empty caches, record identical
+  numbers and write byte-identical embedding shards and phantom images.
 """
 
 from __future__ import annotations
@@ -85,11 +85,9 @@ def test_embedding_cache_files_are_byte_identical_across_processes(tmp_path, rec
     assert len(written[0]) == 5 and written[0] == written[1]  # four shards and the manifest
 
 
-TEXT_RUN = ["run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "transform=affine",
-            "-p", "max_reports=120", "-p", "anchor_counts=[8,32]", "-p", "seeds=[0]"]
-VISION_RUN = ["run", "vision_stitching", "--profile", "smoke", "--quiet", "-p", "transform=affine",
-              "-p", "n_images=80", "-p", "anchor_counts=[8,16]", "-p", "seeds=[0]",
-              "-p", "encoders=[effnet-lite0,effnet-lite1]", "-p", "targets=[]"]
+# The smoke profile's own affine runs, as the smoke study executed them.
+FRESH_RUNS = {"text": ["run", "text_stitching", "--profile", "smoke", "--quiet", "-p", "transform=affine"],
+              "vision": ["run", "vision_stitching", "--profile", "smoke", "--quiet", "-p", "transform=affine"]}
 
 
 def env_for(work: Path) -> dict:
@@ -98,11 +96,32 @@ def env_for(work: Path) -> dict:
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-def run_both(works: list[Path], args: list[str]) -> None:
-    """The same command in every work folder, at the same time."""
+def recorded(work: Path, env: dict) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "semalign", "results", "--profile", "smoke", "--json"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    # provenance holds each run's start and wall time: the numbers and their data identity are compared
+    return [{k: v for k, v in r.items() if k != "provenance"} for r in json.loads(out)]
+
+
+def cache_digests(root: Path) -> dict[str, str]:
+    """sha256 of every embedding shard and phantom image file, by path inside the cache ``root``."""
+    files = [*root.glob("embeddings/*/shard-*.safetensors"), *root.glob("phantom/*/images.safetensors")]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.mark.slow
+def test_fresh_work_folders_repeat_the_smoke_study_s_numbers_and_cache_bytes(smoke_study, tmp_path, record_property):
+    """The smoke study's affine text and vision runs, again, each in a fresh work
+    folder with its own empty cache (both at once): the same records, and the
+    embedding shards and phantom images they write are byte-identical to the
+    smoke study's cache files of the same keys."""
+    record_property("determinism", "smoke text_stitching and vision_stitching (affine) in fresh work folders "
+                                   "and caches: the smoke study's recorded numbers, byte-identical embeddings "
+                                   "and phantom")
     procs = []
-    for work in works:
-        log = open(work.with_name(f"{work.name}.{args[1]}.log"), "w")
+    for name, args in FRESH_RUNS.items():
+        work = tmp_path / name
+        log = open(tmp_path / f"{name}.log", "w")
         procs.append((subprocess.Popen([sys.executable, "-m", "semalign", *args], env=env_for(work),
                                        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT), log))
     for proc, log in procs:
@@ -110,32 +129,13 @@ def run_both(works: list[Path], args: list[str]) -> None:
         log.close()
         assert proc.returncode == 0, Path(log.name).read_text()[-3000:]
 
+    fresh = [r for name in FRESH_RUNS for r in recorded(tmp_path / name, env_for(tmp_path / name))]
+    runs = {r["run"] for r in fresh}
+    assert runs == {"text_stitching__transform-affine", "vision_stitching__transform-affine"} and len(fresh) > 20
+    study = recorded(smoke_study, {**os.environ, "SEMALIGN_WORKDIR": str(smoke_study)})
+    assert fresh == [r for r in study if r["run"] in runs]
 
-def recorded(work: Path) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "semalign", "results", "--profile", "smoke", "--json"],
-                         env=env_for(work), capture_output=True, text=True, check=True).stdout
-    # provenance holds each run's start and wall time: the numbers and their data identity are compared
-    return [{k: v for k, v in r.items() if k != "provenance"} for r in json.loads(out)]
-
-
-def cache_digests(work: Path) -> dict[str, str]:
-    """sha256 of every embedding shard and phantom image file, by path inside the cache."""
-    root = work / "cache"
-    files = [*root.glob("embeddings/*/shard-*.safetensors"), *root.glob("phantom/*/images.safetensors")]
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-@pytest.mark.slow
-def test_smoke_runs_in_two_fresh_work_folders_record_identical_numbers(tmp_path, record_property):
-    record_property("determinism", "smoke text_stitching and vision_stitching (affine) in two fresh work folders "
-                                   "and caches: identical recorded numbers, byte-identical embeddings and phantom")
-    works = [tmp_path / "first", tmp_path / "second"]
-    run_both(works, TEXT_RUN)
-    run_both(works, VISION_RUN)
-    first, second = (recorded(w) for w in works)
-    experiments = {r["experiment"] for r in first}
-    assert experiments == {"text_stitching", "vision_stitching"} and len(first) > 20
-    assert first == second
-    caches = [cache_digests(w) for w in works]
-    assert any("phantom/" in k for k in caches[0]) and sum("embeddings/" in k for k in caches[0]) >= 4
-    assert caches[0] == caches[1]
+    written = {k: v for name in FRESH_RUNS for k, v in cache_digests(tmp_path / name / "cache").items()}
+    assert any("phantom/" in k for k in written) and sum("embeddings/" in k for k in written) >= 4
+    study_cache = cache_digests(Path(os.environ["SEMALIGN_CACHE"]))  # the smoke study's (conftest.study_workdir)
+    assert {k: study_cache.get(k) for k in written} == written

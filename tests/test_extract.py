@@ -52,7 +52,8 @@ def test_two_processes_fill_the_cache_one_process_fills_and_the_notebook_reads_i
     # the same cache path for both, one after the other, so manifests that name it compare equal
     alone = _embed(workdir, launcher, 1)
     assert alone.returncode == 0, alone.stderr[-2000:]
-    (workdir / "cache").rename(tmp_path / "cache-one")
+    # only the embeddings move aside: the trained radiology-bert stays, so the two processes do not train it again
+    (workdir / "cache" / "embeddings").rename(tmp_path / "embeddings-one")
     shared = _embed(workdir, launcher, 2)
     assert shared.returncode == 0, shared.stderr[-2000:]
     assert "process 1 of 2" in shared.stdout and "2 of 2 entries complete" in shared.stdout, shared.stdout
@@ -61,7 +62,7 @@ def test_two_processes_fill_the_cache_one_process_fills_and_the_notebook_reads_i
     filled = _files(embeddings)
     assert any(name.endswith("shard-00012.safetensors") for name in filled)  # 400 reports / 32: 13 shards each
     assert not any("part-" in name for name in filled)
-    assert filled == _files(tmp_path / "cache-one" / "embeddings")  # item for item, byte for byte
+    assert filled == _files(tmp_path / "embeddings-one")  # item for item, byte for byte
 
     # the notebook finds every embedding cached: nothing is written to the embedding cache
     run = subprocess.run([sys.executable, "-m", "semalign", "run", "text_stitching", "--profile", "smoke",
