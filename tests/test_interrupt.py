@@ -3,7 +3,7 @@ same results, and nothing torn or half-written is ever trusted.
 
 * Atomic writes: a writer killed with SIGKILL leaves the old file (or none) and
   a temporary file that the next write removes; finished files get the umask's
-  modes, not mkstemp's 0600.
+  modes (a library's owner-only files in a built folder too).
 * Cache integrity: a damaged embedding entry (flipped bytes, truncated or missing
   shard, non-finite values, torn manifest) is reported in one line naming the
   file and recomputed, and only the damaged shard is recomputed.
@@ -39,7 +39,7 @@ from semalign.models.encoders import EncoderSpec
 from semalign.core.errors import SemalignError
 from semalign.core.paths import PROJECT_ROOT
 
-TEMPORARY = re.compile(r"~[A-Za-z0-9._-]+~\d+~|\.partial$|\.tmp$")
+TEMPORARY = re.compile(r"~tmp-|\.partial$|\.tmp$")
 
 
 def leftovers(*roots: Path) -> list[Path]:
@@ -80,20 +80,33 @@ def test_writer_killed_midway_leaves_the_old_file_and_a_temporary_the_next_write
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert target.read_text() == "old and complete"
     (stale,) = leftovers(tmp_path)
-    assert stale.name.startswith(".entry.json.~") and stale.read_bytes() == b"half of the new"
+    assert stale.name.startswith(".entry.json~tmp-") and stale.read_bytes() == b"half of the new"
     cache.atomic_write_json(target, {"new": True})
     assert json.loads(target.read_text()) == {"new": True}
     assert leftovers(tmp_path) == []
 
 
-def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
-    with cache.atomic_path(tmp_path / "a.bin") as mine:
-        mine.write_bytes(b"in progress")
-        assert cache.remove_stale_temporaries(tmp_path) == []  # this process is alive
-        other_host = tmp_path / ".a.bin.~elsewhere~1~abc.tmp"
-        other_host.write_bytes(b"")
-        assert cache.remove_stale_temporaries(tmp_path) == []  # another host's writer cannot be checked
-    assert (tmp_path / "a.bin").read_bytes() == b"in progress" and other_host.exists()
+def test_a_live_writers_temporary_is_left_alone(tmp_path):
+    """A temporary is stale when no process holds its lock: this process's own,
+    and another live process's, are never removed; the dead writer's is."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from semalign.core.cache import temporary
+        with temporary({str(tmp_path / "b.bin")!r}, folder=True) as held:
+            print(held, flush=True)
+            sys.stdin.read()  # until the test closes our stdin
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    theirs = Path(holder.stdout.readline().strip())
+    try:
+        with cache.atomic_path(tmp_path / "a.bin") as mine:
+            mine.write_bytes(b"in progress")
+            assert cache.remove_stale_temporaries(tmp_path) == []  # held here and by the other process
+            assert mine.exists() and theirs.is_dir()
+        assert (tmp_path / "a.bin").read_bytes() == b"in progress"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cache.remove_stale_temporaries(tmp_path) == [theirs] and not theirs.exists()  # its writer is gone
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
@@ -410,8 +423,10 @@ def test_study_killed_during_embedding_and_notebook_execution_gives_the_uninterr
     assert shard_times(done) == written  # the entries finished before the kill are read back, not recomputed
     finish(reference)
     assert results_json.exists() and executed.exists()
-    for path in (results_json, executed):  # not mkstemp's owner-only mode
-        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~cache.umask(), path
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in (results_json, executed):  # the umask's modes, not owner-only
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
     assert_nothing_torn(killed)
     survived = recorded(killed)
     assert len(survived) > 10 and survived == recorded(tmp_path / "uninterrupted")

@@ -151,7 +151,7 @@ def test_damaged_phantom_cache_is_rendered_again(tmp_path, monkeypatch):
     spec = PhantomSpec(n_images=4, seed=0, image_size=64)
     first = experiments.phantom_dataset(spec, progress=False)
     (images,) = tmp_path.glob("phantom/*/images.safetensors")
-    assert images.stat().st_mode & 0o044  # readable by others as the umask allows, not mkstemp's 0600
+    assert images.stat().st_mode & 0o044  # readable by others as the umask allows, not safetensors' owner-only 0600
     data = bytearray(images.read_bytes())
     data[-10] ^= 0xFF
     images.write_bytes(bytes(data))

@@ -5,24 +5,25 @@ moved into place with :func:`os.replace`, so a killed process leaves either the
 old entry or the new one, never a torn file. Entries are plain arrays
 (safetensors / ``.npz`` without pickle) and JSON.
 
-A temporary name carries the host and process id of its writer
-(``.<name>.~<host>~<pid>~<random><suffix>``). A process killed with SIGKILL
-cannot remove its temporary file; the next write of the same target (or
-:func:`remove_stale_temporaries` on the folder) removes it once that process
-is gone. Temporary files are created owner-only; a finished entry gets the
-modes the umask allows, like any other file the user creates.
+A writer holds an exclusive ``flock`` on its temporary file or folder. A
+process killed with SIGKILL cannot remove its temporary, but the kernel drops
+its lock; the next write of the same target (or :func:`remove_stale_temporaries`
+on the folder) removes every temporary whose lock it can take, so a live
+writer's is never touched and nothing is read out of the names. Temporaries are
+created with the umask's modes, and a built folder's files are given the same,
+so a finished entry is as readable as any other file the user creates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
-import re
+import secrets
 import shutil
-import socket
-import tempfile
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,8 +32,8 @@ from typing import Any
 from semalign.core.errors import SemalignError
 from semalign.core.paths import cache_dir
 
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.~(?P<host>[A-Za-z0-9._-]+)~(?P<pid>\d+)~")
+#: Marks a temporary's name: ``.<target name>~tmp-<random><suffix>``.
+_MARK = "~tmp-"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -51,78 +52,90 @@ def hash_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def umask() -> int:
-    """The process umask, read without changing it where the system allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+@contextlib.contextmanager
+def temporary(target: str | os.PathLike, suffix: str = ".tmp", *, folder: bool = False) -> Iterator[Path]:
+    """A new, empty temporary file (or folder) beside ``target``, locked while it is held.
 
-
-def make_shareable(path: str | os.PathLike) -> None:
-    """Give a finished file, or a folder and everything in it, the umask's modes.
-
-    ``mkstemp``/``mkdtemp`` create owner-only (0600/0700) entries; a cache or
-    result moved into place from one should be as readable as a file the user
-    writes directly.
+    The name is ``.<target name>~tmp-<random><suffix>``. It is created with
+    ``O_EXCL`` (files) or ``mkdir`` and modes 0o666/0o777, so it gets the umask's
+    modes like any file the user creates, and held under an exclusive ``flock``
+    that the kernel releases when this process ends, SIGKILL included: a
+    temporary whose lock can be taken belongs to no live writer
+    (:func:`remove_stale_temporaries`); the lock is on the file first created, so
+    write into it rather than replace it. Whatever is left at ``tmp`` on exit is
+    removed; move it into place inside the block to keep it.
     """
-    mask = umask()
-    root = Path(path)
-    for item in [root, *root.rglob("*")] if root.is_dir() else [root]:
-        if not item.is_symlink():
-            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
-
-
-def temporary_prefix(name: str) -> str:
-    """The start of a temporary name for ``name`` written by this process."""
-    return f".{name}.~{_HOST}~{os.getpid()}~"
-
-
-def _writer_alive(host: str, pid: int) -> bool:
-    if host != _HOST:
-        return True  # another machine's process: it cannot be checked, so it is left alone
+    target = Path(target)
+    while True:
+        tmp = target.with_name(f".{target.name}{_MARK}{secrets.token_hex(4)}{suffix}")
+        if folder:
+            os.mkdir(tmp, 0o777)
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # a cleaner that took the lock before this process did has removed it: start again
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        yield tmp
+    finally:
+        try:
+            _remove(tmp)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Remove temporary files and folders left in ``folder`` by processes that are gone.
+def _share_like(folder: Path) -> None:
+    """Give everything in ``folder`` the modes the folder was created with (the
+    umask's): libraries such as safetensors write their files owner-only."""
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    for item in folder.rglob("*"):
+        if not item.is_symlink():
+            os.chmod(item, mode if item.is_dir() else mode & 0o666)
 
-    Only names made by :func:`temporary_prefix` are considered (those of ``name``
-    alone when given), and only those whose writer ran on this host and no
-    longer exists, so a concurrent writer's temporary file is never touched.
-    Returns what was removed.
-    """
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporaries (:func:`temporary`) in ``folder`` that no live
+    process holds — those of ``name`` alone when given — and return them. A
+    temporary held by a writer, in this process or another, is left alone."""
     removed = []
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return removed
+    start = "." if name is None else f".{name}{_MARK}"
     for entry in entries:
-        match = _TEMPORARY.match(entry.name)
-        if not match or (name is not None and match["name"] != name):
+        if not (entry.name.startswith(start) and _MARK in entry.name):
             continue
-        if _writer_alive(match["host"], int(match["pid"])):
-            continue
-        path = Path(entry.path)
         try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(path)
+            fd = os.open(entry.path, os.O_RDONLY | (os.O_DIRECTORY if entry.is_dir(follow_symlinks=False) else 0))
+        except OSError:
+            continue  # gone meanwhile, or another user's
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its writer is alive
+        try:
+            if _remove(Path(entry.path)):
+                removed.append(Path(entry.path))
+        finally:
+            os.close(fd)
     return removed
 
 
@@ -131,8 +144,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """Yield a temporary path next to ``path``; move it into place on success.
 
     ``suffix`` ends the temporary name, for writers that look at the extension.
-    The finished file gets the umask's modes. Temporary files of ``path`` left by
-    killed processes are removed first.
+    Temporary files of ``path`` left by killed processes are removed first.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed
     and ``path`` is left as it was.
@@ -141,16 +153,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target.parent, target.name)
     clear_wrong_kind(target, want_folder=False)
-    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temporary(target, suffix) as tmp:
         yield tmp
-        make_shareable(tmp)
         os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def clear_wrong_kind(path: Path, *, want_folder: bool) -> None:
@@ -242,17 +247,14 @@ def build_folder(target: Path, write: Callable[[Path], dict], *, description: st
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
+    remove_stale_temporaries(target.parent, target.name)
+    with temporary(target, ".partial", folder=True) as tmp:
         info = write(tmp)
         atomic_write_json(tmp / description, {**info, "sha256": {checked: sha256_file(tmp / checked)}})
-        make_shareable(tmp)
+        _share_like(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
             if not folder_is_intact(target, description, checked, names):  # not a concurrent build of the same key
                 raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -460,7 +460,7 @@ def _read_or_compute(folder: Path, manifest: dict[str, Any], ids: list[str],
 
 
 def _write_shard(path: Path, rows: np.ndarray, start: int, ids: Sequence[str], fingerprint: str) -> dict[str, Any]:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     meta = {
         "start": start,
@@ -471,7 +471,8 @@ def _write_shard(path: Path, rows: np.ndarray, start: int, ids: Sequence[str], f
     # one metadata key: safetensors writes several in hash-map order, which
     # differs between processes, and identical inputs should give identical bytes
     header = {"semalign": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
+    data = save({_TENSOR: np.ascontiguousarray(rows, dtype=np.float32)}, metadata=header)
     with _cache.atomic_path(path) as tmp:
-        save_file({_TENSOR: np.ascontiguousarray(rows, dtype=np.float32)}, str(tmp), metadata=header)
-        digest = _cache.sha256_file(tmp)
+        tmp.write_bytes(data)  # into the temporary itself: save_file would replace it with an owner-only file
+    digest = _cache.sha256_bytes(data)
     return {"file": path.name, "start": start, "rows": len(rows), "sha256": digest}

